@@ -1,0 +1,1 @@
+"""OpenAI and Azure OpenAI providers for rakka-runtime (an ordinary entry-point plugin)."""

@@ -1,0 +1,1 @@
+"""rakka-runtime: OpenAI / Azure OpenAI chat completions through config-driven policies."""

@@ -1,0 +1,188 @@
+"""Value types on the request path.
+
+Hot-path types (``TokenChunk``, ``Usage``) are slotted dataclasses: no validation per
+chunk, one attribute slot per field. Messages stay in OpenAI's wire shape (plain dicts)
+because that is what users already hold and what the wire wants; they are checked once
+when a request is built (:func:`check_messages`), never per chunk.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+Message = Mapping[str, Any]
+
+_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+_PART_TYPES = frozenset({"text", "image_url", "input_audio", "file", "refusal"})
+_request_counter = itertools.count(1)
+_pid_prefix = f"req-{os.getpid():x}-"
+
+
+def new_request_id() -> str:
+    """A process-unique id for one logical request (kept across its retries)."""
+    return f"{_pid_prefix}{next(_request_counter)}"
+
+
+def check_messages(messages: Sequence[Message]) -> None:
+    """Reject messages the API would refuse, before anything is sent.
+
+    Raises ``ValueError`` naming the index and what is accepted.
+    """
+    if not messages:
+        raise ValueError("messages: at least one message is required")
+    for i, message in enumerate(messages):
+        if not isinstance(message, Mapping):
+            raise ValueError(f"messages[{i}]: expected an object, got {type(message).__name__}")
+        role = message.get("role")
+        if role not in _ROLES:
+            raise ValueError(
+                f"messages[{i}].role: {role!r} is not one of {', '.join(sorted(_ROLES))}"
+            )
+        content = message.get("content")
+        if content is None:
+            if role == "assistant" and message.get("tool_calls"):
+                continue
+            raise ValueError(f"messages[{i}].content: required for role {role!r}")
+        if isinstance(content, str):
+            continue
+        if not isinstance(content, list):
+            raise ValueError(
+                f"messages[{i}].content: expected a string or a list of content parts"
+            )
+        for j, part in enumerate(content):
+            kind = part.get("type") if isinstance(part, Mapping) else None
+            if kind not in _PART_TYPES:
+                raise ValueError(
+                    f"messages[{i}].content[{j}].type: {kind!r} is not one of "
+                    f"{', '.join(sorted(_PART_TYPES))}"
+                )
+            if kind == "text" and not isinstance(part.get("text"), str):
+                raise ValueError(f"messages[{i}].content[{j}].text: a string is required")
+            if kind == "image_url":
+                image = part.get("image_url")
+                if not isinstance(image, Mapping) or not isinstance(image.get("url"), str):
+                    raise ValueError(
+                        f"messages[{i}].content[{j}].image_url.url: a string is required"
+                    )
+
+
+@dataclass(slots=True, frozen=True)
+class SamplingParams:
+    """Sampling fields sent as-is when set (``None`` means "leave it to the API")."""
+
+    temperature: float | None = None
+    top_p: float | None = None
+    max_tokens: int | None = None
+    stop: str | list[str] | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    seed: int | None = None
+    n: int | None = None
+
+
+@dataclass(slots=True)
+class ExecuteBatch:
+    """One chat request as the runtime executes it (the seed crate's name is kept).
+
+    ``model`` overrides the deployment's model; ``deadline`` is an absolute
+    ``time.monotonic()`` value after which no further attempt is started.
+    """
+
+    messages: Sequence[Message]
+    model: str | None = None
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    stream: bool = True
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    response_format: dict[str, Any] | None = None
+    user: str | None = None
+    request_id: str = field(default_factory=new_request_id)
+    deadline: float | None = None
+    extra_body: dict[str, Any] | None = None
+
+
+@dataclass(slots=True)
+class Usage:
+    """Token usage as the API reports it. ``output_tokens`` includes reasoning tokens."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "cached_tokens": self.cached_tokens,
+            "reasoning_tokens": self.reasoning_tokens,
+        }
+
+
+@dataclass(slots=True)
+class ToolCallDelta:
+    """A fragment of one tool call; fragments with the same ``index`` are joined."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+@dataclass(slots=True)
+class ToolCall:
+    id: str
+    name: str
+    arguments: str
+    type: str = "function"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "type": self.type,
+            "function": {"name": self.name, "arguments": self.arguments},
+        }
+
+
+@dataclass(slots=True)
+class TokenChunk:
+    """One decoded stream event, as the caller sees it."""
+
+    request_id: str
+    text_delta: str = ""
+    tool_call_delta: list[ToolCallDelta] | None = None
+    usage: Usage | None = None
+    finish_reason: str | None = None
+
+
+@dataclass(slots=True)
+class Attempt:
+    """What one attempt did: kept on results and errors so retries are visible."""
+
+    kind: str  # "ok" or an error kind
+    status: int | None = None
+    wait: float = 0.0  # seconds slept before the next attempt
+
+
+@dataclass(slots=True)
+class ChatResult:
+    """The aggregate of one request, streamed or not."""
+
+    request_id: str
+    text: str = ""
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    finish_reason: str | None = None
+    usage: Usage | None = None
+    model: str | None = None
+    provider_request_id: str | None = None
+    cost_usd: float | None = None
+    cost_estimated: bool = False
+    attempts: int = 1
+    attempt_history: list[Attempt] = field(default_factory=list)
+    latency_ms: float | None = None
+    ttft_ms: float | None = None
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
