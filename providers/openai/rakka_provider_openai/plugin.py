@@ -1,1 +1,70 @@
-"""Entry point of the provider plugin (group ``rakka``)."""
+"""Entry point of the provider plugin (group ``rakka``, name ``openai``).
+
+Registers the ``openai`` and ``azure`` provider kinds and the ``rakka emulator`` command,
+through the same hooks any third-party provider would use.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import TYPE_CHECKING
+
+from rakka_runtime import hookimpl
+
+if TYPE_CHECKING:
+    import click
+
+    from rakka_runtime.config.schema import DeploymentConfig
+    from rakka_runtime.registry import ProviderContext, ProviderRegistry
+    from rakka_provider_openai.client import OpenAIWireClient
+
+# Imports stay inside the hooks: `rakka --help` loads this module, and should not pay
+# for pydantic models or the emulator it does not use.
+
+
+def make_client(deployment: DeploymentConfig, context: ProviderContext) -> OpenAIWireClient:
+    from rakka_provider_openai.client import OpenAIWireClient
+    from rakka_provider_openai.deployment import auth_headers
+
+    session = context.open_session(partial(auth_headers, deployment))
+    if not deployment.embedded_emulator:
+        return OpenAIWireClient(deployment, session)
+    # The default `local` deployment: an in-process emulator on an ephemeral loopback port,
+    # owned by this client and stopped with it.
+    from rakka_provider_openai.emulator import Emulator
+
+    credential = session.snapshot.credential
+    emulator = Emulator(keys=None if credential is None else [credential.reveal()]).start()
+    variant = getattr(deployment, "variant", None)
+    azure = variant is not None and getattr(variant, "kind", "direct") == "azure"
+    return OpenAIWireClient(
+        deployment,
+        session,
+        endpoint_override=emulator.url if azure else emulator.url + "/v1",
+        on_close=emulator.stop,
+    )
+
+
+@hookimpl
+def rakka_register_providers(registry: ProviderRegistry) -> None:
+    from rakka_provider_openai.deployment import AzureDeployment, OpenAIDeployment
+
+    registry.register("openai", OpenAIDeployment, make_client)
+    registry.register("azure", AzureDeployment, make_client)
+
+
+@hookimpl
+def rakka_register_commands(cli: click.Group) -> None:
+    import click
+
+    @cli.command(
+        "emulator",
+        context_settings={"ignore_unknown_options": True, "help_option_names": []},
+        add_help_option=False,
+    )
+    @click.argument("args", nargs=-1, type=click.UNPROCESSED)
+    def emulator_command(args: tuple[str, ...]) -> None:
+        """Run the bundled OpenAI/Azure-compatible emulator (see `rakka emulator --help`)."""
+        from rakka_provider_openai.emulator import main
+
+        raise SystemExit(main(list(args)))

@@ -1,0 +1,102 @@
+"""Deployment config of the ``openai`` and ``azure`` provider kinds, and what follows from it.
+
+The variant mirrors the seed crate's ``OpenAiConfig``: ``direct`` (api.openai.com or any
+OpenAI-compatible endpoint) or ``azure`` (resource + deployment + api-version, with an
+optional endpoint override for proxies, sovereign clouds and emulators).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated, Literal
+from urllib.parse import quote
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from rakka_runtime import __version__
+from rakka_runtime.config.schema import DeploymentConfig
+from rakka_runtime.secrets import Secret
+
+USER_AGENT = f"rakka-runtime/{__version__}"
+OPENAI_ENDPOINT = "https://api.openai.com/v1"
+
+
+class DirectVariant(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["direct"] = "direct"
+    endpoint: str | None = OPENAI_ENDPOINT
+
+
+class AzureVariant(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["azure"] = "azure"
+    resource: str | None = None
+    deployment: str
+    api_version: str = "2024-10-21"
+    endpoint: str | None = None
+
+    @model_validator(mode="after")
+    def _needs_a_host(self) -> AzureVariant:
+        if not self.resource and not self.endpoint:
+            raise ValueError("an azure variant needs `resource` or an `endpoint` override")
+        return self
+
+
+Variant = Annotated[DirectVariant | AzureVariant, Field(discriminator="kind")]
+
+
+class OpenAIDeployment(DeploymentConfig):
+    """``provider: openai``: direct by default; the seed's Azure variant is accepted too."""
+
+    variant: Variant = DirectVariant()
+    organization: str | None = None
+    project: str | None = None
+
+    @model_validator(mode="after")
+    def _endpoint_required(self) -> OpenAIDeployment:
+        variant = self.variant
+        if isinstance(variant, DirectVariant) and not variant.endpoint and not self.embedded_emulator:
+            raise ValueError("variant.endpoint is required unless embedded_emulator is true")
+        return self
+
+
+class AzureDeployment(DeploymentConfig):
+    """``provider: azure``: the deployment name in the URL decides the model."""
+
+    variant: AzureVariant
+
+
+def chat_url(variant: DirectVariant | AzureVariant, endpoint_override: str | None = None) -> str:
+    """The chat-completions URL; ``endpoint_override`` replaces the configured host."""
+    if isinstance(variant, DirectVariant):
+        base = endpoint_override or variant.endpoint or OPENAI_ENDPOINT
+        return base.rstrip("/") + "/chat/completions"
+    base = (endpoint_override or variant.endpoint or f"https://{variant.resource}.openai.azure.com")
+    base = base.rstrip("/")
+    if not base.endswith("/openai"):
+        base += "/openai"
+    return (
+        f"{base}/deployments/{quote(variant.deployment, safe='')}/chat/completions"
+        f"?api-version={quote(variant.api_version, safe='')}"
+    )
+
+
+def auth_headers(deployment: DeploymentConfig, credential: Secret | None) -> Mapping[str, str]:
+    """Every header a request sends, derived once per credential (the session snapshot)."""
+    headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT}
+    variant = getattr(deployment, "variant", None)
+    if isinstance(variant, AzureVariant):
+        if credential is not None:
+            headers["api-key"] = credential.reveal()
+    else:
+        if credential is not None:
+            headers["Authorization"] = f"Bearer {credential.reveal()}"
+        organization = getattr(deployment, "organization", None)
+        project = getattr(deployment, "project", None)
+        if organization:
+            headers["OpenAI-Organization"] = organization
+        if project:
+            headers["OpenAI-Project"] = project
+    return headers

@@ -1,0 +1,248 @@
+"""Compose the configuration with Hydra's compose API, validate it, and show it safely.
+
+Where config comes from
+-----------------------
+The built-in tree (``conf/`` in the repository, ``rakka_runtime/conf`` in the wheel) is
+always on the search path. A user ``config_dir`` is searched *before* it, with Hydra's
+usual first-match-wins rule, so:
+
+- a user file with the same group and name as a built-in one **replaces it whole** (no
+  key-by-key merge: ``<config_dir>/deployment/local.yaml`` is the ``local`` option);
+- a new user file **adds an option** (``<config_dir>/deployment/mine.yaml`` →
+  ``deployment=mine``), listed next to the built-in ones in error messages;
+- a user ``config.yaml`` **replaces the built-in primary config**, i.e. its defaults list
+  decides which options are chosen when no override names one. The built-in groups stay
+  available to it, so ``defaults: [{policy: batch}, {deployment: openai},
+  {pricing: published}, {env: prod}, _self_]`` is a complete user ``config.yaml``.
+
+To change a few keys rather than a whole file, use an ``env/<name>.yaml`` (``# @package
+_global_``) or command-line overrides; both are composed after everything else.
+
+How
+---
+Hydra reads the primary config from the first search-path directory *before* it applies
+``hydra.searchpath``, so a user directory without ``config.yaml`` could not fall back to
+the built-in one. The primary config is therefore a one-line node registered in Hydra's
+ConfigStore (``defaults: [config]``), which picks up ``config.yaml`` through the full
+search path. Hydra keeps its state in a process-wide singleton (``GlobalHydra``), so each
+composition runs under a lock with that singleton cleared, and an application's own Hydra
+state (if it runs under ``@hydra.main``) is put back afterwards.
+
+Hydra and OmegaConf are imported inside the functions: ``import rakka_runtime`` must not
+pay for them.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, SecretStr, ValidationError
+
+import rakka_runtime
+from rakka_runtime.config.errors import (
+    config_error,
+    from_hydra_error,
+    names_a_secret,
+    validation_problems,
+)
+from rakka_runtime.config.schema import DeploymentConfig, RakkaConfig
+from rakka_runtime.errors import ConfigError
+
+__all__ = [
+    "builtin_conf_dir",
+    "compose_config",
+    "dump_config_yaml",
+    "load_config",
+    "validate_config",
+]
+
+_ROOT_CONFIG = "rakka_runtime_root"
+_MASK = "**********"
+# GlobalHydra is process-wide: one composition at a time.
+_compose_lock = threading.Lock()
+
+
+def builtin_conf_dir() -> Path:
+    """The built-in conf tree: inside the installed wheel, else the repository's."""
+    packaged = Path(rakka_runtime.__file__).parent / "conf"
+    if packaged.is_dir():
+        return packaged
+    # Editable install: rakka_runtime/config/loader.py → repository root.
+    return Path(__file__).resolve().parents[2] / "conf"
+
+
+def compose_config(
+    overrides: Sequence[str] = (), config_dir: str | Path | None = None
+) -> dict[str, Any]:
+    """Compose the built-in tree (overlaid by ``config_dir``) with Hydra overrides.
+
+    :param overrides: Hydra override strings, e.g. ``["deployment=azure",
+        "deployment.retry.max_retries=5"]``; they win over every file.
+    :param config_dir: a user directory searched before the built-in tree (see the
+        module docstring for what its files replace and add).
+    :returns: the resolved config as plain dicts and lists, without a ``hydra`` key.
+    :raises ConfigError: for an unknown option, a bad override, invalid YAML, an
+        unresolvable interpolation or a missing (``???``) value.
+    """
+    overrides = [str(item) for item in overrides]
+    for override in overrides:
+        key = override.split("=", 1)[0].lstrip("+~")
+        if key == "hydra" or key.startswith(("hydra.", "hydra/")):
+            raise ConfigError(key, f"{override!r}: Hydra's own settings cannot be overridden here")
+    builtin = builtin_conf_dir()
+    user = _user_dir(config_dir)
+    hydra_overrides = []
+    if user is not None and user != builtin:
+        hydra_overrides.append(f"hydra.searchpath=['{_file_url(builtin)}']")
+    primary = user or builtin
+
+    with _compose_lock:
+        composed = _compose_locked(primary, [*overrides, *hydra_overrides], overrides)
+    composed.pop("hydra", None)
+    return composed
+
+
+def _compose_locked(
+    primary: Path, all_overrides: list[str], user_overrides: list[str]
+) -> dict[str, Any]:
+    from hydra import compose, initialize_config_dir
+    from hydra.core.config_store import ConfigStore
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    ConfigStore.instance().store(name=_ROOT_CONFIG, node={"defaults": ["config", "_self_"]})
+    outer = GlobalHydra.instance().hydra
+    GlobalHydra.instance().clear()
+    error: ConfigError | None = None
+    container: Any = None
+    try:
+        with initialize_config_dir(config_dir=str(primary), job_name="rakka", version_base=None):
+            cfg = compose(config_name=_ROOT_CONFIG, overrides=all_overrides)
+        container = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    except Exception as exc:
+        # Whatever Hydra, OmegaConf or PyYAML raise here is a problem in the user's
+        # files or overrides.
+        error = from_hydra_error(exc, user_overrides)
+    finally:
+        # initialize_config_dir put back the (cleared) instance it found; restore the
+        # application's own Hydra, if it had one.
+        GlobalHydra.instance().clear()
+        if outer is not None:
+            GlobalHydra.instance().initialize(outer)
+    if error is not None:
+        # Raised here, not in the except block: the library's exception holds config
+        # nodes (secrets included) and must not ride along as __context__.
+        raise error
+    if not isinstance(container, dict):
+        raise ConfigError("", f"the composed config is a {type(container).__name__}, not a mapping")
+    return {str(key): value for key, value in container.items()}
+
+
+def _user_dir(config_dir: str | Path | None) -> Path | None:
+    if config_dir is None:
+        return None
+    path = Path(config_dir).expanduser().resolve()
+    if not path.is_dir():
+        raise ConfigError("config_dir", f"{str(config_dir)!r} is not a directory")
+    return path
+
+
+def _file_url(path: Path) -> str:
+    # Quoted for Hydra's override grammar, where only quotes need escaping; as_posix()
+    # keeps Windows backslashes away from the closing quote.
+    return "file://" + path.as_posix().replace("'", "\\'")
+
+
+def load_config(overrides: Sequence[str] = (), config_dir: str | Path | None = None) -> RakkaConfig:
+    """Compose (see :func:`compose_config`) and validate (see :func:`validate_config`)."""
+    return validate_config(compose_config(overrides, config_dir))
+
+
+# Keys that appear at the top level when a group file lacks its "# @package" header.
+_PACKAGE_HINTS = {
+    "policy": "files in policy/ must start with '# @package deployment'",
+    "pricing.pricing": "files in pricing/ must start with '# @package _global_'",
+    "env.env": "files in env/ must start with '# @package _global_'",
+}
+
+
+def validate_config(raw: Mapping[str, Any]) -> RakkaConfig:
+    """Validate a composed config: the top level, and the deployment keys the core knows.
+
+    Provider-specific deployment keys are checked later, by
+    :func:`~rakka_runtime.config.schema.validate_deployment` with the provider's model.
+
+    :raises ConfigError: one line per problem.
+    """
+    problems = [(path, hint) for path, hint in _PACKAGE_HINTS.items() if _has_path(raw, path)]
+    hinted = {path for path, _ in problems}
+    config: RakkaConfig | None = None
+    try:
+        config = RakkaConfig.model_validate(dict(raw))
+    except ValidationError as exc:
+        problems += [p for p in validation_problems(exc, model=RakkaConfig) if p[0] not in hinted]
+    deployment = raw.get("deployment")
+    if isinstance(deployment, Mapping):
+        known = {k: v for k, v in deployment.items() if k in DeploymentConfig.model_fields}
+        try:
+            DeploymentConfig.model_validate(known)
+        except ValidationError as exc:
+            problems += validation_problems(exc, model=DeploymentConfig, prefix="deployment")
+    # Raised outside the except blocks: a ValidationError keeps its inputs (secrets too)
+    # and must not ride along as __context__.
+    if problems or config is None:
+        raise config_error(problems or [("", "invalid configuration")])
+    return config
+
+
+def _has_path(raw: Mapping[str, Any], dotted: str) -> bool:
+    node: Any = raw
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+# --- Showing a config -------------------------------------------------------------------
+
+
+def dump_config_yaml(config: BaseModel | Mapping[str, Any]) -> str:
+    """YAML for ``rakka config show``: secret references appear as references
+    (``{from: env, name: ...}``), an inline value as ``'**********'``; never a value."""
+    import yaml
+
+    data = (
+        config.model_dump(mode="json", by_alias=True) if isinstance(config, BaseModel) else config
+    )
+    return yaml.safe_dump(
+        _redacted(data), sort_keys=False, allow_unicode=True, default_flow_style=False
+    )
+
+
+def _redacted(value: Any, key: str | None = None) -> Any:
+    if isinstance(value, BaseModel):
+        return _redacted(value.model_dump(mode="json", by_alias=True), key)
+    if isinstance(value, SecretStr):
+        return _MASK
+    if isinstance(value, Mapping):
+        inline = value.get("from") == "inline"
+        return {
+            str(k): _MASK if inline and k == "value" else _redacted(v, str(k))
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [_redacted(item) for item in value]
+    if isinstance(value, str):
+        # A plain string under a key that names a secret is a key pasted in by mistake.
+        if key is not None and names_a_secret(key):
+            return _MASK
+        return value
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    # Anything else (Path, date, a resolved Secret) shows as its str(), which for a
+    # Secret is the mask.
+    return str(value)

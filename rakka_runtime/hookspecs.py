@@ -1,0 +1,125 @@
+"""Every hook a rakka plugin can implement.
+
+A plugin is any module or object with functions named like these, marked with
+:data:`rakka_runtime.hookimpl`. Built-in plugins (the policies, metrics) are registered
+exactly like third-party ones found through the ``rakka`` entry-point group, so anything
+a built-in does, an external plugin can do too. The rest of the code calls hooks only
+through :class:`rakka_runtime.plugins.PluginHooks`, never ``pm.hook`` directly.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pluggy
+
+if TYPE_CHECKING:
+    import click
+
+    from rakka_runtime.config.schema import DeploymentConfig, PluginSecret
+    from rakka_runtime.errors import InferenceError
+    from rakka_runtime.plugins import PluginHooks
+    from rakka_runtime.registry import ProviderRegistry
+    from rakka_runtime.runner import Middleware
+    from rakka_runtime.session import SessionSnapshot
+    from rakka_runtime.types import ChatResult, ExecuteBatch
+
+PROJECT = "rakka"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def rakka_register_providers(registry: ProviderRegistry) -> None:
+    """Add provider kinds (``openai``, ``azure``, ...) to the registry.
+
+    Call ``registry.register(kind, config_model, factory)``; registering a kind that is
+    already taken raises, so two plugins cannot silently shadow each other.
+
+    :param registry: the registry to add provider kinds to.
+    """
+
+
+@hookspec
+def rakka_request_middleware(
+    deployment: DeploymentConfig, hooks: PluginHooks
+) -> Middleware | None:
+    """Return a middleware that wraps every call to ``deployment``, or ``None``.
+
+    Called once per deployment when its call chain is built, never per request. Each
+    middleware says where it sits (``stage`` "outer": once per logical request, around
+    retries; "attempt": once per attempt) and its ``order`` within the stage, so the chain
+    does not depend on registration order. Unlike a pluggy wrapper, a middleware may call
+    the next layer several times, which is what retry needs.
+
+    :param deployment: the validated deployment the chain is built for.
+    :param hooks: the typed hook facade, for middlewares that fire events
+        (e.g. ``hooks.breaker_state_changed``).
+    :return: a :class:`rakka_runtime.runner.Middleware`, or ``None`` to stay out.
+    """
+
+
+@hookspec(firstresult=True)
+def rakka_secret_source(ref: PluginSecret) -> str | None:
+    """Resolve a secret reference whose ``from`` is not built in (e.g. a vault).
+
+    The first plugin returning a string wins.
+
+    :param ref: the reference as written in config (``ref.source`` and ``ref.params``).
+    :return: the secret value, or ``None`` when this plugin does not handle ``ref.source``.
+    """
+
+
+@hookspec
+def rakka_session_swapped(
+    deployment: str, old: SessionSnapshot, new: SessionSnapshot
+) -> None:
+    """A deployment's session snapshot was replaced (for example after key rotation).
+
+    :param deployment: the deployment's name.
+    :param old: the snapshot requests started before the swap keep using.
+    :param new: the snapshot every later request uses.
+    """
+
+
+@hookspec
+def rakka_breaker_state_changed(
+    deployment: str, old_state: str, new_state: str, retry_at: float | None
+) -> None:
+    """A deployment's circuit breaker changed state.
+
+    :param deployment: the deployment's name.
+    :param old_state: ``closed``, ``open`` or ``half_open``.
+    :param new_state: ``closed``, ``open`` or ``half_open``.
+    :param retry_at: when an open circuit lets a probe through (``time.monotonic()``).
+    """
+
+
+@hookspec
+def rakka_request_finished(
+    deployment: str,
+    request: ExecuteBatch,
+    result: ChatResult | None,
+    error: InferenceError | None,
+) -> None:
+    """A logical request ended, successfully or not, after all its attempts.
+
+    :param deployment: the deployment's name.
+    :param request: the request as sent.
+    :param result: the aggregate when it succeeded, else ``None``.
+    :param error: the final classified error when it failed, else ``None``.
+    """
+
+
+@hookspec
+def rakka_register_commands(cli: click.Group) -> None:
+    """Add subcommands to the ``rakka`` command line.
+
+    :param cli: the top-level click group; call ``cli.add_command(...)``.
+    """
+
+
+def hook_names() -> list[str]:
+    """Names of every hook specification, sorted (for docs and tests)."""
+    return sorted(name for name in globals() if name.startswith("rakka_"))
+

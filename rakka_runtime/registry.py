@@ -1,0 +1,76 @@
+"""Provider kinds, filled by the ``rakka_register_providers`` hook.
+
+Config names a provider kind (``deployment.provider``); the registry maps it to the
+pydantic model that validates the deployment node and the factory that builds its wire
+client. Kinds are looked up here rather than through Hydra's ``_target_``, so a config
+file can never make the runtime import arbitrary code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rakka_runtime.config.schema import DeploymentConfig
+    from rakka_runtime.runner import WireClient
+    from rakka_runtime.session import HeaderBuilder, Session
+
+
+class ProviderContext:
+    """What the runtime hands a provider factory: a way to open the deployment's session.
+
+    The provider knows how a credential becomes headers (Bearer vs ``api-key``); the
+    runtime owns the pool, the secret resolution and the snapshot cell.
+    """
+
+    def __init__(self, open_session: Callable[[HeaderBuilder], Session]) -> None:
+        self._open_session = open_session
+
+    def open_session(self, build_headers: HeaderBuilder) -> Session:
+        return self._open_session(build_headers)
+
+
+WireClientFactory = Callable[["DeploymentConfig", ProviderContext], "WireClient"]
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderKind:
+    kind: str
+    config_model: type[DeploymentConfig]
+    factory: WireClientFactory
+    plugin: str  # who registered it, for `rakka plugins`
+
+
+class DuplicateProviderError(ValueError):
+    pass
+
+
+class ProviderRegistry:
+    def __init__(self) -> None:
+        self._kinds: dict[str, ProviderKind] = {}
+        self._current_plugin = "?"
+
+    def register(
+        self, kind: str, config_model: type[DeploymentConfig], factory: WireClientFactory
+    ) -> None:
+        """Add a provider kind; a kind registered twice is an error, not a silent override."""
+        if kind in self._kinds:
+            raise DuplicateProviderError(
+                f"provider kind {kind!r} is registered by both "
+                f"{self._kinds[kind].plugin!r} and {self._current_plugin!r}"
+            )
+        self._kinds[kind] = ProviderKind(kind, config_model, factory, self._current_plugin)
+
+    def get(self, kind: str) -> ProviderKind | None:
+        return self._kinds.get(kind)
+
+    def kinds(self) -> list[str]:
+        return sorted(self._kinds)
+
+    def __iter__(self) -> Iterator[ProviderKind]:
+        return iter(sorted(self._kinds.values(), key=lambda p: p.kind))
+
+    def __contains__(self, kind: object) -> bool:
+        return kind in self._kinds

@@ -1,0 +1,177 @@
+"""Resolve a secret reference to its value, and keep that value out of every printout.
+
+A reference (:data:`~rakka_runtime.config.schema.SecretRef`) says where a secret lives;
+:func:`resolve_secret` reads it and wraps it in :class:`Secret`, whose str, repr and format
+are a mask. Error messages name the reference (variable, file path, plugin source) and
+the config path, never the content, and never chain an exception that holds the content.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import os
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+from rakka_runtime.config.schema import (
+    EnvSecret,
+    FileSecret,
+    InlineSecret,
+    PluginSecret,
+    SecretRef,
+)
+from rakka_runtime.errors import ConfigError
+
+__all__ = ["MASK", "PluginResolver", "Secret", "resolve_secret"]
+
+MASK = "**********"
+logger = logging.getLogger("rakka_runtime.secrets")
+
+PluginResolver = Callable[[PluginSecret], str | None]
+"""Resolves a plugin secret reference; None means "not mine"."""
+
+
+class Secret:
+    """An immutable secret value that prints as ``**********``; :meth:`reveal` returns it."""
+
+    __slots__ = ("_value",)
+    _value: str
+
+    def __init__(self, value: str) -> None:
+        if not isinstance(value, str):
+            raise TypeError(f"Secret wraps a str, not {type(value).__name__}")
+        object.__setattr__(self, "_value", value)
+
+    def reveal(self) -> str:
+        """The value, for the one place that must send it (an HTTP header)."""
+        return self._value
+
+    def __setattr__(self, name: str, value: Any) -> NoReturn:
+        raise AttributeError("Secret is immutable")
+
+    def __delattr__(self, name: str) -> NoReturn:
+        raise AttributeError("Secret is immutable")
+
+    def __repr__(self) -> str:
+        return f"Secret('{MASK}')"
+
+    def __str__(self) -> str:
+        return MASK
+
+    def __format__(self, format_spec: str) -> str:
+        return MASK
+
+    def __eq__(self, other: object) -> bool:
+        # Constant-time, so comparing a rotated key with the current one leaks no timing.
+        if not isinstance(other, Secret):
+            return NotImplemented
+        return hmac.compare_digest(self._value.encode(), other._value.encode())
+
+    def __hash__(self) -> int:
+        return hash((Secret, self._value))
+
+    def __copy__(self) -> Secret:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Secret:
+        return self
+
+    def __reduce__(self) -> tuple[type[Secret], tuple[str]]:
+        # Immutable slots defeat the default protocol; rebuild through __init__.
+        return (Secret, (self._value,))
+
+
+def resolve_secret(
+    ref: SecretRef,
+    *,
+    path: str = "deployment.api_key",
+    plugin_resolver: PluginResolver | None = None,
+) -> Secret:
+    """Read the secret ``ref`` points at.
+
+    - ``env``: the variable's value, surrounding whitespace stripped;
+    - ``file``: the file's UTF-8 text (a BOM is dropped), surrounding whitespace stripped
+      (one file per secret, as Kubernetes mounts them); ``~`` is expanded and a relative
+      path is relative to the working directory;
+    - ``inline``: the value in the config, with a warning that it is for tests only;
+    - any other source: ``plugin_resolver(ref)`` (the ``rakka_secret_source`` hook).
+
+    :param path: the config path of the reference, named in every error.
+    :raises ConfigError: when the secret is missing, unreadable or empty, or no plugin
+        resolves it. The message never contains the secret.
+    """
+    if isinstance(ref, EnvSecret):
+        raw = os.environ.get(ref.name)
+        if raw is None:
+            _fail(path, f"environment variable {ref.name} is not set")
+        return _non_empty(raw, path, f"environment variable {ref.name}")
+    if isinstance(ref, FileSecret):
+        return _non_empty(_read_file(ref, path), path, f"secret file '{ref.path}'")
+    if isinstance(ref, InlineSecret):
+        logger.warning(
+            "%s: inline secrets are for tests only; use {from: env, name: ...} or "
+            "{from: file, path: ...} in real deployments",
+            path,
+        )
+        return _non_empty(ref.value.get_secret_value(), path, "inline secret")
+    if isinstance(ref, PluginSecret):
+        return _non_empty(_from_plugin(ref, path, plugin_resolver), path, _plugin_name(ref))
+    raise TypeError(f"not a secret reference: {type(ref).__name__}")
+
+
+def _read_file(ref: FileSecret, path: str) -> str:
+    file = ref.path.expanduser()
+    try:
+        data = file.read_bytes()
+    except FileNotFoundError:
+        _fail(path, f"secret file '{file}' does not exist")
+    except IsADirectoryError:
+        _fail(path, f"secret file '{file}' is a directory")
+    except PermissionError:
+        _fail(path, f"secret file '{file}' is not readable (permission denied)")
+    except OSError as exc:
+        _fail(path, f"secret file '{file}' cannot be read ({exc.strerror or type(exc).__name__})")
+    text: str | None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        text = None
+    if text is None:
+        # Raised out here, not in the except block: the decode error holds the bytes and
+        # would ride along as __context__.
+        _fail(path, f"secret file '{file}' is not UTF-8 text")
+    return text
+
+
+def _from_plugin(ref: PluginSecret, path: str, resolver: PluginResolver | None) -> str:
+    value = None
+    if resolver is not None:
+        try:
+            value = resolver(ref)
+        except ConfigError:
+            raise
+        except Exception as exc:
+            raise ConfigError(
+                path, f"{_plugin_name(ref)} failed: {type(exc).__name__}: {exc}"
+            ) from exc
+    if value is None:
+        _fail(path, f"no plugin resolves secret source {ref.source!r}")
+    if not isinstance(value, str):
+        _fail(path, f"{_plugin_name(ref)} returned a {type(value).__name__}, not a string")
+    return value
+
+
+def _plugin_name(ref: PluginSecret) -> str:
+    return f"secret source {ref.source!r}"
+
+
+def _non_empty(value: str, path: str, what: str) -> Secret:
+    stripped = value.strip()
+    if not stripped:
+        _fail(path, f"{what} is empty")
+    return Secret(stripped)
+
+
+def _fail(path: str, message: str) -> NoReturn:
+    raise ConfigError(path, message) from None

@@ -1,0 +1,153 @@
+"""HTTP over one shared urllib3 pool, with per-phase timeouts mapped to classified errors.
+
+urllib3 has one "read" timeout for every socket read. We need two: ``request_timeout``
+(request sent → first response byte) and ``read_timeout`` (between bytes of the body,
+including between stream events), so a long healthy stream is never cut by the
+first-byte limit. The first is passed to urllib3 for the header wait; the second is set
+on the socket once the headers are in. A total ``deadline`` clips both.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator, Mapping
+
+import urllib3
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    HTTPError,
+    NewConnectionError,
+    ReadTimeoutError,
+)
+from urllib3.exceptions import ProtocolError as Urllib3ProtocolError
+
+from rakka_runtime.errors import InferenceError, NetworkError, Timeout
+
+READ_SIZE = 65536
+
+
+def make_pool(*, connect: float, request_timeout: float, maxsize: int = 64) -> urllib3.PoolManager:
+    """One pool manager per session; connections are reused across requests and streams."""
+    return urllib3.PoolManager(
+        num_pools=8,
+        maxsize=maxsize,
+        block=False,
+        retries=False,  # retry is a policy of ours, not urllib3's
+        timeout=urllib3.Timeout(connect=connect, read=request_timeout),
+    )
+
+
+def _remaining(deadline: float | None) -> float | None:
+    return None if deadline is None else deadline - time.monotonic()
+
+
+def post(
+    pool: urllib3.PoolManager,
+    url: str,
+    body: bytes,
+    headers: Mapping[str, str],
+    *,
+    connect: float,
+    request_timeout: float,
+    deadline: float | None = None,
+) -> urllib3.BaseHTTPResponse:
+    """POST ``body``; return once the response headers are in (the body is not read).
+
+    Raises :class:`Timeout` naming the limit that fired, or :class:`NetworkError`.
+    """
+    first_byte, limit = request_timeout, "request_timeout"
+    left = _remaining(deadline)
+    if left is not None:
+        if left <= 0:
+            raise Timeout("the request deadline passed before sending", limit="deadline")
+        if left < first_byte:
+            first_byte, limit = left, "deadline"
+    try:
+        return pool.urlopen(
+            "POST",
+            url,
+            body=body,
+            headers=headers,
+            timeout=urllib3.Timeout(connect=min(connect, first_byte), read=first_byte),
+            preload_content=False,
+            redirect=False,
+        )
+    except ConnectTimeoutError as exc:
+        raise Timeout(f"connect timed out after {connect:g}s", limit="connect") from exc
+    except ReadTimeoutError as exc:
+        raise Timeout(f"no response within {first_byte:g}s ({limit})", limit=limit) from exc
+    except NewConnectionError as exc:
+        raise NetworkError(f"cannot connect: {_reason(exc)}") from exc
+    except (Urllib3ProtocolError, HTTPError, OSError) as exc:
+        raise NetworkError(f"connection failed: {_reason(exc)}") from exc
+
+
+def set_read_timeout(response: urllib3.BaseHTTPResponse, seconds: float) -> None:
+    """Switch the socket from the first-byte limit to the between-bytes limit."""
+    conn = getattr(response, "connection", None)
+    sock = getattr(conn, "sock", None)
+    if isinstance(sock, socket.socket):
+        sock.settimeout(seconds)
+
+
+def read_body(
+    response: urllib3.BaseHTTPResponse, *, read_timeout: float, deadline: float | None = None
+) -> bytes:
+    """Read a whole (non-streamed) body under the between-bytes limit."""
+    return b"".join(iter_body(response, read_timeout=read_timeout, deadline=deadline))
+
+
+def iter_body(
+    response: urllib3.BaseHTTPResponse, *, read_timeout: float, deadline: float | None = None
+) -> Iterator[bytes]:
+    """Yield body bytes as they arrive; raises Timeout / NetworkError on failure."""
+    set_read_timeout(response, read_timeout)
+    limit = "read_timeout"
+    read1 = response.read1
+    complete = False
+    try:
+        while True:
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise Timeout("the request deadline passed mid-response", limit="deadline")
+                if left < read_timeout:
+                    limit = "deadline"
+                    set_read_timeout(response, left)
+            data = read1(READ_SIZE)
+            if not data:
+                complete = True
+                return
+            yield data
+    except InferenceError:
+        raise
+    except (ReadTimeoutError, TimeoutError) as exc:
+        raise Timeout(f"no bytes for {read_timeout:g}s mid-response ({limit})", limit=limit) from exc
+    except (Urllib3ProtocolError, HTTPError, OSError) as exc:
+        raise NetworkError(f"connection broke mid-response: {_reason(exc)}") from exc
+    finally:
+        # A fully read response hands its connection back to the pool; anything else
+        # (an error, a caller that stopped early) closes it, since unread bytes would
+        # poison the next request on that connection.
+        if complete:
+            response.release_conn()
+        else:
+            discard(response)
+
+
+def discard(response: urllib3.BaseHTTPResponse) -> None:
+    """Give up on a response: close it rather than drain an unknown remainder."""
+    try:
+        response.close()
+    finally:
+        response.release_conn()
+
+
+def _reason(exc: BaseException) -> str:
+    # urllib3 messages can embed the pool repr and URL; keep the root cause only.
+    root: BaseException = exc
+    while root.__context__ is not None and root.__context__ is not root:
+        root = root.__context__
+    text = str(getattr(exc, "reason", None) or root or exc)
+    return text[:200]
