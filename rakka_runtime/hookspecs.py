@@ -41,9 +41,7 @@ def rakka_register_providers(registry: ProviderRegistry) -> None:
 
 
 @hookspec
-def rakka_request_middleware(
-    deployment: DeploymentConfig, hooks: PluginHooks
-) -> Middleware | None:
+def rakka_request_middleware(deployment: DeploymentConfig, hooks: PluginHooks) -> Middleware | None:
     """Return a middleware that wraps every call to ``deployment``, or ``None``.
 
     Called once per deployment when its call chain is built, never per request. Each
@@ -71,9 +69,7 @@ def rakka_secret_source(ref: PluginSecret) -> str | None:
 
 
 @hookspec
-def rakka_session_swapped(
-    deployment: str, old: SessionSnapshot, new: SessionSnapshot
-) -> None:
+def rakka_session_swapped(deployment: str, old: SessionSnapshot, new: SessionSnapshot) -> None:
     """A deployment's session snapshot was replaced (for example after key rotation).
 
     :param deployment: the deployment's name.
@@ -122,4 +118,3 @@ def rakka_register_commands(cli: click.Group) -> None:
 def hook_names() -> list[str]:
     """Names of every hook specification, sorted (for docs and tests)."""
     return sorted(name for name in globals() if name.startswith("rakka_"))
-

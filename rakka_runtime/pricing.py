@@ -53,14 +53,17 @@ class PriceTable:
         self.as_of = as_of
 
     @classmethod
-    def from_config(cls, models: Mapping[str, Any], as_of: object = None) -> PriceTable:
+    def from_config(
+        cls, models: Mapping[str, Mapping[str, Any]], as_of: object = None
+    ) -> PriceTable:
+        """From config rows ``{model: {input, output, cached_input?}}`` (USD per 1M tokens)."""
         rates = {}
         for name, row in models.items():
-            get = row.get if isinstance(row, Mapping) else lambda k, r=row: getattr(r, k, None)
+            cached = row.get("cached_input")
             rates[name] = ModelRates(
-                input=float(get("input")),
-                output=float(get("output")),
-                cached_input=None if get("cached_input") is None else float(get("cached_input")),
+                input=float(row["input"]),
+                output=float(row["output"]),
+                cached_input=None if cached is None else float(cached),
             )
         return cls(rates, None if as_of is None else str(as_of))
 
@@ -82,7 +85,7 @@ class PriceTable:
 
 
 def cost_from_usage(rates: ModelRates, usage: Usage) -> float:
-    """Uncached input × input + cached × cached rate + output (reasoning included) × output."""
+    """uncached input * input + cached * cached rate + output (reasoning included) * output."""
     cached = min(usage.cached_tokens, usage.input_tokens)
     cached_rate = rates.input if rates.cached_input is None else rates.cached_input
     return (

@@ -209,7 +209,9 @@ class Runtime:
     def stream(self, prompt: str | Sequence[Message], **kw: Any) -> RunHandle:
         return self.execute(self.request(prompt, stream=True, **kw))
 
-    def chat(self, prompt: str | Sequence[Message], *, stream: bool = False, **kw: Any) -> ChatResult:
+    def chat(
+        self, prompt: str | Sequence[Message], *, stream: bool = False, **kw: Any
+    ) -> ChatResult:
         return self.execute(self.request(prompt, stream=stream, **kw)).result()
 
     def estimate_cost(self, request: ExecuteBatch) -> CostEstimate:
@@ -226,4 +228,3 @@ class Runtime:
 
 
 _SAMPLING_FIELDS = frozenset(SamplingParams.__dataclass_fields__)
-

@@ -82,9 +82,7 @@ class Session:
         if _same(credential, current.credential):
             return False
         headers = MappingProxyType(dict(self._build_headers(credential)))
-        old = self.cell.swap(
-            lambda prev: SessionSnapshot(credential, headers, prev.version + 1)
-        )
+        old = self.cell.swap(lambda prev: SessionSnapshot(credential, headers, prev.version + 1))
         if self._on_swap is not None:
             self._on_swap(self.name, old, self.cell.current)
         return True

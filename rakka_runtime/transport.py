@@ -123,7 +123,9 @@ def iter_body(
     except InferenceError:
         raise
     except (ReadTimeoutError, TimeoutError) as exc:
-        raise Timeout(f"no bytes for {read_timeout:g}s mid-response ({limit})", limit=limit) from exc
+        raise Timeout(
+            f"no bytes for {read_timeout:g}s mid-response ({limit})", limit=limit
+        ) from exc
     except (Urllib3ProtocolError, HTTPError, OSError) as exc:
         raise NetworkError(f"connection broke mid-response: {_reason(exc)}") from exc
     finally:

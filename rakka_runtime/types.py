@@ -50,9 +50,7 @@ def check_messages(messages: Sequence[Message]) -> None:
         if isinstance(content, str):
             continue
         if not isinstance(content, list):
-            raise ValueError(
-                f"messages[{i}].content: expected a string or a list of content parts"
-            )
+            raise ValueError(f"messages[{i}].content: expected a string or a list of content parts")
         for j, part in enumerate(content):
             kind = part.get("type") if isinstance(part, Mapping) else None
             if kind not in _PART_TYPES:

@@ -10,6 +10,13 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 
+from rakka_provider_openai.deployment import AzureVariant, chat_url
+from rakka_provider_openai.wire import (
+    ChatAggregate,
+    build_chat_body,
+    decode_stream_chunk,
+    parse_completion,
+)
 from rakka_runtime import transport
 from rakka_runtime.config.schema import DeploymentConfig
 from rakka_runtime.errors import (
@@ -24,13 +31,6 @@ from rakka_runtime.runner import CallState
 from rakka_runtime.session import Session
 from rakka_runtime.sse import SSEDecoder
 from rakka_runtime.types import ExecuteBatch, TokenChunk
-from rakka_provider_openai.deployment import AzureVariant, chat_url
-from rakka_provider_openai.wire import (
-    ChatAggregate,
-    build_chat_body,
-    decode_stream_chunk,
-    parse_completion,
-)
 
 _DONE = "[DONE]"
 
@@ -85,12 +85,15 @@ class OpenAIWireClient:
         if request.stream:
             yield from self._stream(state, response, provider_request_id)
             return
-        raw = transport.read_body(response, read_timeout=self._read_timeout, deadline=request.deadline)
+        raw = transport.read_body(
+            response, read_timeout=self._read_timeout, deadline=request.deadline
+        )
         try:
             obj = json.loads(raw)
         except ValueError as exc:
             raise ProtocolError(
-                f"response body is not JSON: {raw[:80]!r}", status=status,
+                f"response body is not JSON: {raw[:80]!r}",
+                status=status,
                 request_id=provider_request_id,
             ) from exc
         if not isinstance(obj, dict):

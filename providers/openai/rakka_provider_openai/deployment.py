@@ -57,7 +57,11 @@ class OpenAIDeployment(DeploymentConfig):
     @model_validator(mode="after")
     def _endpoint_required(self) -> OpenAIDeployment:
         variant = self.variant
-        if isinstance(variant, DirectVariant) and not variant.endpoint and not self.embedded_emulator:
+        if (
+            isinstance(variant, DirectVariant)
+            and not variant.endpoint
+            and not self.embedded_emulator
+        ):
             raise ValueError("variant.endpoint is required unless embedded_emulator is true")
         return self
 
@@ -73,7 +77,7 @@ def chat_url(variant: DirectVariant | AzureVariant, endpoint_override: str | Non
     if isinstance(variant, DirectVariant):
         base = endpoint_override or variant.endpoint or OPENAI_ENDPOINT
         return base.rstrip("/") + "/chat/completions"
-    base = (endpoint_override or variant.endpoint or f"https://{variant.resource}.openai.azure.com")
+    base = endpoint_override or variant.endpoint or f"https://{variant.resource}.openai.azure.com"
     base = base.rstrip("/")
     if not base.endswith("/openai"):
         base += "/openai"

@@ -14,9 +14,9 @@ from rakka_runtime import hookimpl
 if TYPE_CHECKING:
     import click
 
+    from rakka_provider_openai.client import OpenAIWireClient
     from rakka_runtime.config.schema import DeploymentConfig
     from rakka_runtime.registry import ProviderContext, ProviderRegistry
-    from rakka_provider_openai.client import OpenAIWireClient
 
 # Imports stay inside the hooks: `rakka --help` loads this module, and should not pay
 # for pydantic models or the emulator it does not use.
