@@ -31,7 +31,11 @@ ENTRY_POINT_GROUP = "rakka"
 DISABLE_ENV = "RAKKA_DISABLE_PLUGINS"
 
 # name -> "module" or "module:attribute"; registered in this order, each under its name.
-BUILTIN_PLUGINS: dict[str, str] = {}
+BUILTIN_PLUGINS: dict[str, str] = {
+    "retry": "rakka_runtime.policies.retry",
+    "circuit_breaker": "rakka_runtime.policies.breaker",
+    "rate_limits": "rakka_runtime.policies.ratelimit",
+}
 
 
 def _load(target: str) -> object:

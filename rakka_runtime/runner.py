@@ -43,6 +43,7 @@ class CallState:
     # Tokens reserved before sending (rate limits, budgets), reconciled afterwards.
     estimated_input_tokens: int = 0
     response_headers: dict[str, str] = field(default_factory=dict)
+    status: int | None = None  # HTTP status of the latest attempt
 
 
 CallNext = Callable[[CallState], Iterator[TokenChunk]]

@@ -23,6 +23,7 @@ from rakka_runtime.runner import CallState, RunHandle, WireClient, compose
 from rakka_runtime.secrets import Secret, resolve_secret
 from rakka_runtime.session import HeaderBuilder, Session
 from rakka_runtime.types import (
+    Attempt,
     ChatResult,
     ExecuteBatch,
     Message,
@@ -84,7 +85,15 @@ class DeploymentRunner:
         )
 
     def _attempt(self, state: CallState) -> Iterator[TokenChunk]:
-        return self.client.send(state)
+        """Innermost layer: one wire exchange, recorded in ``state.attempts``."""
+        record = Attempt("ok")
+        state.attempts.append(record)
+        try:
+            yield from self.client.send(state)
+        except InferenceError as exc:
+            record.kind, record.status = exc.kind, exc.status
+            raise
+        record.status = state.status
 
     def _run(self, state: CallState) -> Iterator[TokenChunk]:
         """Outermost layer: timings, cost, attempt count and the finished event."""

@@ -75,7 +75,7 @@ class OpenAIWireClient:
         )
         headers = response.headers
         state.response_headers = dict(headers)
-        status = response.status
+        status = state.status = response.status
         if status >= 300:
             raw = transport.read_body(
                 response, read_timeout=self._read_timeout, deadline=request.deadline

@@ -1,0 +1,3 @@
+"""Built-in policy plugin `breaker` (being written)."""
+
+from __future__ import annotations

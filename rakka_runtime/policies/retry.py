@@ -1,0 +1,3 @@
+"""Built-in policy plugin `retry` (being written)."""
+
+from __future__ import annotations
