@@ -1,83 +1,21 @@
-"""The ``rakka`` command line: a thin shell over :class:`rakka_runtime.runtime.Runtime`.
-
-Exit codes: 0 success, 1 the request failed (a classified error), 2 bad input (config,
-usage, request). Heavy imports happen inside commands so ``rakka --help`` stays fast.
-"""
+"""``rakka chat``: one request, streamed to stdout, usage and cost on stderr."""
 
 from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 import click
+
+from rakka_runtime.cli.common import EXIT_FAILED, config_dir_option, fail, open_runtime
 
 if TYPE_CHECKING:
     from rakka_runtime.errors import InferenceError
     from rakka_runtime.types import ChatResult
 
-EXIT_FAILED = 1
-EXIT_BAD_INPUT = 2
 
-config_dir_option = click.option(
-    "--config-dir",
-    type=click.Path(file_okay=False),
-    default=None,
-    help="A folder of config files that overlays the built-in conf/.",
-)
-
-
-def _fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
-    click.echo(f"error: {message}", err=True)
-    raise SystemExit(code)
-
-
-class RakkaGroup(click.Group):
-    """Loads plugin commands lazily, so a broken plugin cannot break ``--help``'s basics."""
-
-    _plugins_loaded = False
-
-    def _load_plugin_commands(self) -> None:
-        if self._plugins_loaded:
-            return
-        self._plugins_loaded = True
-        from rakka_runtime.plugins import PluginHooks
-
-        PluginHooks().register_commands(self)
-
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        self._load_plugin_commands()
-        return super().list_commands(ctx)
-
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        command = super().get_command(ctx, cmd_name)
-        if command is None:
-            self._load_plugin_commands()
-            command = super().get_command(ctx, cmd_name)
-        return command
-
-
-@click.group(cls=RakkaGroup)
-@click.version_option(package_name="rakka-runtime")
-def cli() -> None:
-    """rakka: call OpenAI and Azure OpenAI through composed deployments and policies.
-
-    Overrides use Hydra syntax, e.g. `deployment=azure deployment.model=gpt-4o`.
-    """
-
-
-def _open_runtime(overrides: Sequence[str], config_dir: str | None) -> Any:
-    from rakka_runtime.errors import ConfigError
-    from rakka_runtime.runtime import Runtime
-
-    try:
-        return Runtime.from_overrides(list(overrides), config_dir=config_dir)
-    except ConfigError as exc:
-        _fail(f"config: {exc}")
-
-
-@cli.command(context_settings={"ignore_unknown_options": False})
+@click.command()
 @click.argument("prompt")
 @click.argument("overrides", nargs=-1)
 @click.option("-m", "--model", default=None, help="Model (default: the deployment's).")
@@ -101,7 +39,7 @@ def chat(
     """Send PROMPT to the deployment; stream the reply to stdout, usage and cost to stderr."""
     from rakka_runtime.errors import InferenceError, InvalidRequest
 
-    runtime = _open_runtime(overrides, config_dir)
+    runtime = open_runtime(overrides, config_dir)
     with runtime:
         fields: dict[str, Any] = {}
         if max_tokens is not None:
@@ -113,7 +51,7 @@ def chat(
                 prompt, stream=not no_stream, model=model, system=system, **fields
             )
         except InvalidRequest as exc:
-            _fail(str(exc))
+            fail(str(exc))
         handle = runtime.execute(request)
         out = sys.stdout
         try:
@@ -182,64 +120,3 @@ def _summary_line(result: ChatResult, deployment: str) -> str:
     ttft = "" if result.ttft_ms is None else f", first token {result.ttft_ms:.0f} ms"
     timing = f"{result.latency_ms or 0:.0f} ms{ttft}, attempts {result.attempts}"
     return f"[{deployment} · {result.model or '?'}] {tokens} · {cost} · {timing}"
-
-
-@cli.group("config")
-def config_group() -> None:
-    """Inspect the composed configuration."""
-
-
-@config_group.command("show")
-@click.argument("overrides", nargs=-1)
-@config_dir_option
-def config_show(overrides: tuple[str, ...], config_dir: str | None) -> None:
-    """Print the composed config as YAML (secrets appear as references, never values)."""
-    from rakka_runtime.config.loader import dump_config_yaml, load_config
-    from rakka_runtime.errors import ConfigError
-    from rakka_runtime.plugins import PluginHooks
-    from rakka_runtime.runtime import resolve_deployment
-
-    try:
-        config = load_config(list(overrides), config_dir=config_dir)
-        resolve_deployment(config, PluginHooks())
-    except ConfigError as exc:
-        _fail(f"config: {exc}")
-    click.echo(dump_config_yaml(config), nl=False)
-
-
-@cli.command("plugins")
-@click.option("--json", "as_json", is_flag=True)
-def plugins_command(as_json: bool) -> None:
-    """List plugins, the hooks each implements, and the provider kinds."""
-    from rakka_runtime.plugins import PluginHooks
-
-    hooks = PluginHooks()
-    infos = hooks.describe()
-    kinds = {p.kind: p.plugin for p in hooks.providers}
-    if as_json:
-        click.echo(
-            json.dumps(
-                {
-                    "plugins": [
-                        {"name": i.name, "source": i.source, "hooks": list(i.hooks)} for i in infos
-                    ],
-                    "providers": kinds,
-                }
-            )
-        )
-        return
-    for info in infos:
-        click.echo(f"{info.name}  [{info.source}]")
-        for hook in info.hooks:
-            click.echo(f"    {hook}")
-    click.echo("provider kinds:")
-    for kind, plugin in sorted(kinds.items()):
-        click.echo(f"    {kind}  (from {plugin})")
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    cli.main(args=list(argv) if argv is not None else None, prog_name="rakka")
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()
