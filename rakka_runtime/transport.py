@@ -9,6 +9,7 @@ on the socket once the headers are in. A total ``deadline`` clips both.
 
 from __future__ import annotations
 
+import http.client
 import socket
 import time
 from collections.abc import Iterator, Mapping
@@ -57,28 +58,36 @@ def post(
     Raises :class:`Timeout` naming the limit that fired, or :class:`NetworkError`.
     """
     first_byte, limit = request_timeout, "request_timeout"
+    # Connecting has its own limit: a short request_timeout must not shorten it.
+    connect_within, connect_limit = connect, "connect"
     left = _remaining(deadline)
     if left is not None:
         if left <= 0:
             raise Timeout("the request deadline passed before sending", limit="deadline")
         if left < first_byte:
             first_byte, limit = left, "deadline"
+        if left < connect_within:
+            connect_within, connect_limit = left, "deadline"
     try:
         return pool.urlopen(
             "POST",
             url,
             body=body,
             headers=headers,
-            timeout=urllib3.Timeout(connect=min(connect, first_byte), read=first_byte),
+            timeout=urllib3.Timeout(connect=connect_within, read=first_byte),
             preload_content=False,
             redirect=False,
         )
-    except ConnectTimeoutError as exc:
-        raise Timeout(f"connect timed out after {connect:g}s", limit="connect") from exc
-    except ReadTimeoutError as exc:
-        raise Timeout(f"no response within {first_byte:g}s ({limit})", limit=limit) from exc
     except NewConnectionError as exc:
+        # Checked first: urllib3 derives it (a refused connection) from ConnectTimeoutError.
         raise NetworkError(f"cannot connect: {_reason(exc)}") from exc
+    except ConnectTimeoutError as exc:
+        raise Timeout(
+            f"connect timed out after {connect_within:.3g}s ({connect_limit})",
+            limit=connect_limit,
+        ) from exc
+    except ReadTimeoutError as exc:
+        raise Timeout(f"no response within {first_byte:.3g}s ({limit})", limit=limit) from exc
     except (Urllib3ProtocolError, HTTPError, OSError) as exc:
         raise NetworkError(f"connection failed: {_reason(exc)}") from exc
 
@@ -103,7 +112,7 @@ def iter_body(
 ) -> Iterator[bytes]:
     """Yield body bytes as they arrive; raises Timeout / NetworkError on failure."""
     set_read_timeout(response, read_timeout)
-    limit = "read_timeout"
+    limit, silence = "read_timeout", read_timeout
     read1 = response.read1
     complete = False
     try:
@@ -113,7 +122,7 @@ def iter_body(
                 if left <= 0:
                     raise Timeout("the request deadline passed mid-response", limit="deadline")
                 if left < read_timeout:
-                    limit = "deadline"
+                    limit, silence = "deadline", left
                     set_read_timeout(response, left)
             data = read1(READ_SIZE)
             if not data:
@@ -123,9 +132,7 @@ def iter_body(
     except InferenceError:
         raise
     except (ReadTimeoutError, TimeoutError) as exc:
-        raise Timeout(
-            f"no bytes for {read_timeout:g}s mid-response ({limit})", limit=limit
-        ) from exc
+        raise Timeout(f"no bytes for {silence:.3g}s mid-response ({limit})", limit=limit) from exc
     except (Urllib3ProtocolError, HTTPError, OSError) as exc:
         raise NetworkError(f"connection broke mid-response: {_reason(exc)}") from exc
     finally:
@@ -148,8 +155,15 @@ def discard(response: urllib3.BaseHTTPResponse) -> None:
 
 def _reason(exc: BaseException) -> str:
     # urllib3 messages can embed the pool repr and URL; keep the root cause only.
-    root: BaseException = exc
-    while root.__context__ is not None and root.__context__ is not root:
-        root = root.__context__
-    text = str(getattr(exc, "reason", None) or root or exc)
+    chain: list[BaseException] = [exc]
+    while chain[-1].__context__ is not None and len(chain) < 8:
+        chain.append(chain[-1].__context__)  # type: ignore[arg-type]
+    if any(isinstance(e, http.client.IncompleteRead) for e in chain):
+        return "the server closed the connection before the response was complete"
+    for e in chain:
+        if isinstance(e, ConnectionResetError):
+            return "connection reset by the server"
+        if isinstance(e, ConnectionRefusedError):
+            return "connection refused"
+    text = str(getattr(exc, "reason", None) or chain[-1] or exc)
     return text[:200]

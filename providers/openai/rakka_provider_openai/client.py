@@ -21,6 +21,7 @@ from rakka_runtime import transport
 from rakka_runtime.config.schema import DeploymentConfig
 from rakka_runtime.errors import (
     InferenceError,
+    NetworkError,
     ProtocolError,
     StreamInterrupted,
     classify_http_error,
@@ -64,11 +65,14 @@ class OpenAIWireClient:
         request = state.request
         snapshot = self.session.snapshot  # read once: rotation never changes a request mid-way
         body = build_chat_body(request, model=state.model, stream=request.stream, azure=self.azure)
+        send_headers = snapshot.headers
+        if request.extra_headers is not None:  # merged only when set: the common path copies
+            send_headers = {**send_headers, **request.extra_headers}
         response = transport.post(
             self.session.pool,
             self.url,
             body,
-            snapshot.headers,
+            send_headers,
             connect=self._connect,
             request_timeout=self._request_timeout,
             deadline=request.deadline,
@@ -136,6 +140,13 @@ class OpenAIWireClient:
                     chunk = decode_stream_chunk(obj, request_id, aggregate)
                     if chunk is not None:
                         yield chunk
+        except NetworkError as exc:
+            # After a 200 the failure is the stream's, not the connection attempt's.
+            raise StreamInterrupted(
+                f"the connection closed mid-stream ({exc.message})",
+                request_id=provider_request_id,
+                partial=aggregate.result(request_id),
+            ) from exc
         except InferenceError as exc:
             exc.partial = aggregate.result(request_id)
             if exc.request_id is None:

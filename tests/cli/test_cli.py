@@ -1,0 +1,180 @@
+"""The `rakka` command as a user runs it: a real subprocess, real emulator, exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from rakka_provider_openai.emulator import Emulator
+
+RAKKA = str(Path(sys.executable).with_name("rakka"))
+KEY = "sk-cli-canary-0123456789abcdef"
+
+
+def rakka(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [RAKKA, *args], capture_output=True, text=True, timeout=60, env=full_env, check=False
+    )
+
+
+@pytest.fixture(scope="module")
+def keyed_emulator() -> Iterator[Emulator]:
+    with Emulator(keys=[KEY]) as emu:
+        yield emu
+
+
+def openai_args(emu: Emulator) -> list[str]:
+    return ["deployment=openai", f"deployment.variant.endpoint={emu.url}/v1"]
+
+
+def test_chat_streams_to_stdout_and_reports_usage_and_cost_on_stderr() -> None:
+    out = rakka("chat", "hello")
+    assert out.returncode == 0, out.stderr
+    assert len(out.stdout.split()) == 16
+    assert "usage: " in out.stderr and "cost: $" in out.stderr and "attempts 1" in out.stderr
+
+
+def test_chat_json_has_the_documented_shape() -> None:
+    out = rakka("chat", "--json", "--max-tokens", "3", "hello")
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert set(doc) == {
+        "text", "finish_reason", "tool_calls", "usage", "cost_usd", "attempts",
+        "latency_ms", "ttft_ms", "request_id", "error",
+    }  # fmt: skip
+    assert doc["error"] is None and doc["attempts"] == 1 and doc["finish_reason"] == "length"
+    usage_keys = {"input_tokens", "output_tokens", "cached_tokens", "reasoning_tokens"}
+    assert set(doc["usage"]) == usage_keys
+    assert doc["usage"]["output_tokens"] == 3 and len(doc["text"].split()) == 3
+
+
+def test_no_stream_prints_the_same_text() -> None:
+    streamed = rakka("chat", "same words")
+    whole = rakka("chat", "--no-stream", "same words")
+    assert whole.returncode == 0
+    assert whole.stdout == streamed.stdout != ""
+
+
+def test_chat_against_openai_shape_with_key_from_env(keyed_emulator: Emulator) -> None:
+    out = rakka("chat", "--json", "hi", *openai_args(keyed_emulator), env={"OPENAI_API_KEY": KEY})
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["text"]
+    assert KEY not in out.stdout + out.stderr
+
+
+def test_chat_against_azure_with_key_from_file(keyed_emulator: Emulator, tmp_path: Path) -> None:
+    key_file = tmp_path / "api-key"
+    key_file.write_text(f"  {KEY}\n")
+    out = rakka(
+        "chat", "hi", "deployment=azure",
+        f"deployment.variant.endpoint={keyed_emulator.url}",
+        f"deployment.api_key.path={key_file}",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() and "[azure" in out.stderr
+
+
+def test_failed_request_exits_1_with_one_error_line(keyed_emulator: Emulator) -> None:
+    out = rakka("chat", "hi", *openai_args(keyed_emulator), env={"OPENAI_API_KEY": "sk-wrong"})
+    assert out.returncode == 1
+    assert out.stderr.startswith("error: unauthorized: ")
+    assert len(out.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in out.stderr and "sk-wrong" not in out.stderr
+
+
+def test_failed_request_as_json(keyed_emulator: Emulator) -> None:
+    out = rakka(
+        "chat", "--json", "hi", *openai_args(keyed_emulator), env={"OPENAI_API_KEY": "sk-wrong"}
+    )
+    assert out.returncode == 1
+    error = json.loads(out.stdout)["error"]
+    assert error["kind"] == "unauthorized" and error["status"] == 401
+    assert error["retryable"] is False
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("deployment.retry.jitter=sometimes", "deployment.retry.jitter: 'sometimes' is not one of"),
+        ("deployment.timeouts.connect=5parsecs", "deployment.timeouts.connect: '5parsecs'"),
+        ("deployment=nope", "'nope' is not a config option (available: azure, local, openai)"),
+        ("deployment.retry.max_retries=-1", "deployment.retry.max_retries"),
+        ("deployment.provider=bedrock", "deployment.provider: 'bedrock' is not a registered"),
+        ("deployment.variant.kind=mainframe", "deployment.variant"),
+    ],
+)
+def test_bad_config_exits_2_naming_path_and_value(override: str, expected: str) -> None:
+    out = rakka("chat", "hi", override)
+    assert out.returncode == 2
+    assert expected in out.stderr
+    assert out.stderr.startswith("error: config: ")
+    assert "Traceback" not in out.stderr
+
+
+def test_missing_env_key_is_a_config_error() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
+    out = subprocess.run(
+        [RAKKA, "chat", "hi", "deployment=openai"], capture_output=True, text=True, env=env,
+        timeout=60, check=False,
+    )  # fmt: skip
+    assert out.returncode == 2
+    assert "OPENAI_API_KEY" in out.stderr and "deployment.api_key" in out.stderr
+
+
+def test_config_show_shows_references_never_values(tmp_path: Path) -> None:
+    out = rakka(
+        "config", "show", "deployment=openai", "~deployment.api_key",
+        f"+deployment.api_key={{from: inline, value: {KEY}}}",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert KEY not in out.stdout + out.stderr
+    assert "from: inline" in out.stdout
+    out = rakka("config", "show", "deployment=azure", "env=prod")
+    assert out.returncode == 0, out.stderr
+    assert "path: /var/run/secrets/azure-openai/api-key" in out.stdout
+    assert "name: prod" in out.stdout
+
+
+def test_config_dir_overlays_builtin_conf(tmp_path: Path) -> None:
+    (tmp_path / "deployment").mkdir()
+    (tmp_path / "deployment" / "mine.yaml").write_text(
+        "name: mine\nprovider: openai\nmodel: gpt-4.1-mini\nembedded_emulator: true\n"
+        "variant: {kind: direct, endpoint: null}\napi_key: null\n"
+        "base_model: null\norganization: null\nproject: null\n"
+    )
+    out = rakka("chat", "--json", "hi", "--config-dir", str(tmp_path), "deployment=mine")
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    # gpt-4.1-mini prices apply: 0.40 in / 1.60 out per million tokens.
+    usage = doc["usage"]
+    expected = (usage["input_tokens"] * 0.40 + usage["output_tokens"] * 1.60) / 1e6
+    assert doc["cost_usd"] == pytest.approx(expected)
+
+
+def test_plugins_lists_plugins_hooks_and_kinds() -> None:
+    out = rakka("plugins", "--json")
+    assert out.returncode == 0
+    doc = json.loads(out.stdout)
+    assert doc["providers"] == {"azure": "openai", "openai": "openai"}
+    openai = next(p for p in doc["plugins"] if p["name"] == "openai")
+    assert "rakka_register_providers" in openai["hooks"]
+
+
+def test_disabled_provider_plugin_leaves_no_provider() -> None:
+    out = rakka("chat", "hi", env={"RAKKA_DISABLE_PLUGINS": "openai"})
+    assert out.returncode == 2
+    assert "deployment.provider: 'openai' is not a registered provider kind" in out.stderr
+
+
+def test_help_is_fast_and_lists_commands() -> None:
+    out = rakka("--help")
+    assert out.returncode == 0
+    for command in ("chat", "config", "plugins", "emulator"):
+        assert command in out.stdout

@@ -1,0 +1,56 @@
+"""Shared fixtures: a real emulator on loopback and runtimes pointed at it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import pytest
+
+from rakka_provider_openai.emulator import Emulator
+from rakka_runtime.config.loader import load_config
+from rakka_runtime.runtime import Runtime
+
+EMULATOR_KEY = "sk-emulator-test-key"
+
+
+@pytest.fixture
+def emulator() -> Iterator[Emulator]:
+    with Emulator(keys=[EMULATOR_KEY]) as emu:
+        yield emu
+
+
+RuntimeFactory = Callable[..., Runtime]
+
+
+@pytest.fixture
+def make_runtime(
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[RuntimeFactory]:
+    """Build runtimes aimed at an emulator; every runtime built is closed at the end."""
+    monkeypatch.setenv("RAKKA_TEST_KEY", EMULATOR_KEY)
+    opened: list[Runtime] = []
+
+    def make(emu: Emulator, *overrides: str, azure: bool = False, **kw: Any) -> Runtime:
+        base: Sequence[str]
+        if azure:
+            base = [
+                "deployment=azure",
+                f"deployment.variant.endpoint={emu.url}",
+                # Replace the file reference with an env one (Hydra: delete, then add).
+                "~deployment.api_key",
+                "+deployment.api_key={from: env, name: RAKKA_TEST_KEY}",
+            ]
+        else:
+            base = [
+                "deployment=openai",
+                f"deployment.variant.endpoint={emu.url}/v1",
+                "deployment.api_key.name=RAKKA_TEST_KEY",
+            ]
+        runtime = Runtime(load_config([*base, *overrides]), **kw)
+        opened.append(runtime)
+        return runtime
+
+    yield make
+    for runtime in opened:
+        runtime.close()

@@ -1,0 +1,208 @@
+"""The whole path of a request against the real emulator: config → plugins → urllib3 → SSE."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from conftest import EMULATOR_KEY, RuntimeFactory
+from rakka_provider_openai.emulator import Emulator
+from rakka_runtime.errors import (
+    ContentFiltered,
+    ContextLengthExceeded,
+    InferenceError,
+    InvalidRequest,
+)
+from rakka_runtime.runtime import Runtime
+
+NO_RETRY = "deployment.retry.enabled=false"
+
+
+def test_stream_yields_chunks_that_add_up_to_the_result(
+    emulator: Emulator, make_runtime: RuntimeFactory
+) -> None:
+    runtime = make_runtime(emulator)
+    handle = runtime.stream("tell me a story", max_tokens=12)
+    deltas = [chunk.text_delta for chunk in handle]
+    result = handle.result()
+    assert len([d for d in deltas if d]) == 12
+    assert "".join(deltas) == result.text
+    assert result.finish_reason == "length"
+    assert result.usage is not None and result.usage.output_tokens == 12
+    assert result.cost_usd is not None and result.cost_usd > 0
+    assert result.ttft_ms is not None and result.latency_ms is not None
+    assert 0 < result.ttft_ms <= result.latency_ms
+    assert result.attempts == 1
+    assert result.provider_request_id and result.provider_request_id.startswith("req_")
+
+
+def test_streamed_and_non_streamed_agree(emulator: Emulator, make_runtime: RuntimeFactory) -> None:
+    runtime = make_runtime(emulator)
+    streamed = runtime.chat("same prompt", stream=True)
+    whole = runtime.chat("same prompt", stream=False)
+    assert streamed.text == whole.text != ""
+    assert streamed.usage == whole.usage
+    assert streamed.cost_usd == pytest.approx(whole.cost_usd)
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_azure_variant_uses_its_url_and_api_key(
+    emulator: Emulator, make_runtime: RuntimeFactory, stream: bool
+) -> None:
+    runtime = make_runtime(emulator, azure=True)
+    result = runtime.chat("hello azure", stream=stream)
+    assert result.text and result.finish_reason == "stop"
+    # Azure hides the model behind the deployment name: base_model prices it.
+    assert result.cost_usd is not None
+
+
+def test_tool_call_fragments_are_joined(emulator: Emulator, make_runtime: RuntimeFactory) -> None:
+    runtime = make_runtime(emulator)
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+            },
+        }
+    ]
+    handle = runtime.stream("weather in Oslo?", tools=tools)
+    fragments = [c.tool_call_delta for c in handle if c.tool_call_delta]
+    result = handle.result()
+    assert len(fragments) >= 3
+    assert result.finish_reason == "tool_calls"
+    [call] = result.tool_calls
+    assert call.name == "get_weather" and call.id
+    assert call.arguments == "".join(d.arguments for f in fragments for d in f)
+    assert isinstance(__import__("json").loads(call.arguments), dict)
+
+
+def test_connections_are_reused_across_streams(
+    emulator: Emulator, make_runtime: RuntimeFactory
+) -> None:
+    runtime = make_runtime(emulator)
+    for _ in range(5):
+        runtime.chat("again", stream=True)
+        runtime.chat("again", stream=False)
+    assert emulator.stats.connections_accepted == 1
+
+
+def test_wrong_key_is_unauthorized(
+    emulator: Emulator, make_runtime: RuntimeFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runtime = make_runtime(emulator, NO_RETRY)
+    monkeypatch.setenv("RAKKA_TEST_KEY", "sk-wrong")
+    runtime = make_runtime(emulator, NO_RETRY)
+    with pytest.raises(InferenceError) as info:
+        runtime.chat("hi")
+    assert info.value.kind == "unauthorized" and info.value.status == 401
+    assert "sk-wrong" not in str(info.value)
+    assert EMULATOR_KEY not in str(info.value)
+
+
+# Each error kind produced from its wire shape (the emulator's scripted faults).
+FAULT_KINDS: list[tuple[str, bool, str, dict[str, Any]]] = [
+    ("rate_limit;retry_after=7", False, "rate_limited", {"status": 429, "retry_after": 7.0}),
+    ("rate_limit;retry_after_ms=150", True, "rate_limited", {"retry_after": 0.15}),
+    ("insufficient_quota", False, "quota_exceeded", {"status": 429}),
+    ("server_error;status=503", True, "server_error", {"status": 503}),
+    ("context_length", False, "context_length_exceeded", {"status": 400}),
+    ("content_filter", False, "content_filtered", {"status": 400}),
+    ("http_error;status=403", False, "forbidden", {"status": 403}),
+    ("http_error;status=404", False, "not_found", {"status": 404}),
+    ("http_error;status=409", False, "conflict", {"status": 409}),
+    ("http_error;status=408", False, "timeout", {"status": 408}),
+    ("http_error;status=400", False, "bad_request", {"status": 400}),
+    ("reset", False, "network", {}),
+    ("reset", True, "network", {}),
+    ("malformed", False, "protocol", {}),
+    ("malformed", True, "protocol", {}),
+    ("cut;after=3", True, "stream_interrupted", {}),
+    ("stream_error", True, "server_error", {}),
+    ("content_filter_finish", True, "content_filtered", {}),
+    ("content_filter_finish", False, "content_filtered", {}),
+]
+
+
+@pytest.mark.parametrize(("fault", "stream", "kind", "attrs"), FAULT_KINDS)
+def test_each_error_kind_from_its_wire_shape(
+    emulator: Emulator,
+    make_runtime: RuntimeFactory,
+    fault: str,
+    stream: bool,
+    kind: str,
+    attrs: dict[str, Any],
+) -> None:
+    emulator.set_scenario({"rules": [{"fault": fault, "every": 1}]})
+    runtime = make_runtime(emulator, NO_RETRY)
+    with pytest.raises(InferenceError) as info:
+        runtime.chat("trigger", stream=stream)
+    error = info.value
+    assert error.kind == kind, error
+    for name, value in attrs.items():
+        assert getattr(error, name) == pytest.approx(value), name
+    assert error.attempts and error.attempts[-1].kind == kind
+
+
+def test_context_length_carries_token_counts(
+    emulator: Emulator, make_runtime: RuntimeFactory
+) -> None:
+    emulator.set_scenario({"rules": [{"fault": "context_length", "every": 1}]})
+    with pytest.raises(ContextLengthExceeded) as info:
+        make_runtime(emulator, NO_RETRY).chat("long")
+    assert (info.value.max_context_tokens, info.value.requested_tokens) == (128000, 130000)
+
+
+def test_azure_content_filter_shape(emulator: Emulator, make_runtime: RuntimeFactory) -> None:
+    emulator.set_scenario({"rules": [{"fault": "content_filter", "every": 1}]})
+    with pytest.raises(ContentFiltered):
+        make_runtime(emulator, NO_RETRY, azure=True).chat("bad")
+
+
+def test_cut_stream_keeps_partial_text(emulator: Emulator, make_runtime: RuntimeFactory) -> None:
+    emulator.set_scenario({"rules": [{"fault": "cut;after=4", "every": 1}]})
+    handle = make_runtime(emulator, NO_RETRY).stream("cut me")
+    seen: list[str] = []
+    with pytest.raises(InferenceError) as info:
+        for chunk in handle:
+            seen.append(chunk.text_delta)
+    assert info.value.kind == "stream_interrupted"
+    assert info.value.partial is not None
+    assert info.value.partial.text == "".join(seen) != ""
+
+
+def test_bad_messages_are_rejected_before_sending(
+    emulator: Emulator, make_runtime: RuntimeFactory
+) -> None:
+    runtime: Runtime = make_runtime(emulator)
+    with pytest.raises(InvalidRequest, match=r"messages\[0\]\.role"):
+        runtime.chat([{"role": "wizard", "content": "hi"}])
+    with pytest.raises(InvalidRequest, match=r"content\[0\]\.type"):
+        runtime.chat([{"role": "user", "content": [{"type": "video"}]}])
+    assert emulator.stats.requests == 0
+
+
+def test_content_parts_are_sent(emulator: Emulator, make_runtime: RuntimeFactory) -> None:
+    runtime = make_runtime(emulator)
+    result = runtime.chat(
+        [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "what is in this picture?"},
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+                ],
+            }
+        ]
+    )
+    assert result.text
+
+
+def test_o_series_sends_max_completion_tokens(
+    emulator: Emulator, make_runtime: RuntimeFactory
+) -> None:
+    # The emulator refuses `max_tokens` for o-series models, as the real API does.
+    result = make_runtime(emulator).chat("think", model="o3-mini", max_tokens=4)
+    assert result.usage is not None and result.usage.output_tokens == 4
