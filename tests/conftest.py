@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -10,17 +10,13 @@ import pytest
 from rakka_provider_openai.emulator import Emulator
 from rakka_runtime.config.loader import load_config
 from rakka_runtime.runtime import Runtime
-
-EMULATOR_KEY = "sk-emulator-test-key"
+from rakka_testing import EMULATOR_KEY, RuntimeFactory
 
 
 @pytest.fixture
 def emulator() -> Iterator[Emulator]:
     with Emulator(keys=[EMULATOR_KEY]) as emu:
         yield emu
-
-
-RuntimeFactory = Callable[..., Runtime]
 
 
 @pytest.fixture

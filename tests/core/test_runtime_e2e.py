@@ -6,7 +6,6 @@ from typing import Any
 
 import pytest
 
-from conftest import EMULATOR_KEY, RuntimeFactory
 from rakka_provider_openai.emulator import Emulator
 from rakka_runtime.errors import (
     ContentFiltered,
@@ -15,6 +14,7 @@ from rakka_runtime.errors import (
     InvalidRequest,
 )
 from rakka_runtime.runtime import Runtime
+from rakka_testing import EMULATOR_KEY, RuntimeFactory
 
 NO_RETRY = "deployment.retry.enabled=false"
 
