@@ -157,7 +157,7 @@ def _reason(exc: BaseException) -> str:
     # urllib3 messages can embed the pool repr and URL; keep the root cause only.
     chain: list[BaseException] = [exc]
     while chain[-1].__context__ is not None and len(chain) < 8:
-        chain.append(chain[-1].__context__)  # type: ignore[arg-type]
+        chain.append(chain[-1].__context__)
     if any(isinstance(e, http.client.IncompleteRead) for e in chain):
         return "the server closed the connection before the response was complete"
     for e in chain:

@@ -88,6 +88,7 @@ class ExecuteBatch:
 
     ``model`` overrides the deployment's model; ``deadline`` is an absolute
     ``time.monotonic()`` value after which no further attempt is started.
+    ``extra_headers`` are added to the session's headers (and win over them).
     """
 
     messages: Sequence[Message]
@@ -101,6 +102,8 @@ class ExecuteBatch:
     request_id: str = field(default_factory=new_request_id)
     deadline: float | None = None
     extra_body: dict[str, Any] | None = None
+    # Sent on top of the session's headers (e.g. tracing, or an emulator fault in tests).
+    extra_headers: Mapping[str, str] | None = None
 
 
 @dataclass(slots=True)
@@ -184,3 +187,6 @@ class ChatResult:
     latency_ms: float | None = None
     ttft_ms: float | None = None
     headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+    # The completion's own ``id`` (chatcmpl-...) and ``created`` (epoch seconds), as sent.
+    response_id: str | None = None
+    created: int | None = None

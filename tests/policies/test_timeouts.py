@@ -1,0 +1,449 @@
+"""Each time limit fires on its own phase and says which one it was.
+
+Servers are real loopback sockets: the emulator's ``stall``/``stall_mid``/``drip`` faults,
+and raw sockets scripted here byte by byte. Limits are real and short (0.2-0.5 s).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import functools
+import json
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from rakka_provider_openai.emulator import Emulator
+from rakka_runtime.config.loader import load_config
+from rakka_runtime.config.schema import RakkaConfig
+from rakka_runtime.errors import InferenceError, NetworkError, Timeout
+from rakka_runtime.runtime import Runtime
+from rakka_runtime.types import ChatResult
+
+NO_RETRY = "deployment.retry.enabled=false"
+
+# Our own key and emulator (not imported from tests/conftest.py: a module named
+# "conftest" is ambiguous once another test folder has one).
+EMULATOR_KEY = "sk-policy-test-key"
+
+
+@pytest.fixture
+def emulator() -> Iterator[Emulator]:
+    with Emulator(keys=[EMULATOR_KEY]) as emu:
+        yield emu
+
+
+# --- a server scripted byte by byte ---------------------------------------------------------
+
+# Writes one answer; returning False closes the connection at once.
+Script = Callable[[socket.socket, threading.Event], bool | None]
+
+
+class RawServer:
+    """Loopback HTTP/1.1: reads each request, then runs ``script(sock, stopping)``."""
+
+    def __init__(self, script: Script) -> None:
+        self.script = script
+        self.stopping = threading.Event()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.connections = 0
+        self._open: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                sock, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            self._open.append(sock)
+            threading.Thread(target=self._serve, args=(sock,), daemon=True).start()
+
+    def _serve(self, sock: socket.socket) -> None:
+        reader = sock.makefile("rb")
+        try:
+            while _read_request(reader) and self.script(sock, self.stopping) is not False:
+                pass
+        except OSError:
+            pass  # the client gave up on the connection
+        finally:
+            # The reader holds the descriptor too: close both, or no FIN/RST is sent.
+            reader.close()
+            sock.close()
+
+    def close(self) -> None:
+        self.stopping.set()
+        self.listener.close()
+        for sock in self._open:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
+def _read_request(reader: Any) -> bool:
+    length = 0
+    line = reader.readline()
+    if not line:
+        return False
+    while line not in (b"\r\n", b""):
+        name, _, value = line.decode("latin-1").partition(":")
+        if name.strip().lower() == "content-length":
+            length = int(value)
+        line = reader.readline()
+    reader.read(length)
+    return True
+
+
+@pytest.fixture
+def raw_server() -> Iterator[Callable[[Script], RawServer]]:
+    servers: list[RawServer] = []
+
+    def start(script: Script) -> RawServer:
+        servers.append(RawServer(script))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+SSE_HEAD = (
+    b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+    b"transfer-encoding: chunked\r\nx-request-id: req_raw\r\n\r\n"
+)
+WORDS = [f"w{i} " for i in range(15)]
+
+
+def _event(obj: dict[str, Any] | str) -> bytes:
+    data = obj if isinstance(obj, str) else json.dumps(obj)
+    payload = f"data: {data}\n\n".encode()
+    return b"%x\r\n%s\r\n" % (len(payload), payload)
+
+
+def _delta(content: str | None, finish: str | None = None) -> bytes:
+    delta = {} if content is None else {"content": content}
+    return _event(
+        {
+            "id": "chatcmpl-raw",
+            "object": "chat.completion.chunk",
+            "created": 0,
+            "model": "gpt-4o-mini",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }
+    )
+
+
+def stream_script(
+    *,
+    before: float = 0.0,
+    after_head: float = 0.0,
+    stall_at: int = -1,
+    stall: float = 0.0,
+    every: float = 0.0,
+) -> Script:
+    """An SSE answer of :data:`WORDS` with pauses: before the head, after it, before event
+    ``stall_at``, and ``every`` seconds between events."""
+
+    def script(sock: socket.socket, stopping: threading.Event) -> None:
+        if stopping.wait(before):
+            return
+        sock.sendall(SSE_HEAD)
+        if stopping.wait(after_head):
+            return
+        for i, word in enumerate(WORDS):
+            if (i == stall_at and stopping.wait(stall)) or (i and stopping.wait(every)):
+                return
+            sock.sendall(_delta(word))
+        sock.sendall(_delta(None, "stop") + _event("[DONE]") + b"0\r\n\r\n")
+
+    return script
+
+
+def reset_script(sock: socket.socket, stopping: threading.Event) -> bool:
+    # Linger 0: closing sends an RST instead of a FIN.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    return False
+
+
+# --- runtimes -------------------------------------------------------------------------------
+
+
+@functools.cache
+def _base_config() -> RakkaConfig:
+    return load_config(["deployment=openai", "deployment.api_key.name=RAKKA_TEST_KEY"])
+
+
+def config_at(url: str, *overrides: str) -> RakkaConfig:
+    """The ``openai`` deployment aimed at ``url``, with ``deployment.a.b=value`` overrides.
+
+    Hydra composes once per module; the overrides are set on the composed mapping and
+    validated by the runtime as usual (composing per test would dominate its run time).
+    """
+    base = _base_config()
+    deployment = copy.deepcopy(base.deployment)
+    deployment["variant"]["endpoint"] = f"{url}/v1"
+    for override in overrides:
+        path, _, value = override.partition("=")
+        *parents, leaf = path.removeprefix("deployment.").split(".")
+        node = deployment
+        for key in parents:
+            node = node[key]
+        node[leaf] = value
+    return base.model_copy(update={"deployment": deployment})
+
+
+@pytest.fixture
+def runtime_at(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Runtime]]:
+    """Runtimes (the shipped plugins, system clock) aimed at a URL, with overrides."""
+    monkeypatch.setenv("RAKKA_TEST_KEY", EMULATOR_KEY)
+    opened: list[Runtime] = []
+
+    def make(url: str, *overrides: str) -> Runtime:
+        opened.append(Runtime(config_at(url, *overrides)))
+        return opened[-1]
+
+    yield make
+    for rt in opened:
+        rt.close()
+
+
+def run(
+    rt: Runtime, *, stream: bool = True, fault: str | None = None, **kw: Any
+) -> tuple[ChatResult, list[str]]:
+    headers = {"x-emulator-fault": fault} if fault else None
+    handle = rt.execute(rt.request("time me", stream=stream, extra_headers=headers, **kw))
+    deltas = [chunk.text_delta for chunk in handle]
+    return handle.result(), deltas
+
+
+def timed_failure(rt: Runtime, **kw: Any) -> tuple[InferenceError, float]:
+    started = time.monotonic()
+    with pytest.raises(InferenceError) as caught:
+        run(rt, **kw)
+    return caught.value, time.monotonic() - started
+
+
+# --- connect ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def full_backlog() -> Iterator[int]:
+    """A port whose listener never accepts and whose backlog is full: SYNs go unanswered."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    held: list[socket.socket] = []
+    try:
+        for _ in range(16):
+            sock = socket.socket()
+            sock.settimeout(0.1)
+            try:
+                sock.connect(("127.0.0.1", port))
+            except TimeoutError:
+                sock.close()
+                break
+            held.append(sock)
+        else:
+            pytest.skip("this kernel accepts connections beyond the backlog; no connect stall")
+        yield port
+    finally:
+        for sock in held:
+            sock.close()
+        listener.close()
+
+
+def test_connect_timeout_names_connect_and_is_not_shortened(
+    full_backlog: int, runtime_at: Callable[..., Runtime]
+) -> None:
+    rt = runtime_at(
+        f"http://127.0.0.1:{full_backlog}",
+        NO_RETRY,
+        "deployment.timeouts.connect=400ms",
+        "deployment.timeouts.request_timeout=100ms",  # must not shorten the connect limit
+    )
+    error, elapsed = timed_failure(rt)
+    assert isinstance(error, Timeout) and error.limit == "connect", error
+    assert 0.35 <= elapsed < 2.0
+
+
+def test_a_refused_connection_is_a_network_error_not_a_timeout(
+    runtime_at: Callable[..., Runtime],
+) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # bound, never listening: connecting is refused
+        error, elapsed = timed_failure(runtime_at(f"http://127.0.0.1:{port}", NO_RETRY))
+    assert isinstance(error, NetworkError) and "refused" in error.message
+    assert elapsed < 1.0
+
+
+# --- request_timeout: request sent → first response byte -------------------------------------
+
+FIRST_BYTE = ("deployment.timeouts.request_timeout=300ms", "deployment.timeouts.read_timeout=5s")
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_emulator_stall_before_headers_is_request_timeout(
+    emulator: Emulator, runtime_at: Callable[..., Runtime], stream: bool
+) -> None:
+    rt = runtime_at(emulator.url, NO_RETRY, *FIRST_BYTE)
+    error, elapsed = timed_failure(rt, stream=stream, fault="stall;seconds=2")
+    assert isinstance(error, Timeout) and error.limit == "request_timeout"
+    assert 0.25 <= elapsed < 1.5
+
+
+def test_raw_stall_before_headers_is_request_timeout(
+    raw_server: Callable[[Script], RawServer], runtime_at: Callable[..., Runtime]
+) -> None:
+    server = raw_server(stream_script(before=2))
+    error, elapsed = timed_failure(runtime_at(server.url, NO_RETRY, *FIRST_BYTE))
+    assert isinstance(error, Timeout) and error.limit == "request_timeout"
+    assert 0.25 <= elapsed < 1.5
+
+
+# --- read_timeout: silence between bytes -----------------------------------------------------
+
+BETWEEN = ("deployment.timeouts.request_timeout=5s", "deployment.timeouts.read_timeout=300ms")
+
+
+@pytest.mark.parametrize(
+    ("script", "delivered"),
+    [(stream_script(after_head=2), 0), (stream_script(stall_at=4, stall=2), 4)],
+    ids=["after-headers", "between-events"],
+)
+def test_raw_silence_after_the_headers_is_read_timeout(
+    raw_server: Callable[[Script], RawServer],
+    runtime_at: Callable[..., Runtime],
+    script: Script,
+    delivered: int,
+) -> None:
+    rt = runtime_at(raw_server(script).url, NO_RETRY, *BETWEEN)
+    deltas: list[str] = []
+    started = time.monotonic()
+    with pytest.raises(Timeout) as caught:
+        deltas.extend(chunk.text_delta for chunk in rt.stream("time me"))
+    assert caught.value.limit == "read_timeout"
+    assert 0.25 <= time.monotonic() - started < 1.5
+    assert deltas == WORDS[:delivered]
+    assert caught.value.partial is not None and caught.value.partial.text == "".join(deltas)
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_emulator_stall_mid_answer_is_read_timeout(
+    emulator: Emulator, runtime_at: Callable[..., Runtime], stream: bool
+) -> None:
+    rt = runtime_at(emulator.url, NO_RETRY, *BETWEEN)
+    error, elapsed = timed_failure(rt, stream=stream, fault="stall_mid;after=3;seconds=2")
+    assert isinstance(error, Timeout) and error.limit == "read_timeout"
+    assert 0.25 <= elapsed < 1.5
+
+
+# --- a long healthy answer -------------------------------------------------------------------
+
+SLOW_BUT_ALIVE = (
+    "deployment.timeouts.request_timeout=300ms",
+    "deployment.timeouts.read_timeout=1s",
+)
+
+
+def test_a_long_dripping_stream_is_not_cut_by_the_first_byte_limit(
+    raw_server: Callable[[Script], RawServer], runtime_at: Callable[..., Runtime]
+) -> None:
+    server = raw_server(stream_script(every=0.1))  # 15 events over 1.4 s
+    rt = runtime_at(server.url, NO_RETRY, *SLOW_BUT_ALIVE)
+    started = time.monotonic()
+    result, deltas = run(rt)
+    assert time.monotonic() - started >= 1.3
+    assert [d for d in deltas if d] == WORDS and result.text == "".join(WORDS)
+    assert result.finish_reason == "stop"
+
+
+def test_a_slowly_dripping_body_is_not_cut_by_the_first_byte_limit(
+    emulator: Emulator, runtime_at: Callable[..., Runtime]
+) -> None:
+    rt = runtime_at(emulator.url, NO_RETRY, *SLOW_BUT_ALIVE)
+    started = time.monotonic()
+    result, _ = run(rt, stream=False, fault="drip;delay_ms=100", max_tokens=6)
+    assert time.monotonic() - started >= 0.6  # 8 pieces, 7 pauses
+    assert result.text and result.finish_reason == "length"
+
+
+# --- the total deadline ----------------------------------------------------------------------
+
+
+def test_the_deadline_cuts_a_healthy_stream(
+    raw_server: Callable[[Script], RawServer], runtime_at: Callable[..., Runtime]
+) -> None:
+    server = raw_server(stream_script(every=0.1))
+    rt = runtime_at(server.url, NO_RETRY, *SLOW_BUT_ALIVE, "deployment.timeouts.deadline=500ms")
+    error, elapsed = timed_failure(rt)
+    assert isinstance(error, Timeout) and error.limit == "deadline"
+    assert 0.45 <= elapsed < 1.0
+
+
+def test_the_deadline_bounds_the_wait_for_headers_and_is_not_retried(
+    emulator: Emulator, runtime_at: Callable[..., Runtime]
+) -> None:
+    rt = runtime_at(
+        emulator.url,
+        "deployment.timeouts.request_timeout=5s",
+        "deployment.timeouts.deadline=300ms",
+        "deployment.retry.initial_backoff=10ms",
+    )
+    error, elapsed = timed_failure(rt, fault="stall;seconds=2")
+    assert isinstance(error, Timeout) and error.limit == "deadline"
+    assert 0.25 <= elapsed < 1.0
+    assert [a.kind for a in error.attempts] == ["timeout"]
+    assert emulator.stats.requests == 1
+
+
+# --- resets and the pool ---------------------------------------------------------------------
+
+
+def test_a_reset_is_a_network_error(
+    emulator: Emulator,
+    raw_server: Callable[[Script], RawServer],
+    runtime_at: Callable[..., Runtime],
+) -> None:
+    from_emulator, _ = timed_failure(runtime_at(emulator.url, NO_RETRY), fault="reset")
+    from_raw, _ = timed_failure(runtime_at(raw_server(reset_script).url, NO_RETRY))
+    for error in (from_emulator, from_raw):
+        assert isinstance(error, NetworkError) and error.status is None
+
+
+@pytest.mark.parametrize(
+    ("fault", "limit"),
+    [("stall_mid;after=2;seconds=1", "read_timeout"), ("stall;seconds=1", "request_timeout")],
+)
+def test_a_timed_out_connection_is_not_reused(
+    emulator: Emulator, runtime_at: Callable[..., Runtime], fault: str, limit: str
+) -> None:
+    rt = runtime_at(
+        emulator.url,
+        NO_RETRY,
+        "deployment.timeouts.request_timeout=200ms",
+        "deployment.timeouts.read_timeout=200ms",
+    )
+    first, _ = run(rt)
+    assert emulator.stats.connections_accepted == 1
+    error, _ = timed_failure(rt, fault=fault)
+    assert isinstance(error, Timeout) and error.limit == limit
+    # The timed-out exchange reused the pooled connection; the next one must not, or it
+    # would read the rest of the abandoned answer.
+    second, _ = run(rt)
+    assert emulator.stats.connections_accepted == 2
+    assert second.text == first.text and second.provider_request_id != first.provider_request_id
+    run(rt)
+    assert emulator.stats.connections_accepted == 2  # a healthy connection is reused
