@@ -6,11 +6,17 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 from rakka_provider_openai.emulator import Emulator
 from rakka_runtime.config.loader import load_config
 from rakka_runtime.runtime import Runtime
 from rakka_testing import EMULATOR_KEY, RuntimeFactory
+
+# Property tests check behaviour, not speed: a loaded 2-core CI machine must not fail them
+# on Hypothesis' per-example deadline.
+settings.register_profile("rakka", deadline=None)
+settings.load_profile("rakka")
 
 
 @pytest.fixture
