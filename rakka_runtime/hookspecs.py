@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from rakka_runtime.registry import ProviderRegistry
     from rakka_runtime.runner import Middleware
     from rakka_runtime.session import SessionSnapshot
+    from rakka_runtime.tokens import TokenProvider
     from rakka_runtime.types import ChatResult, ExecuteBatch
 
 PROJECT = "rakka"
@@ -65,6 +66,25 @@ def rakka_secret_source(ref: PluginSecret) -> str | None:
 
     :param ref: the reference as written in config (``ref.source`` and ``ref.params``).
     :return: the secret value, or ``None`` when this plugin does not handle ``ref.source``.
+    """
+
+
+@hookspec(firstresult=True)
+def rakka_token_provider(name: str) -> TokenProvider | None:
+    """Return the bearer-token source registered as ``name`` (e.g. an Azure Entra ID
+    credential), for deployments configured with ``auth: {kind: entra, token_provider: name}``.
+
+    Called once, when a runtime opens the deployment's session; the first plugin returning
+    a callable wins. The runtime calls that callable (with no arguments, from any thread)
+    for the first token and again ahead of each expiry; it must return
+    ``(token, expires_at)``, ``expires_at`` in Unix seconds (as ``azure.identity``'s
+    ``AccessToken(token, expires_on)``, which unpacks the same way). It may block: requests
+    keep using the current token while a renewal runs. An exception is logged (without the
+    token) and the renewal is tried again later.
+
+    :param name: the ``token_provider`` named in config.
+    :return: a callable returning ``(token, expires_at)``, or ``None`` when ``name`` is not
+        this plugin's.
     """
 
 

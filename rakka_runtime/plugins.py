@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from rakka_runtime.errors import InferenceError
     from rakka_runtime.runner import Middleware
     from rakka_runtime.session import SessionSnapshot
+    from rakka_runtime.tokens import TokenProvider
     from rakka_runtime.types import ChatResult, ExecuteBatch
 
 ENTRY_POINT_GROUP = "rakka"
@@ -35,6 +36,8 @@ BUILTIN_PLUGINS: dict[str, str] = {
     "retry": "rakka_runtime.policies.retry",
     "circuit_breaker": "rakka_runtime.policies.breaker",
     "rate_limits": "rakka_runtime.policies.ratelimit",
+    "budget": "rakka_runtime.policies.budget",
+    "metrics": "rakka_runtime.metrics",
 }
 
 
@@ -102,6 +105,10 @@ class PluginHooks:
     def resolve_secret(self, ref: PluginSecret) -> str | None:
         value: str | None = self.pm.hook.rakka_secret_source(ref=ref)
         return value
+
+    def token_provider(self, name: str) -> TokenProvider | None:
+        provider: TokenProvider | None = self.pm.hook.rakka_token_provider(name=name)
+        return provider
 
     def session_swapped(self, deployment: str, old: SessionSnapshot, new: SessionSnapshot) -> None:
         self.pm.hook.rakka_session_swapped(deployment=deployment, old=old, new=new)

@@ -3,16 +3,43 @@
 Rates are USD per million tokens. A model is looked up by exact name, then by its base
 name with a dated snapshot suffix removed (``gpt-4o-2024-08-06`` → ``gpt-4o``); a model
 found neither way is *unknown* and its cost is ``None`` — never reported as $0.
+
+Where rows come from, later winning over earlier (see :func:`price_table_for`):
+
+1. ``pricing.sources``: price files in LiteLLM's ``model_prices_and_context_window.json``
+   format (per-token costs, converted to per million);
+2. ``pricing.models``: the published rows (``conf/pricing/published.yaml``) with whatever
+   an env file or an override changed or added;
+3. ``deployment.pricing``: fields that replace the deployment's priced model's row.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from rakka_runtime.types import Message, Usage
+from rakka_runtime.types import ChatResult, Message, Usage
+
+if TYPE_CHECKING:
+    from rakka_runtime.config.schema import DeploymentConfig, PricingTable
+
+__all__ = [
+    "CostEstimate",
+    "ModelRates",
+    "PriceTable",
+    "Spend",
+    "cost_from_usage",
+    "estimate_cost",
+    "estimate_input_tokens",
+    "estimate_output_tokens",
+    "load_litellm_prices",
+    "price_table_for",
+]
 
 _PER_TOKEN = 1e-6
 # -2024-08-06 (OpenAI) or -0125 / -1106 (older) snapshot suffixes.
@@ -30,7 +57,10 @@ class ModelRates:
 
 @dataclass(frozen=True, slots=True)
 class CostEstimate:
-    """A pre-call bound: ``usd`` for ``input_tokens`` plus at most ``output_tokens_max``."""
+    """A pre-call bound: ``usd`` for ``input_tokens`` plus at most ``output_tokens_max``.
+
+    ``usd`` is ``None`` when the model has no price.
+    """
 
     usd: float | None
     input_tokens: int
@@ -46,35 +76,67 @@ class CostEstimate:
 
 
 class PriceTable:
-    """Effective rates by model name (built from config: published rows plus overrides)."""
+    """Effective rates by model name, each row remembering where it came from."""
 
-    def __init__(self, rates: Mapping[str, ModelRates], as_of: str | None = None) -> None:
+    def __init__(
+        self,
+        rates: Mapping[str, ModelRates],
+        as_of: str | None = None,
+        *,
+        currency: str = "USD",
+        sources: Mapping[str, str] | None = None,
+    ) -> None:
         self._rates = dict(rates)
         self.as_of = as_of
+        self.currency = currency
+        self._sources = dict(sources or {})
 
     @classmethod
     def from_config(
         cls, models: Mapping[str, Mapping[str, Any]], as_of: object = None
     ) -> PriceTable:
-        """From config rows ``{model: {input, output, cached_input?}}`` (USD per 1M tokens)."""
-        rates = {}
-        for name, row in models.items():
-            cached = row.get("cached_input")
-            rates[name] = ModelRates(
-                input=float(row["input"]),
-                output=float(row["output"]),
-                cached_input=None if cached is None else float(cached),
-            )
-        return cls(rates, None if as_of is None else str(as_of))
+        """From config rows ``{model: {input, output, cached_input?, source?}}`` (per 1M)."""
+        rates = {name: _rates_of(row) for name, row in models.items()}
+        sources = {name: str(row["source"]) for name, row in models.items() if row.get("source")}
+        return cls(rates, None if as_of is None else str(as_of), sources=sources)
+
+    @classmethod
+    def published(cls) -> PriceTable:
+        """The built-in published list prices, read from ``conf/pricing/published.yaml``.
+
+        Read with PyYAML and validated, without Hydra: neither env files nor overrides
+        apply (use :func:`price_table_for` with a composed config for those).
+        """
+        import yaml
+
+        from rakka_runtime.config.loader import builtin_conf_dir
+        from rakka_runtime.config.schema import PricingTable
+
+        path = builtin_conf_dir() / "pricing" / "published.yaml"
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        pricing = PricingTable.model_validate(raw["pricing"])
+        return cls.from_config(
+            {name: row.model_dump() for name, row in pricing.models.items()}, pricing.as_of
+        )
 
     def get(self, model: str) -> ModelRates | None:
         """Exact name, then the dated snapshot's base name; ``None`` when unknown."""
-        rates = self._rates.get(model)
-        if rates is None:
-            base = _SNAPSHOT.sub("", model)
-            if base != model:
-                rates = self._rates.get(base)
-        return rates
+        key = self.key(model)
+        return None if key is None else self._rates[key]
+
+    def key(self, model: str) -> str | None:
+        """The row name ``model`` is priced by (itself or its base), or ``None``."""
+        if model in self._rates:
+            return model
+        base = _SNAPSHOT.sub("", model)
+        if base != model and base in self._rates:
+            return base
+        return None
+
+    def source(self, model: str) -> str | None:
+        """Where the row pricing ``model`` came from (a URL, a file, ``deployment.pricing``)."""
+        key = self.key(model)
+        return None if key is None else self._sources.get(key)
 
     def models(self) -> dict[str, ModelRates]:
         return dict(self._rates)
@@ -93,6 +155,48 @@ def cost_from_usage(rates: ModelRates, usage: Usage) -> float:
         + cached * cached_rate
         + usage.output_tokens * rates.output
     ) * _PER_TOKEN
+
+
+@dataclass(slots=True)
+class Spend:
+    """What one logical request consumed, summed over its attempts.
+
+    A failed attempt that consumed tokens (a stream that broke, a filtered answer) counts
+    as much as the one that succeeded: the provider bills both.
+
+    :ivar usd: the known part of the spend.
+    :ivar estimated: a failed attempt reported no usage, so its tokens were estimated.
+    :ivar unknown: some attempt's cost is unknown (its model has no price, or a complete
+        answer came without usage); the total is then ``None``, never the known part.
+    :ivar usage: the tokens behind ``usd`` (reported, or estimated where flagged).
+    :ivar charged: attempts that consumed tokens.
+    """
+
+    usd: float = 0.0
+    estimated: bool = False
+    unknown: bool = False
+    usage: Usage = field(default_factory=Usage)
+    charged: int = 0
+
+    @property
+    def total(self) -> float | None:
+        """USD for the whole request, or ``None`` when part of it is unknown."""
+        return None if self.unknown else self.usd
+
+    def add(self, cost: float | None, usage: Usage | None, *, estimated: bool) -> None:
+        self.charged += 1
+        if cost is None:
+            self.unknown = True
+        else:
+            self.usd += cost
+        self.estimated = self.estimated or estimated
+        if usage is None:
+            return
+        total = self.usage
+        total.input_tokens += usage.input_tokens
+        total.output_tokens += usage.output_tokens
+        total.cached_tokens += usage.cached_tokens
+        total.reasoning_tokens += usage.reasoning_tokens
 
 
 def estimate_input_tokens(messages: Sequence[Message]) -> int:
@@ -121,6 +225,18 @@ def estimate_input_tokens(messages: Sequence[Message]) -> int:
     return total
 
 
+def estimate_output_tokens(result: ChatResult) -> int:
+    """Output tokens a result without usage consumed: ``ceil(chars / 4)`` of what arrived.
+
+    Counts the text plus each tool call's name and arguments, i.e. only what reached us;
+    reasoning tokens the model spent before its first visible token cannot be seen.
+    """
+    chars = len(result.text)
+    for call in result.tool_calls:
+        chars += len(call.name) + len(call.arguments)
+    return math.ceil(chars / 4)
+
+
 def estimate_cost(
     table: PriceTable, model: str, messages: Sequence[Message], max_output_tokens: int
 ) -> CostEstimate:
@@ -131,3 +247,99 @@ def estimate_cost(
     if rates is not None:
         usd = (input_tokens * rates.input + max_output_tokens * rates.output) * _PER_TOKEN
     return CostEstimate(usd, input_tokens, max_output_tokens)
+
+
+# --- Building the effective table ----------------------------------------------------------
+
+
+def load_litellm_prices(path: str | Path) -> dict[str, ModelRates]:
+    """Rows of a LiteLLM ``model_prices_and_context_window.json`` file, per million tokens.
+
+    Uses ``input_cost_per_token``, ``output_cost_per_token`` and
+    ``cache_read_input_token_cost``; entries without both token costs (images, audio,
+    ``sample_spec``) are skipped.
+
+    :raises ConfigError: the file cannot be read or is not a JSON object.
+    """
+    from rakka_runtime.errors import ConfigError
+
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError("pricing.sources", f"cannot read {str(path)!r}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError("pricing.sources", f"{str(path)!r} is not a JSON object of models")
+    rows = {}
+    for name, entry in data.items():
+        if name == "sample_spec" or not isinstance(entry, Mapping):
+            continue
+        prompt = _number(entry.get("input_cost_per_token"))
+        completion = _number(entry.get("output_cost_per_token"))
+        if prompt is None or completion is None:
+            continue
+        cached = _number(entry.get("cache_read_input_token_cost"))
+        rows[str(name)] = ModelRates(
+            input=_per_million(prompt),
+            output=_per_million(completion),
+            cached_input=None if cached is None else _per_million(cached),
+        )
+    return rows
+
+
+def price_table_for(
+    pricing: PricingTable, deployment: DeploymentConfig | None = None
+) -> PriceTable:
+    """The effective table: source files, then config rows, then ``deployment.pricing``.
+
+    :raises ConfigError: a source file is unreadable, or ``deployment.pricing`` prices a
+        model the table does not know without giving both ``input`` and ``output``.
+    """
+    rates: dict[str, ModelRates] = {}
+    sources: dict[str, str] = {}
+    for path in pricing.sources:
+        found = load_litellm_prices(path)
+        rates.update(found)
+        sources.update(dict.fromkeys(found, f"litellm:{path}"))
+    for name, row in pricing.models.items():
+        rates[name] = _rates_of(row.model_dump())
+        sources[name] = row.source or "config"
+    table = PriceTable(rates, str(pricing.as_of), currency=pricing.currency, sources=sources)
+    override = deployment.pricing if deployment is not None else None
+    if deployment is None or override is None:
+        return table
+    model = deployment.priced_model
+    fields = override.model_dump(exclude_none=True)
+    base = table.get(model)
+    if base is None:
+        if "input" not in fields or "output" not in fields:
+            from rakka_runtime.errors import ConfigError
+
+            raise ConfigError(
+                "deployment.pricing",
+                f"{model!r} has no row in the price table to override; set both input and output",
+            )
+        base = ModelRates(fields["input"], fields["output"])
+    # Keyed by the priced model's own name, so other models sharing its base row keep theirs.
+    table._rates[model] = replace(base, **fields)
+    table._sources[model] = f"deployment.pricing ({deployment.name})"
+    return table
+
+
+def _rates_of(row: Mapping[str, Any]) -> ModelRates:
+    cached = row.get("cached_input")
+    return ModelRates(
+        input=float(row["input"]),
+        output=float(row["output"]),
+        cached_input=None if cached is None else float(cached),
+    )
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if value >= 0 else None
+
+
+def _per_million(per_token: float) -> float:
+    # 1.5e-07 * 1e6 is 0.15000000000000002 in binary floating point: round away the noise.
+    return round(per_token * 1_000_000, 9)

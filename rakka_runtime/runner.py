@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 from rakka_runtime.errors import InferenceError
+from rakka_runtime.pricing import Spend
 from rakka_runtime.types import Attempt, ChatResult, ExecuteBatch, TokenChunk
 
 if TYPE_CHECKING:
@@ -44,6 +45,10 @@ class CallState:
     estimated_input_tokens: int = 0
     response_headers: dict[str, str] = field(default_factory=dict)
     status: int | None = None  # HTTP status of the latest attempt
+    # What every attempt so far consumed (a failed attempt's tokens are billed too).
+    spend: Spend = field(default_factory=Spend)
+    # The runner's pre-call cost estimate for a request (budgets call it when they need it).
+    estimator: Callable[[ExecuteBatch], CostEstimate] | None = None
 
 
 CallNext = Callable[[CallState], Iterator[TokenChunk]]

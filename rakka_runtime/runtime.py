@@ -15,12 +15,20 @@ from typing import Any
 from rakka_runtime import transport
 from rakka_runtime.config.loader import load_config
 from rakka_runtime.config.schema import DeploymentConfig, RakkaConfig, validate_deployment
-from rakka_runtime.errors import ConfigError, InferenceError, InvalidRequest
+from rakka_runtime.credentials import credential_resolver, watched_files
+from rakka_runtime.errors import ConfigError, InferenceError, InvalidRequest, Unauthorized
 from rakka_runtime.plugins import PluginHooks
-from rakka_runtime.pricing import CostEstimate, PriceTable, estimate_cost
+from rakka_runtime.pricing import (
+    CostEstimate,
+    PriceTable,
+    cost_from_usage,
+    estimate_cost,
+    estimate_input_tokens,
+    estimate_output_tokens,
+    price_table_for,
+)
 from rakka_runtime.registry import ProviderContext, ProviderKind
 from rakka_runtime.runner import CallState, RunHandle, WireClient, compose
-from rakka_runtime.secrets import Secret, resolve_secret
 from rakka_runtime.session import HeaderBuilder, Session
 from rakka_runtime.types import (
     Attempt,
@@ -29,6 +37,7 @@ from rakka_runtime.types import (
     Message,
     SamplingParams,
     TokenChunk,
+    Usage,
     check_messages,
 )
 
@@ -58,13 +67,15 @@ class DeploymentRunner:
         client: WireClient,
         hooks: PluginHooks,
         prices: PriceTable,
+        session: Session | None = None,
     ) -> None:
         self.deployment = deployment
         self.client = client
+        self.session = session
         self.prices = prices
         self._hooks = hooks
-        self._price_model = deployment.base_model or deployment.model
         self._default_deadline = deployment.timeouts.deadline
+        self._estimator = self.estimate_cost  # bound once, handed to every CallState
         self._call = compose(hooks.middlewares(deployment), self._attempt)
 
     def execute(self, request: ExecuteBatch) -> RunHandle:
@@ -74,26 +85,81 @@ class DeploymentRunner:
             request=request,
             deployment=self.deployment.name,
             model=request.model or self.deployment.model,
+            estimator=self._estimator,
         )
         return RunHandle(state, self._run(state))
 
     def estimate_cost(self, request: ExecuteBatch) -> CostEstimate:
         sampling = request.sampling
         max_output = sampling.max_tokens or DEFAULT_MAX_OUTPUT_TOKENS
-        return estimate_cost(
-            self.prices, request.model or self._price_model, request.messages, max_output
-        )
+        # Azure ignores request.model (the deployment is in the URL): base_model decides.
+        model = self.deployment.base_model or request.model or self.deployment.model
+        return estimate_cost(self.prices, model, request.messages, max_output)
 
     def _attempt(self, state: CallState) -> Iterator[TokenChunk]:
-        """Innermost layer: one wire exchange, recorded in ``state.attempts``."""
+        """Innermost layer: one wire exchange, recorded in ``state.attempts``.
+
+        A 401 response may only mean the key rotated and the watcher missed it: the
+        session re-resolves the credential once and, if it changed, the exchange is
+        repeated once with the new one (a second record in ``state.attempts``).
+        """
+        session = self.session
+        used = None if session is None else session.cell.current
+        try:
+            yield from self._exchange(state)
+        except Unauthorized as exc:
+            # Only a 401 status (before any body): an error event mid-stream has no status.
+            if session is None or used is None or exc.status != 401:
+                raise
+            if not session.reauthorize(used):
+                raise
+        else:
+            return
+        yield from self._exchange(state)
+
+    def _exchange(self, state: CallState) -> Iterator[TokenChunk]:
         record = Attempt("ok")
         state.attempts.append(record)
         try:
             yield from self.client.send(state)
         except InferenceError as exc:
             record.kind, record.status = exc.kind, exc.status
+            if exc.partial is not None:  # output arrived, so tokens were billed
+                self._charge(state, exc.partial, failed=True)
             raise
         record.status = state.status
+        if state.result is not None:
+            self._charge(state, state.result, failed=False)
+
+    def _charge(self, state: CallState, result: ChatResult, *, failed: bool) -> None:
+        """Price one attempt's result and add it to the request's spend.
+
+        A failed attempt without usage (a stream cut before its usage chunk) is costed from
+        the estimated input plus ``ceil(chars / 4)`` of the output that arrived, and flagged
+        as estimated. A complete answer without usage comes from a server that does not
+        report it at all: its cost stays unknown rather than guessed.
+        """
+        usage = result.usage
+        estimated = usage is None and failed
+        if estimated:
+            if not state.estimated_input_tokens:
+                state.estimated_input_tokens = estimate_input_tokens(state.request.messages)
+            usage = Usage(state.estimated_input_tokens, estimate_output_tokens(result))
+        rates = self.prices.get(self._priced_model(result.model, state.model))
+        cost = None if rates is None or usage is None else cost_from_usage(rates, usage)
+        state.spend.add(cost, usage, estimated=estimated)
+        result.cost_usd, result.cost_estimated = cost, estimated
+
+    def _priced_model(self, reported: str | None, requested: str) -> str:
+        """Azure hides the model behind the deployment name: base_model decides. Otherwise
+        the model the server says answered, unless it has no price and the requested one does."""
+        if self.deployment.base_model:
+            return self.deployment.base_model
+        if reported and (
+            self.prices.get(reported) is not None or self.prices.get(requested) is None
+        ):
+            return reported
+        return requested
 
     def _run(self, state: CallState) -> Iterator[TokenChunk]:
         """Outermost layer: timings, cost, attempt count and the finished event."""
@@ -107,6 +173,9 @@ class DeploymentRunner:
         except InferenceError as exc:
             if not exc.attempts:
                 exc.attempts = list(state.attempts)
+            if exc.partial is not None and state.spend.charged:
+                exc.partial.cost_usd = state.spend.total
+                exc.partial.cost_estimated = state.spend.estimated
             self._hooks.request_finished(self.deployment.name, state.request, None, exc)
             raise
         result = state.result
@@ -118,10 +187,10 @@ class DeploymentRunner:
         result.ttft_ms = None if first_at is None else (first_at - state.started_at) * 1000
         result.attempts = max(1, len(state.attempts))
         result.attempt_history = list(state.attempts)
-        if result.usage is not None and result.cost_usd is None:
-            # Azure hides the model behind the deployment name: base_model decides.
-            model = self.deployment.base_model or result.model or state.model
-            result.cost_usd = self.prices.cost(model, result.usage)
+        if state.spend.charged:
+            # The whole request's cost: every attempt that consumed tokens, not just this one.
+            result.cost_usd = state.spend.total
+            result.cost_estimated = state.spend.estimated
         self._hooks.request_finished(self.deployment.name, state.request, result, None)
 
     def close(self) -> None:
@@ -135,12 +204,17 @@ class Runtime:
         self.config = config
         self.hooks = hooks if hooks is not None else PluginHooks()
         provider, self.deployment = resolve_deployment(config, self.hooks)
-        self.prices = PriceTable.from_config(
-            {name: row.model_dump() for name, row in config.pricing.models.items()},
-            config.pricing.as_of,
+        self.prices = price_table_for(config.pricing, self.deployment)
+        self._resolve_credential = credential_resolver(self.deployment, self.hooks)
+        self._sessions: list[Session] = []
+        try:
+            client = provider.factory(self.deployment, ProviderContext(self._open_session))
+        except BaseException:
+            self._close_sessions()  # a watcher thread must not outlive a failed start
+            raise
+        self.runner = DeploymentRunner(
+            self.deployment, client, self.hooks, self.prices, self.session
         )
-        client = provider.factory(self.deployment, ProviderContext(self._open_session))
-        self.runner = DeploymentRunner(self.deployment, client, self.hooks, self.prices)
 
     @classmethod
     def from_overrides(
@@ -153,10 +227,15 @@ class Runtime:
         """Compose conf/ (plus ``config_dir``) with Hydra overrides and build the runtime."""
         return cls(load_config(overrides, config_dir=config_dir), hooks=hooks)
 
+    @property
+    def session(self) -> Session | None:
+        """The deployment's session (credential snapshot, pool, watcher)."""
+        return self._sessions[0] if self._sessions else None
+
     def _open_session(self, build_headers: HeaderBuilder) -> Session:
         deployment = self.deployment
         timeouts = deployment.timeouts
-        return Session(
+        session = Session(
             deployment.name,
             pool=transport.make_pool(
                 connect=timeouts.connect, request_timeout=timeouts.request_timeout
@@ -165,14 +244,15 @@ class Runtime:
             build_headers=build_headers,
             on_swap=self.hooks.session_swapped,
         )
+        self._sessions.append(session)
+        files = watched_files(deployment)
+        if files:
+            session.watch_files(files, debounce=deployment.secret_watch.debounce)
+        return session
 
-    def _resolve_credential(self) -> Secret | None:
-        ref = self.deployment.api_key
-        if ref is None:
-            return None
-        return resolve_secret(
-            ref, path="deployment.api_key", plugin_resolver=self.hooks.resolve_secret
-        )
+    def _close_sessions(self) -> None:
+        for session in self._sessions:
+            session.close()
 
     # --- calling ------------------------------------------------------------------------
 
@@ -227,7 +307,11 @@ class Runtime:
         return self.runner.estimate_cost(request)
 
     def close(self) -> None:
-        self.runner.close()
+        try:
+            self.runner.close()
+        finally:
+            # Idempotent; stops the watcher even if a provider's client forgot its session.
+            self._close_sessions()
 
     def __enter__(self) -> Runtime:
         return self

@@ -15,9 +15,11 @@ import click
 
 # name -> "module:attribute" of the built-in subcommands.
 BUILTIN_COMMANDS: dict[str, str] = {
+    "batch": "rakka_runtime.cli.batch:batch",
     "chat": "rakka_runtime.cli.chat:chat",
     "config": "rakka_runtime.cli.config:config_group",
     "plugins": "rakka_runtime.cli.plugins:plugins_command",
+    "pricing": "rakka_runtime.cli.pricing:pricing_command",
 }
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -24,6 +26,12 @@ if TYPE_CHECKING:
 @click.option("--temperature", type=float, default=None)
 @click.option("--no-stream", is_flag=True, help="Wait for the whole reply instead of streaming.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the result.")
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Serve Prometheus metrics on 127.0.0.1:PORT while running (0: any free port).",
+)
 @config_dir_option
 def chat(
     prompt: str,
@@ -34,13 +42,14 @@ def chat(
     temperature: float | None,
     no_stream: bool,
     as_json: bool,
+    metrics_port: int | None,
     config_dir: str | None,
 ) -> None:
     """Send PROMPT to the deployment; stream the reply to stdout, usage and cost to stderr."""
     from rakka_runtime.errors import InferenceError, InvalidRequest
 
     runtime = open_runtime(overrides, config_dir)
-    with runtime:
+    with runtime, _metrics_endpoint(metrics_port):
         fields: dict[str, Any] = {}
         if max_tokens is not None:
             fields["max_tokens"] = max_tokens
@@ -79,6 +88,25 @@ def chat(
         click.echo(_summary_line(result, runtime.deployment.name), err=True)
 
 
+@contextlib.contextmanager
+def _metrics_endpoint(port: int | None) -> Iterator[None]:
+    """Serve /metrics for the command's lifetime when ``--metrics-port`` is given."""
+    if port is None:
+        yield
+        return
+    from rakka_runtime.metrics import MetricsUnavailable, serve_metrics
+
+    try:
+        server = serve_metrics(port)
+    except MetricsUnavailable as exc:
+        fail(str(exc))
+    except OSError as exc:
+        fail(f"--metrics-port {port}: {exc.strerror or exc}")
+    click.echo(f"metrics: {server.url}", err=True)
+    with server:
+        yield
+
+
 def _json_result(
     result: ChatResult | None, error: InferenceError | None, request_id: str
 ) -> dict[str, Any]:
@@ -115,6 +143,8 @@ def _summary_line(result: ChatResult, deployment: str) -> str:
         )
     )
     cost = "cost: unknown" if result.cost_usd is None else f"cost: ${result.cost_usd:.6f}"
+    if result.cost_estimated:
+        cost += " (estimated)"
     if result.cost_usd is None and usage is not None:
         cost += f" (no price for {result.model or 'this model'})"
     ttft = "" if result.ttft_ms is None else f", first token {result.ttft_ms:.0f} ms"

@@ -22,6 +22,7 @@ from pydantic import (
     NonNegativeFloat,
     NonNegativeInt,
     PlainValidator,
+    PositiveFloat,
     PositiveInt,
     SecretStr,
     Tag,
@@ -40,20 +41,26 @@ from rakka_runtime.config.errors import (
 )
 
 __all__ = [
+    "ApiKeyAuth",
+    "AuthConfig",
+    "BudgetPolicy",
     "CircuitBreakerPolicy",
     "ConfigModel",
     "DeploymentConfig",
+    "EntraAuth",
     "EnvConfig",
     "EnvSecret",
     "FileSecret",
     "InlineSecret",
     "PluginSecret",
+    "PriceOverride",
     "PriceRow",
     "PricingTable",
     "RakkaConfig",
     "RateLimitPolicy",
     "RetryPolicy",
     "SecretRef",
+    "SecretWatch",
     "Timeouts",
     "validate_deployment",
     "validate_deployment_core",
@@ -229,6 +236,64 @@ class Timeouts(ConfigModel):
     deadline: PositiveDuration | None = None
 
 
+class BudgetPolicy(ConfigModel):
+    """Spend limits over sliding windows of actual cost; ``None`` leaves a window unlimited.
+
+    ``on_exceeded``: ``reject`` fails with ``budget_exceeded`` before sending when the
+    window's spend plus the request's estimate would pass the limit; ``warn`` logs once
+    per window and sends; ``throttle`` waits until enough spend ages out of the window
+    (within the request's deadline, else ``budget_exceeded``).
+    """
+
+    max_spend_per_hour_usd: PositiveFloat | None = None
+    max_spend_per_day_usd: PositiveFloat | None = None
+    on_exceeded: Literal["reject", "warn", "throttle"] = "reject"
+
+    @property
+    def limited(self) -> bool:
+        return self.max_spend_per_hour_usd is not None or self.max_spend_per_day_usd is not None
+
+
+class PriceOverride(ConfigModel):
+    """``deployment.pricing``: fields replacing the row of the deployment's priced model
+    (USD per million tokens; unset fields keep the table's value)."""
+
+    input: NonNegativeFloat | None = None
+    output: NonNegativeFloat | None = None
+    cached_input: NonNegativeFloat | None = None
+
+
+# --- Credentials ------------------------------------------------------------------------
+
+
+class SecretWatch(ConfigModel):
+    """Reload a ``{from: file}`` key when the file changes (a watchdog observer on its
+    directory); ``debounce`` lets a burst of filesystem events settle into one re-read."""
+
+    enabled: bool = True
+    debounce: Duration = 0.1
+
+
+class ApiKeyAuth(ConfigModel):
+    """``auth: {kind: api_key}`` (the default): send ``api_key`` as the provider expects."""
+
+    kind: Literal["api_key"] = "api_key"
+
+
+class EntraAuth(ConfigModel):
+    """``auth: {kind: entra, token_provider: NAME}``: a bearer token from the callable a
+    ``rakka_token_provider`` plugin registers under NAME, renewed ``refresh_before`` its
+    expiry (or halfway through its lifetime, for tokens shorter than twice that)."""
+
+    kind: Literal["entra"] = "entra"
+    token_provider: str = Field(min_length=1)
+    refresh_before: PositiveDuration = 300.0
+
+
+AuthConfig = Annotated[ApiKeyAuth | EntraAuth, Field(discriminator="kind")]
+"""How a deployment authenticates, discriminated by ``kind``."""
+
+
 # --- Deployment -------------------------------------------------------------------------
 
 
@@ -241,11 +306,25 @@ class DeploymentConfig(ConfigModel):
     # The model whose price applies when ``model`` is a deployment name or an alias.
     base_model: str | None = None
     api_key: SecretRef | None = None
+    auth: AuthConfig = Field(default_factory=ApiKeyAuth)
+    secret_watch: SecretWatch = Field(default_factory=SecretWatch)
     embedded_emulator: bool = False
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     circuit_breaker: CircuitBreakerPolicy = Field(default_factory=CircuitBreakerPolicy)
     rate_limits: RateLimitPolicy = Field(default_factory=RateLimitPolicy)
     timeouts: Timeouts = Field(default_factory=Timeouts)
+    budget: BudgetPolicy = Field(default_factory=BudgetPolicy)
+    # Overrides the price row of `priced_model` for this deployment (negotiated rates).
+    pricing: PriceOverride | None = None
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> DeploymentConfig:
+        if isinstance(self.auth, EntraAuth) and self.api_key is not None:
+            raise PydanticCustomError(
+                "config",
+                "auth.kind=entra sends a bearer token instead of api_key; set api_key: null",
+            )
+        return self
 
     @property
     def priced_model(self) -> str:
@@ -291,6 +370,8 @@ class PriceRow(ConfigModel):
     input: NonNegativeFloat
     output: NonNegativeFloat
     cached_input: NonNegativeFloat | None = None
+    # Where the rate was checked (a URL or "negotiated"), shown by `rakka pricing`.
+    source: str | None = None
 
 
 def _as_of(value: Any) -> date | str:
@@ -312,6 +393,9 @@ class PricingTable(ConfigModel):
     as_of: Annotated[date | str, PlainValidator(_as_of, json_schema_input_type=date | str)]
     currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$")
     models: dict[str, PriceRow] = Field(default_factory=dict)
+    # Price files in LiteLLM's model_prices_and_context_window.json format, read when a
+    # runtime starts; rows in `models` win over them.
+    sources: list[Path] = Field(default_factory=list)
 
 
 class EnvConfig(ConfigModel):

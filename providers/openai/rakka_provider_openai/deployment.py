@@ -14,7 +14,7 @@ from urllib.parse import quote
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from rakka_runtime import __version__
-from rakka_runtime.config.schema import DeploymentConfig
+from rakka_runtime.config.schema import DeploymentConfig, EntraAuth
 from rakka_runtime.secrets import Secret
 
 USER_AGENT = f"rakka-runtime/{__version__}"
@@ -91,9 +91,14 @@ def auth_headers(deployment: DeploymentConfig, credential: Secret | None) -> Map
     """Every header a request sends, derived once per credential (the session snapshot)."""
     headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT}
     variant = getattr(deployment, "variant", None)
+    # An Entra ID token goes in Authorization on Azure too; api-key is for keys only.
+    entra = isinstance(deployment.auth, EntraAuth)
     if isinstance(variant, AzureVariant):
         if credential is not None:
-            headers["api-key"] = credential.reveal()
+            if entra:
+                headers["Authorization"] = f"Bearer {credential.reveal()}"
+            else:
+                headers["api-key"] = credential.reveal()
     else:
         if credential is not None:
             headers["Authorization"] = f"Bearer {credential.reveal()}"

@@ -143,7 +143,9 @@ class ChatAggregate:
     :ivar response_id: the ``chatcmpl-...`` id, not the ``x-request-id`` header.
     """
 
-    __slots__ = ("_refusal", "_text", "_tools", "finish_reason", "model", "response_id", "usage")
+    __slots__ = (
+        "_refusal", "_text", "_tools", "created", "finish_reason", "model", "response_id", "usage"
+    )
 
     def __init__(self) -> None:
         self._text: list[str] = []
@@ -153,6 +155,7 @@ class ChatAggregate:
         self.usage: Usage | None = None
         self.model: str | None = None
         self.response_id: str | None = None
+        self.created: int | None = None
 
     @property
     def text(self) -> str:
@@ -222,6 +225,8 @@ class ChatAggregate:
             finish_reason=self.finish_reason,
             usage=self.usage,
             model=self.model,
+            response_id=self.response_id,
+            created=self.created,
         )
 
 
@@ -248,6 +253,9 @@ def decode_stream_chunk(
         response_id = obj.get("id")
         if response_id:
             agg.response_id = response_id
+        created = obj.get("created")
+        if isinstance(created, int) and agg.created is None:
+            agg.created = created
         raw_usage = obj.get("usage")
         usage = parse_usage(raw_usage) if raw_usage is not None else None
         if usage is not None:
@@ -295,6 +303,8 @@ def parse_completion(obj: dict[str, Any], request_id: str) -> ChatResult:
         request_id=request_id,
         usage=parse_usage(obj.get("usage")),
         model=obj.get("model") or None,
+        response_id=obj.get("id") if isinstance(obj.get("id"), str) else None,
+        created=obj.get("created") if isinstance(obj.get("created"), int) else None,
     )
     choice = next((c for c in choices if isinstance(c, dict) and c.get("index", 0) == 0), None)
     if choice is None:

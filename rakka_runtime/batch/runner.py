@@ -1,0 +1,351 @@
+"""Scheduling a batch: one reader, N workers, a bounded window between them, one writer.
+
+::
+
+    reader thread ─ parse, dedupe, resume-skip ─▶ Window (bounded, by priority) ─▶ N workers
+          │ (lines that cannot be sent)                                            │
+          └──────────────────────────────▶ emit (one lock: write line + summary) ◀─┘
+
+The caller's thread runs :meth:`BatchRunner.run`: it waits, ticks the progress display, and
+on a stop request closes the window (nothing more is sent), lets in-flight requests finish
+for ``grace`` seconds (no retry starts after it), then seals the output. Requests still
+running after that are abandoned, and ones that fail retryably while stopping are dropped:
+their records are never written, so a re-run sends them again.
+
+:meth:`BatchRunner.request_stop` only sets plain attributes, so it is safe to call from a
+signal handler (an ``Event.set`` there could deadlock on a lock the main thread holds).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from rakka_runtime.batch.input import BatchItem
+from rakka_runtime.batch.output import ResumeState
+from rakka_runtime.batch.records import (
+    DUPLICATE_CUSTOM_ID,
+    INTERNAL_ERROR,
+    INVALID_REQUEST,
+    Record,
+    encode,
+    failure_record,
+    success_record,
+    unsent_record,
+)
+from rakka_runtime.batch.window import Window
+from rakka_runtime.errors import InferenceError
+
+if TYPE_CHECKING:
+    from rakka_runtime.runner import RunHandle
+    from rakka_runtime.runtime import Runtime
+
+Sink = Callable[[int, Record, bytes], None]
+"""Receives the input line number, the record and its encoded line, under the emit lock."""
+
+_POLL = 0.1  # how often the caller's thread looks at stop requests and ticks progress
+# Failures a shortened deadline causes (a queue wait or a retry cut off by the grace period).
+_CUT_BY_DEADLINE = frozenset({"timeout", "backpressure"})
+
+
+class _InternalError(InferenceError):
+    """Something other than an InferenceError escaped a request (a plugin bug, say)."""
+
+    kind = INTERNAL_ERROR
+
+
+@dataclass(slots=True)
+class RunOutcome:
+    """How a run ended.
+
+    :ivar complete: every input line read has its record (and the input was read to the end).
+    :ivar written: records written by this run.
+    :ivar skipped: lines whose record was already in the output (resume).
+    :ivar unsent: lines without a record because of a stop: read ahead but never sent, or
+        failed retryably while stopping (the grace deadline may have cut their retries).
+    :ivar abandoned: requests still in flight when the grace period ran out.
+    :ivar fatal: what stopped the batch on its own (an unwritable output, an unreadable
+        input), if anything.
+    """
+
+    complete: bool
+    stopped: bool
+    written: int
+    skipped: int
+    unsent: int
+    abandoned: int
+    fatal: BaseException | None
+
+
+class BatchRunner:
+    def __init__(
+        self,
+        runtime: Runtime,
+        sink: Sink,
+        *,
+        concurrency: int = 8,
+        read_ahead: int | None = None,
+        grace: float = 10.0,
+        resume: ResumeState | None = None,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self._runtime = runtime
+        self._sink = sink
+        self._concurrency = concurrency
+        # Enough read-ahead for priorities to matter and for workers never to starve.
+        self._window = Window(read_ahead or max(16, 2 * concurrency))
+        self._grace = grace
+        self._resume = resume or ResumeState()
+        # One table for "in the output" and "read by this run": half the memory of two.
+        self._ids = self._resume.done
+        self._tick: Callable[[], None] | None = None
+        self._model = runtime.deployment.model
+        self._duplicates_seen: dict[str, int] = {}
+        self._emit_lock = threading.Lock()
+        self._sealed = False
+        self._inflight_lock = threading.Lock()
+        self._inflight: dict[int, RunHandle] = {}
+        self._workers_left = concurrency
+        self._deferred = 0  # retryable failures during a stop: left for the re-run
+        self._finished = threading.Event()
+        self._reader_done = threading.Event()
+        # Plain attributes: written by signal handlers, read by polling.
+        self._stop_requested = False
+        self._force = False
+        self.fatal: BaseException | None = None
+        self.written = 0
+        self.skipped = 0
+        self.lines_read = 0
+
+    # --- control ------------------------------------------------------------------------
+
+    def request_stop(self, *, force: bool = False) -> None:
+        """Stop dispatching; with ``force``, skip the grace period. Signal-handler safe."""
+        if force:
+            self._force = True
+        self._stop_requested = True
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop_requested
+
+    def in_flight(self) -> int:
+        return len(self._inflight)
+
+    # --- the run ------------------------------------------------------------------------
+
+    def run(
+        self, items: Iterable[BatchItem], *, tick: Callable[[], None] | None = None
+    ) -> RunOutcome:
+        """Send ``items`` and block until done or stopped; ``tick`` runs every 0.1 s here."""
+        self._tick = tick
+        reader = threading.Thread(
+            target=self._read, args=(items,), name="rakka-batch-reader", daemon=True
+        )
+        # Daemons: a request abandoned after the grace period must not keep the process.
+        workers = [
+            threading.Thread(target=self._work, name=f"rakka-batch-worker-{i}", daemon=True)
+            for i in range(self._concurrency)
+        ]
+        reader.start()
+        for worker in workers:
+            worker.start()
+        while not self._finished.wait(_POLL):
+            self._ticked()
+            if self._stop_requested:
+                break
+        unsent = abandoned = 0
+        if self._stop_requested or not self._finished.is_set():
+            unsent, abandoned = self._wind_down()
+        unsent += self._deferred
+        self._seal()
+        reader.join(timeout=1.0)  # it may be blocked reading stdin: a daemon, let it be
+        self._ticked()
+        # A stop that came after the last record changes nothing: the run is complete.
+        complete = (
+            self._reader_done.is_set()
+            and self._finished.is_set()
+            and not unsent
+            and not abandoned
+            and self.fatal is None
+        )
+        return RunOutcome(
+            complete=complete,
+            stopped=self._stop_requested,
+            written=self.written,
+            skipped=self.skipped,
+            unsent=unsent,
+            abandoned=abandoned,
+            fatal=self.fatal,
+        )
+
+    def _wind_down(self) -> tuple[int, int]:
+        """Stop sending, give in-flight requests the grace period, then abandon the rest."""
+        unsent = self._window.close()
+        if self._finished.is_set():
+            return unsent, 0
+        ends = time.monotonic() + self._grace
+        with self._inflight_lock:
+            handles = list(self._inflight.values())
+        for handle in handles:
+            # No attempt may run past the grace period: every later attempt reads the
+            # deadline (transport, rate-limit queue); the one in progress keeps its limits.
+            request = handle.state.request
+            if request.deadline is None or request.deadline > ends:
+                request.deadline = ends
+        while not self._finished.wait(_POLL):
+            self._ticked()
+            if self._force or time.monotonic() >= ends:
+                break
+        if self._finished.is_set():
+            return unsent, 0
+        with self._inflight_lock:
+            handles = list(self._inflight.values())
+        self._seal()  # from here on a late answer is dropped, not written
+        for handle in handles:
+            # A handle another thread is reading cannot be closed under it (a generator
+            # refuses); those are abandoned and their sockets go with the pool or process.
+            with contextlib.suppress(ValueError, RuntimeError):
+                handle.close()
+        return unsent, len(handles)
+
+    def _ticked(self) -> None:
+        if self._tick is not None:
+            self._tick()
+
+    # --- reader -------------------------------------------------------------------------
+
+    def _read(self, items: Iterable[BatchItem]) -> None:
+        try:
+            for item in items:
+                if self._stop_requested:
+                    return
+                self.lines_read += 1
+                if not self._admit(item):
+                    continue
+                if item.request is None:
+                    message = item.error or f"line {item.line}: cannot be sent"
+                    self._emit(item.line, unsent_record(item.custom_id, INVALID_REQUEST, message))
+                elif not self._window.put(item):
+                    return
+            self._reader_done.set()
+        except Exception as exc:  # an unreadable input: stop, keep what was written
+            self.fatal = exc
+            self.request_stop(force=True)
+        finally:
+            self._window.finish()
+
+    def _admit(self, item: BatchItem) -> bool:
+        """Whether ``item`` needs a record now (False: skipped, or answered as a duplicate).
+
+        A custom_id's first line is sent unless the output already has its record; each
+        later line with the same id gets a ``duplicate_custom_id`` error record. On resume
+        the k-th occurrence is skipped when k-1 duplicate records are already there, so
+        every input line ends up with exactly one record however often the run stops.
+        """
+        custom_id = item.custom_id
+        first, done = self._ids.visit(custom_id)
+        if first:
+            if done:
+                self.skipped += 1
+                return False
+            return True
+        occurrence = self._duplicates_seen.get(custom_id, 1) + 1
+        self._duplicates_seen[custom_id] = occurrence
+        if self._resume.duplicates.get(custom_id, 0) >= occurrence - 1:
+            self.skipped += 1
+            return False
+        self._emit(
+            item.line,
+            unsent_record(
+                custom_id,
+                DUPLICATE_CUSTOM_ID,
+                f"line {item.line}: custom_id {custom_id!r} is used by an earlier line; "
+                "only the first line with an id is sent",
+            )
+        )
+        return False
+
+    # --- workers ------------------------------------------------------------------------
+
+    def _work(self) -> None:
+        try:
+            while not self._stop_requested:
+                item = self._window.get()
+                if item is None:
+                    return
+                record, retryable = self._send(item)
+                if retryable and self._stop_requested:
+                    # Maybe cut short by the grace deadline: a re-run retries it in full.
+                    with self._inflight_lock:
+                        self._deferred += 1
+                    continue
+                self._emit(item.line, record)
+        except Exception as exc:  # the output cannot be written: nothing else is worth doing
+            self.fatal = exc
+            self.request_stop(force=True)
+        finally:
+            with self._inflight_lock:
+                self._workers_left -= 1
+                last = self._workers_left == 0
+            if last:
+                self._finished.set()
+
+    def _send(self, item: BatchItem) -> tuple[Record, bool]:
+        """The item's record, and whether it is a failure a retry might have cured."""
+        request = item.request
+        assert request is not None  # the reader never queues an unsendable item
+        started = time.monotonic()
+        key = id(item)
+        try:
+            handle = self._runtime.execute(request)
+            with self._inflight_lock:
+                self._inflight[key] = handle
+            result = handle.result()
+            record = success_record(
+                item.custom_id,
+                result,
+                status=handle.state.status,
+                model=request.model or self._model,
+            )
+            return record, False
+        except InferenceError as exc:
+            retryable = exc.is_retryable or exc.kind in _CUT_BY_DEADLINE
+            return self._failed(item, exc, started), retryable
+        except Exception as exc:  # a bug must cost one record, not the batch
+            error = _InternalError(f"{type(exc).__name__}: {exc}")
+            return self._failed(item, error, started), False
+        finally:
+            with self._inflight_lock:
+                self._inflight.pop(key, None)
+
+    def _failed(self, item: BatchItem, error: InferenceError, started: float) -> Record:
+        partial = error.partial
+        cost: float | None
+        if partial is not None and partial.cost_usd is not None:
+            cost = partial.cost_usd  # output arrived before the failure: it is billed
+        elif partial is None and error.status is not None and error.status >= 400:
+            cost = 0.0  # the API does not bill a request it refused
+        else:
+            cost = None  # cut off mid-answer, or never answered: the tokens are unknown
+        latency = (time.monotonic() - started) * 1000
+        return failure_record(item.custom_id, error, latency_ms=latency, cost_usd=cost)
+
+    # --- output -------------------------------------------------------------------------
+
+    def _emit(self, line_number: int, record: Record) -> None:
+        line = encode(record)  # outside the lock: workers encode in parallel
+        with self._emit_lock:
+            if self._sealed:
+                return
+            self._sink(line_number, record, line)
+            self.written += 1
+
+    def _seal(self) -> None:
+        with self._emit_lock:
+            self._sealed = True

@@ -1,0 +1,139 @@
+"""``rakka pricing``: the effective price table, with rows that differ from the published
+list marked, and what the deployment's requests will be priced at."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from rakka_runtime.cli.common import config_dir_option, fail
+
+if TYPE_CHECKING:
+    from rakka_runtime.config.schema import DeploymentConfig
+    from rakka_runtime.pricing import ModelRates, PriceTable
+
+
+@click.command("pricing")
+@click.argument("overrides", nargs=-1)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option(
+    "--all", "show_all", is_flag=True, help="Also list rows that come only from pricing.sources."
+)
+@config_dir_option
+def pricing_command(
+    overrides: tuple[str, ...], as_json: bool, show_all: bool, config_dir: str | None
+) -> None:
+    """Show the prices (USD per 1M tokens) in effect for the composed config.
+
+    Rows an env file, an override, a price file or deployment.pricing changed relative to
+    the published table are marked; a deployment whose model has no row is priced as
+    "unknown" (its requests report no cost rather than $0).
+    """
+    from rakka_runtime.config.loader import load_config
+    from rakka_runtime.config.schema import validate_deployment_core
+    from rakka_runtime.errors import ConfigError
+    from rakka_runtime.pricing import PriceTable, price_table_for
+
+    try:
+        config = load_config(list(overrides), config_dir=config_dir)
+        deployment = validate_deployment_core(config.deployment)
+        table = price_table_for(config.pricing, deployment)
+    except ConfigError as exc:
+        fail(f"config: {exc}")
+    published = PriceTable.published()
+    # Rows from source files alone are many (LiteLLM lists thousands): listed on request.
+    configured = set(config.pricing.models) | {deployment.priced_model}
+    rows = [
+        _row(name, rates, table, published)
+        for name, rates in sorted(table.models().items())
+        if show_all or name in configured
+    ]
+    report = {
+        "as_of": table.as_of,
+        "currency": table.currency,
+        "env": config.env.name,
+        "deployment": _deployment(deployment, table),
+        "models": rows,
+        "hidden_source_rows": len(table.models()) - len(rows),
+    }
+    if as_json:
+        click.echo(json.dumps(report))
+    else:
+        _print(report)
+
+
+def _row(name: str, rates: ModelRates, table: PriceTable, published: PriceTable) -> dict[str, Any]:
+    listed = published.models().get(name)
+    status = "published" if listed == rates else "added" if listed is None else "overridden"
+    return {
+        "model": name,
+        "input": rates.input,
+        "cached_input": rates.cached_input,
+        "output": rates.output,
+        "status": status,
+        "source": table.source(name),
+    }
+
+
+def _deployment(deployment: DeploymentConfig, table: PriceTable) -> dict[str, Any]:
+    model = deployment.priced_model
+    rates = table.get(model)
+    return {
+        "name": deployment.name,
+        "priced_model": model,
+        "row": table.key(model),
+        "price": "unknown" if rates is None else "known",
+        "input": None if rates is None else rates.input,
+        "cached_input": None if rates is None else rates.cached_input,
+        "output": None if rates is None else rates.output,
+    }
+
+
+def _rate(value: float | None) -> str:
+    if value is None:
+        return "-"
+    text = f"{value:.6f}".rstrip("0")
+    whole, _, fraction = text.partition(".")
+    return f"{whole}.{fraction.ljust(2, '0')}"
+
+
+def _print(report: dict[str, Any]) -> None:
+    currency = report["currency"]
+    click.echo(f"Prices in {currency} per 1M tokens, as of {report['as_of']} (env {report['env']})")
+    dep = report["deployment"]
+    if dep["price"] == "unknown":
+        price = "unknown: no price row, so its requests report cost as unknown"
+    else:
+        via = "" if dep["row"] == dep["priced_model"] else f" (row {dep['row']})"
+        price = (
+            f"input {_rate(dep['input'])}, cached input {_rate(dep['cached_input'])}, "
+            f"output {_rate(dep['output'])}{via}"
+        )
+    click.echo(f"deployment {dep['name']}: {dep['priced_model']} → {price}")
+    click.echo("")
+    header = ("  MODEL", "INPUT", "CACHED", "OUTPUT", "STATUS", "SOURCE")
+    lines = [
+        (
+            ("* " if row["status"] != "published" else "  ") + row["model"],
+            _rate(row["input"]),
+            _rate(row["cached_input"]),
+            _rate(row["output"]),
+            row["status"],
+            row["source"] or "",
+        )
+        for row in report["models"]
+    ]
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *lines, strict=True)]
+    for cells in (header, *lines):
+        text = "  ".join(
+            cell.rjust(width) if 1 <= i <= 3 else cell.ljust(width)
+            for i, (cell, width) in enumerate(zip(cells, widths, strict=True))
+        )
+        click.echo(text.rstrip())
+    click.echo("")
+    click.echo("* differs from the published table (conf/pricing/published.yaml)")
+    hidden = report["hidden_source_rows"]
+    if hidden:
+        click.echo(f"{hidden} more rows from pricing.sources; --all lists them")

@@ -1,0 +1,337 @@
+"""Built-in plugin ``metrics``: live request, token, cost and health metrics.
+
+A middleware at the very outside of the chain (outer stage, order 0) sees each logical
+request once, whatever happens inside: a budget refusal, retries, a stream the caller
+abandons. When the request ends it records the outcome, attempts, tokens and cost (from
+``state.spend``: failed attempts that consumed tokens count too), latency, time to first
+token and the provider's ``x-ratelimit-remaining-*`` headers. Event hooks add what
+happens outside a request: breaker transitions and session swaps; the request-finished
+event supplies whether the reported cost was an estimate.
+
+Values live in an in-process :class:`~rakka_runtime.metrics_store.MetricsStore`
+(:func:`metrics_snapshot`); :func:`serve_metrics` exposes the same values to Prometheus
+on their own ``CollectorRegistry``. ``prometheus_client`` is optional (the ``metrics``
+extra) and imported only by :func:`serve_metrics`.
+
+Labels are bounded: ``deployment`` (names from config), ``model`` (the configured or
+requested model, at most :data:`MAX_MODELS_PER_DEPLOYMENT` distinct values per
+deployment, then ``other``), ``outcome`` (``ok``, an error kind, ``cancelled``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Literal
+
+from rakka_runtime.errors import ERROR_KINDS, InferenceError
+from rakka_runtime.hookspecs import hookimpl
+from rakka_runtime.metrics_store import BoundedLabels, MetricsStore
+
+if TYPE_CHECKING:
+    from rakka_runtime.config.schema import DeploymentConfig
+    from rakka_runtime.plugins import PluginHooks
+    from rakka_runtime.runner import CallNext, CallState, Middleware
+    from rakka_runtime.session import SessionSnapshot
+    from rakka_runtime.types import ChatResult, ExecuteBatch, TokenChunk
+
+__all__ = [
+    "MAX_MODELS_PER_DEPLOYMENT",
+    "MetricsMiddleware",
+    "MetricsPlugin",
+    "MetricsServer",
+    "MetricsUnavailable",
+    "metrics_snapshot",
+    "plugin",
+    "serve_metrics",
+]
+
+MAX_MODELS_PER_DEPLOYMENT = 16
+BREAKER_STATES = {"closed": 0.0, "half_open": 1.0, "open": 2.0}
+_OUTCOMES = frozenset(ERROR_KINDS) | {"ok", "cancelled", InferenceError.kind}
+_RATELIMIT_HEADERS = (
+    ("x-ratelimit-remaining-requests", "rakka_ratelimit_remaining_requests"),
+    ("x-ratelimit-remaining-tokens", "rakka_ratelimit_remaining_tokens"),
+)
+
+
+def outcome_label(kind: str) -> str:
+    """An error kind as a label value; a kind no built-in class declares becomes ``other``."""
+    return kind if kind in _OUTCOMES else BoundedLabels.OTHER
+
+
+class _DeploymentLabels:
+    """The label values of one deployment's series."""
+
+    def __init__(self, deployment: DeploymentConfig) -> None:
+        self.name = deployment.name
+        self.base_model = deployment.base_model
+        self.model = deployment.model
+        self.models = BoundedLabels(MAX_MODELS_PER_DEPLOYMENT, {deployment.priced_model})
+
+    def model_of(self, requested: str | None) -> str:
+        # The priced model: Azure's base_model, else the model the caller asked for (never
+        # the server's answer, whose spelling the runtime does not control).
+        return self.models(self.base_model or requested or self.model)
+
+
+class MetricsMiddleware:
+    """The metrics layer of one deployment (a :class:`rakka_runtime.runner.Middleware`)."""
+
+    name = "metrics"
+    stage: Literal["outer", "attempt"] = "outer"
+    order = 0
+
+    def __init__(self, store: MetricsStore, labels: _DeploymentLabels) -> None:
+        self.store = store
+        self.labels = labels
+
+    def __call__(self, state: CallState, call_next: CallNext) -> Iterator[TokenChunk]:
+        store, deployment = self.store, (self.labels.name,)
+        store.inc("rakka_requests_in_flight", deployment)
+        outcome = "cancelled"  # the caller closed the stream before it ended
+        try:
+            yield from call_next(state)
+            outcome = "ok"
+        except InferenceError as exc:
+            outcome = outcome_label(exc.kind)
+            raise
+        finally:
+            store.inc("rakka_requests_in_flight", deployment, -1.0)
+            self._record(state, outcome)
+
+    def _record(self, state: CallState, outcome: str) -> None:
+        store = self.store
+        deployment = self.labels.name
+        model = self.labels.model_of(state.model)
+        store.inc("rakka_requests_total", (deployment, model, outcome))
+        for attempt in state.attempts:
+            store.inc("rakka_attempts_total", (deployment, model, outcome_label(attempt.kind)))
+        spend = state.spend
+        if spend.charged:
+            usage = spend.usage
+            for kind, count in (
+                ("input", usage.input_tokens),
+                ("output", usage.output_tokens),
+                ("cached", usage.cached_tokens),
+                ("reasoning", usage.reasoning_tokens),
+            ):
+                store.inc("rakka_tokens_total", (deployment, model, kind), count)
+            if spend.unknown:
+                store.inc("rakka_cost_unknown_requests_total", (deployment, model))
+            else:
+                store.inc("rakka_cost_usd_total", (deployment, model), spend.usd)
+        now = time.monotonic()
+        store.observe("rakka_request_duration_seconds", (deployment, model), now - state.started_at)
+        if state.first_chunk_at is not None:
+            ttft = state.first_chunk_at - state.started_at
+            store.observe("rakka_time_to_first_token_seconds", (deployment, model), ttft)
+        headers = state.response_headers
+        if headers:
+            lowered = {key.lower(): value for key, value in headers.items()}
+            for header, metric in _RATELIMIT_HEADERS:
+                value = _number(lowered.get(header))
+                if value is not None:
+                    store.set(metric, (deployment,), value)
+
+
+def _number(text: str | None) -> float | None:
+    if text is None:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+class MetricsPlugin:
+    """The plugin object: a middleware per deployment plus the event hooks, one store."""
+
+    def __init__(self, store: MetricsStore | None = None) -> None:
+        self.store = store if store is not None else MetricsStore()
+        self._labels: dict[str, _DeploymentLabels] = {}
+
+    @hookimpl
+    def rakka_request_middleware(
+        self, deployment: DeploymentConfig, hooks: PluginHooks
+    ) -> Middleware | None:
+        labels = self._labels.get(deployment.name)
+        if labels is None or (labels.model, labels.base_model) != (
+            deployment.model,
+            deployment.base_model,
+        ):
+            labels = self._labels[deployment.name] = _DeploymentLabels(deployment)
+        return MetricsMiddleware(self.store, labels)
+
+    @hookimpl
+    def rakka_breaker_state_changed(
+        self, deployment: str, old_state: str, new_state: str, retry_at: float | None
+    ) -> None:
+        state = BREAKER_STATES.get(new_state)
+        if state is not None:
+            self.store.set("rakka_circuit_breaker_state", (deployment,), state)
+
+    @hookimpl
+    def rakka_session_swapped(
+        self, deployment: str, old: SessionSnapshot, new: SessionSnapshot
+    ) -> None:
+        self.store.inc("rakka_session_swaps_total", (deployment,))
+
+    @hookimpl
+    def rakka_request_finished(
+        self,
+        deployment: str,
+        request: ExecuteBatch,
+        result: ChatResult | None,
+        error: InferenceError | None,
+    ) -> None:
+        # Whether the cost is an estimate is settled by the runner after the chain ends,
+        # so it comes from this event rather than from the middleware.
+        reported = result if result is not None else (error.partial if error else None)
+        if reported is None or not reported.cost_estimated:
+            return
+        labels = self._labels.get(deployment)
+        model = labels.model_of(request.model) if labels is not None else BoundedLabels.OTHER
+        self.store.inc("rakka_cost_estimated_requests_total", (deployment, model))
+
+
+plugin = MetricsPlugin()
+
+
+# The module is the registered plugin (as the policies are): these delegate to `plugin`.
+@hookimpl
+def rakka_request_middleware(deployment: DeploymentConfig, hooks: PluginHooks) -> Middleware | None:
+    """The metrics middleware of ``deployment``, recording into the default store."""
+    return plugin.rakka_request_middleware(deployment, hooks)
+
+
+@hookimpl
+def rakka_breaker_state_changed(
+    deployment: str, old_state: str, new_state: str, retry_at: float | None
+) -> None:
+    """Set ``rakka_circuit_breaker_state`` of ``deployment``."""
+    plugin.rakka_breaker_state_changed(deployment, old_state, new_state, retry_at)
+
+
+@hookimpl
+def rakka_session_swapped(deployment: str, old: SessionSnapshot, new: SessionSnapshot) -> None:
+    """Count a session swap of ``deployment``."""
+    plugin.rakka_session_swapped(deployment, old, new)
+
+
+@hookimpl
+def rakka_request_finished(
+    deployment: str,
+    request: ExecuteBatch,
+    result: ChatResult | None,
+    error: InferenceError | None,
+) -> None:
+    """Count a request whose reported cost is an estimate."""
+    plugin.rakka_request_finished(deployment, request, result, error)
+
+
+def metrics_snapshot(store: MetricsStore | None = None) -> dict[str, dict[str, Any]]:
+    """Every metric of the process as plain numbers (see :meth:`MetricsStore.snapshot`).
+
+    ``snapshot["rakka_requests_total"]['deployment="local",model="gpt-4o-mini",outcome="ok"']``
+    is a float; a histogram's value is ``{"count", "sum", "buckets": {le: cumulative}}``.
+    """
+    return (store or plugin.store).snapshot()
+
+
+# --- Prometheus exposition (optional) ---------------------------------------------------
+
+
+class MetricsUnavailable(RuntimeError):
+    """``serve_metrics`` needs prometheus_client, which is not installed."""
+
+
+class MetricsServer:
+    """A running ``/metrics`` endpoint; :meth:`stop` shuts it down and frees the port."""
+
+    def __init__(self, server: Any, thread: Any) -> None:
+        self._server = server
+        self._thread = thread
+        self.host: str = server.server_address[0]
+        self.port: int = server.server_address[1]
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/metrics"
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+    def __enter__(self) -> MetricsServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def serve_metrics(
+    port: int = 0, host: str = "127.0.0.1", *, store: MetricsStore | None = None
+) -> MetricsServer:
+    """Serve the metrics at ``http://host:port/metrics`` from a daemon thread.
+
+    ``port=0`` picks a free port (read it from the returned handle). Loopback by default:
+    exposing metrics beyond the host is a deliberate choice (``host="0.0.0.0"``).
+
+    :raises MetricsUnavailable: prometheus_client is not installed.
+    """
+    prometheus = _prometheus()
+    registry = prometheus.CollectorRegistry(auto_describe=False)
+    registry.register(_Collector(store or plugin.store))
+    server, thread = prometheus.start_http_server(port, addr=host, registry=registry)
+    return MetricsServer(server, thread)
+
+
+def _prometheus() -> ModuleType:
+    try:
+        import prometheus_client
+    except ImportError:
+        raise MetricsUnavailable(
+            "serving metrics needs prometheus_client: pip install 'rakka-runtime[metrics]' "
+            "(metrics_snapshot() works without it)"
+        ) from None
+    return prometheus_client
+
+
+class _Collector:
+    """Renders the store at scrape time (a prometheus_client custom collector)."""
+
+    def __init__(self, store: MetricsStore) -> None:
+        self._store = store
+
+    def describe(self) -> list[Any]:
+        return []  # no name-clash checks needed on a registry of our own
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import (
+            CounterMetricFamily,
+            GaugeMetricFamily,
+            HistogramMetricFamily,
+        )
+
+        for spec, series in self._store.series():
+            labels = list(spec.labels)
+            family: Any
+            if spec.kind == "counter":
+                family = CounterMetricFamily(spec.name, spec.help, labels=labels)
+                for values, value in series:
+                    family.add_metric(list(values), value)
+            elif spec.kind == "gauge":
+                family = GaugeMetricFamily(spec.name, spec.help, labels=labels)
+                for values, value in series:
+                    family.add_metric(list(values), value)
+            else:
+                family = HistogramMetricFamily(spec.name, spec.help, labels=labels)
+                for values, value in series:
+                    family.add_metric(
+                        list(values), list(value["buckets"].items()), sum_value=value["sum"]
+                    )
+            yield family

@@ -1,0 +1,277 @@
+"""First come, first served admission to one deployment's capacity.
+
+Capacity is up to two token buckets (``requests`` and ``tokens``), a number of
+concurrency slots, and a pause (after a 429). A request is admitted when every bucket
+holds what it reserves, a slot is free, the deployment is not paused, and no earlier
+request is still waiting: a later arrival never overtakes an earlier waiter, even one
+small enough to fit now, so a large request cannot be starved by a stream of small ones.
+
+A waiter that cannot be admitted before its deadline fails at once with
+:class:`Backpressure` instead of waiting just to fail. Its admission time is predicted
+from the buckets' refill rates and the reservations of everyone ahead of it; a wait for a
+concurrency slot cannot be predicted, so that one is bounded by the deadline alone.
+
+Waiting uses one condition variable: every event that can change who may go (admission,
+release, refund, pause, header feedback) wakes the waiters, and the head also wakes when
+its predicted time comes. With an injected fake clock (whose time moves only when slept
+on) the head sleeps on the clock instead, so a queue on a fake clock cannot stall.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from rakka_runtime.errors import Backpressure
+from rakka_runtime.policies.buckets import TokenBucket
+from rakka_runtime.policies.clock import SYSTEM_CLOCK, Clock
+
+__all__ = ["DIMENSIONS", "MAX_QUEUE_WAIT", "AdmissionQueue", "Grant"]
+
+DIMENSIONS = ("requests", "tokens")
+
+MAX_QUEUE_WAIT = 60.0
+"""How long a request without a deadline may wait in the queue, in seconds. Any
+configured bucket refills completely within a minute, so a longer wait can only come from
+a provider pause or a pile-up, and then failing (for the caller to decide) beats parking a
+thread indefinitely."""
+
+_EPSILON = 1e-9  # float slack when a predicted time is "now"
+_SLICE = 0.05  # longest the head waits on the condition before looking at the clock again
+
+
+@dataclass(slots=True)
+class Grant:
+    """What an admitted request holds: its reservations and the buckets that charged them."""
+
+    tokens: int
+    charged: tuple[tuple[str, TokenBucket], ...]
+    released: bool = False
+
+
+@dataclass(slots=True, eq=False)
+class _Waiter:
+    tokens: int
+
+
+@dataclass(slots=True)
+class _Eta:
+    at: float
+    why: str = ""
+
+
+class AdmissionQueue:
+    """One deployment's buckets, concurrency slots and pause, behind a FCFS queue.
+
+    ``clock`` must be the clock request deadlines are measured on (the system clock in
+    production). Dimensions left unconfigured may be learned from the provider's
+    ``x-ratelimit-limit-*`` headers (see :meth:`observe`).
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str = "default",
+        requests_per_minute: int | None = None,
+        tokens_per_minute: int | None = None,
+        concurrent_requests: int | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+        max_wait: float = MAX_QUEUE_WAIT,
+    ) -> None:
+        self.name = name
+        self._clock = clock
+        self._max_wait = max_wait
+        now = clock.monotonic()
+        self._buckets: dict[str, TokenBucket] = {}
+        for dimension, amount in zip(
+            DIMENSIONS, (requests_per_minute, tokens_per_minute), strict=True
+        ):
+            if amount is not None:
+                self._buckets[dimension] = TokenBucket.per_minute(amount, now)
+        self._configured = frozenset(self._buckets)
+        self._slots = concurrent_requests
+        self._in_flight = 0
+        self._paused_until = -math.inf
+        self._waiting: deque[_Waiter] = deque()
+        self._cond = threading.Condition(threading.Lock())
+
+    # -- reading (tests, metrics) -----------------------------------------------------------
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
+
+    @property
+    def paused_until(self) -> float | None:
+        return None if self._paused_until == -math.inf else self._paused_until
+
+    def levels(self) -> dict[str, float]:
+        """Each bucket's level now, by dimension."""
+        with self._cond:
+            now = self._clock.monotonic()
+            return {dim: bucket.refill(now) for dim, bucket in self._buckets.items()}
+
+    def capacities(self) -> dict[str, float]:
+        with self._cond:
+            return {dim: bucket.capacity for dim, bucket in self._buckets.items()}
+
+    # -- admission --------------------------------------------------------------------------
+
+    def admit(self, tokens: int, *, deadline: float | None = None, wait: bool = True) -> Grant:
+        """Reserve one request and ``tokens`` tokens, waiting in line when ``wait``.
+
+        :param deadline: absolute time on the queue's clock; ``None``: ``max_wait`` from now.
+        :raises Backpressure: at once when ``wait`` is false and capacity is short, or when
+            the request would not be admitted before its deadline.
+        """
+        clock = self._clock
+        with self._cond:
+            now = clock.monotonic()
+            if not self._waiting:
+                eta = self._eta(tokens, (), now)
+                if eta.at <= now + _EPSILON and self._slot_free():
+                    return self._grant(tokens, now)
+            else:
+                eta = self._eta(tokens, self._waiting, now)
+            if not wait:
+                why = eta.why if eta.at > now + _EPSILON else self._busy()
+                raise self._refusal(f"capacity exhausted ({why})", eta.at - now)
+            limit = deadline if deadline is not None else now + self._max_wait
+            waiter = _Waiter(tokens)
+            self._waiting.append(waiter)
+            try:
+                while True:
+                    ahead = self._ahead(waiter)
+                    eta = self._eta(tokens, ahead, now)
+                    if eta.at > limit:
+                        raise self._refusal(
+                            f"capacity would not be free before the deadline ({eta.why})",
+                            eta.at - now,
+                        )
+                    head = not ahead
+                    if head and eta.at <= now + _EPSILON and self._slot_free():
+                        self._waiting.popleft()
+                        return self._grant(tokens, now)
+                    if now >= limit:
+                        raise self._refusal(f"deadline passed in the queue ({self._busy()})", None)
+                    timing = head and eta.at > now
+                    timeout = min(limit, eta.at) - now if timing else limit - now
+                    woken = self._cond.wait(min(timeout, _SLICE) if timing else timeout)
+                    later = clock.monotonic()
+                    if timing and not woken and later == now:
+                        # A clock that stood still through a real wait is a test's fake,
+                        # whose time passes only by sleeping on it: if every caller were
+                        # queued here, nobody else would move it.
+                        self._cond.release()
+                        try:
+                            clock.sleep(timeout)
+                        finally:
+                            self._cond.acquire()
+                        later = clock.monotonic()
+                    now = later
+            finally:
+                if waiter in self._waiting:
+                    self._waiting.remove(waiter)
+                # Whether this waiter left admitted or refused, the next one may go now.
+                self._cond.notify_all()
+
+    def release(self, grant: Grant, *, requests_used: int, tokens_used: int) -> None:
+        """End an admitted request: free its slot and reconcile its reservations.
+
+        Unused reservations go back to the buckets that charged them; use beyond the
+        reservation is charged on top (the level may go below zero).
+        """
+        with self._cond:
+            if grant.released:
+                return
+            grant.released = True
+            now = self._clock.monotonic()
+            self._in_flight -= 1
+            for dimension, bucket in grant.charged:
+                reserved, used = (
+                    (1, requests_used) if dimension == "requests" else (grant.tokens, tokens_used)
+                )
+                if used != reserved:
+                    bucket.give(reserved - used, now)
+            self._cond.notify_all()
+
+    def pause(self, seconds: float) -> None:
+        """Admit nothing for ``seconds`` (a 429's retry-after); never shortens a pause."""
+        with self._cond:
+            until = self._clock.monotonic() + max(0.0, seconds)
+            if until > self._paused_until:
+                self._paused_until = until
+                self._cond.notify_all()
+
+    def observe(
+        self, dimension: str, *, remaining: int, limit: int | None, reset: float | None
+    ) -> None:
+        """Provider feedback (``x-ratelimit-*``) for ``requests`` or ``tokens``.
+
+        A configured bucket is lowered to ``remaining`` and never raised. An unconfigured
+        dimension is learned when the provider states its ``limit`` (a per-minute bucket of
+        that size, then lowered the same way); without a limit, ``remaining == 0`` pauses
+        the deployment until ``reset``.
+        """
+        with self._cond:
+            now = self._clock.monotonic()
+            bucket = self._buckets.get(dimension)
+            learn = dimension not in self._configured
+            if learn and limit and (bucket is None or bucket.capacity != limit):
+                bucket = self._buckets[dimension] = TokenBucket.per_minute(limit, now)
+            if bucket is not None:
+                bucket.cap_at(remaining, now)
+            elif remaining <= 0 and reset is not None:
+                self._paused_until = max(self._paused_until, now + reset)
+            # A lower level may put a waiter's deadline out of reach: let it fail now.
+            self._cond.notify_all()
+
+    # -- under the lock ---------------------------------------------------------------------
+
+    def _ahead(self, waiter: _Waiter) -> list[_Waiter]:
+        ahead = []
+        for other in self._waiting:
+            if other is waiter:
+                break
+            ahead.append(other)
+        return ahead
+
+    def _eta(self, tokens: int, ahead: Sequence[_Waiter], now: float) -> _Eta:
+        """When a request of ``tokens`` fits after everyone in ``ahead`` has been admitted."""
+        eta = _Eta(now)
+        if self._paused_until > now:
+            eta = _Eta(self._paused_until, f"paused for {self._paused_until - now:.3g}s")
+        for dimension, bucket in self._buckets.items():
+            own = 1 if dimension == "requests" else tokens
+            before = len(ahead) if dimension == "requests" else sum(w.tokens for w in ahead)
+            at = now + bucket.seconds_until(before + bucket.admits(own), now)
+            if at > eta.at:
+                eta = _Eta(at, f"{dimension} free in {at - now:.3g}s")
+        return eta
+
+    def _slot_free(self) -> bool:
+        return self._slots is None or self._in_flight < self._slots
+
+    def _busy(self) -> str:
+        return f"{self._in_flight} of {self._slots} concurrent requests in flight"
+
+    def _grant(self, tokens: int, now: float) -> Grant:
+        charged = []
+        for dimension, bucket in self._buckets.items():
+            bucket.take(1 if dimension == "requests" else tokens, now)
+            charged.append((dimension, bucket))
+        self._in_flight += 1
+        return Grant(tokens, tuple(charged))
+
+    def _refusal(self, why: str, retry_after: float | None) -> Backpressure:
+        return Backpressure(
+            f"deployment {self.name!r}: {why}",
+            retry_after=None if retry_after is None else max(0.0, retry_after),
+        )
