@@ -114,11 +114,17 @@ class RunHandle:
     def request_id(self) -> str:
         return self.state.request.request_id
 
-    def __iter__(self) -> Iterator[TokenChunk]:
+    def __iter__(self) -> RunHandle:
+        # The handle is its own iterator: breaking out of a ``for`` loop leaves the stream
+        # open, so ``result()`` can still drain it (a wrapper generator would close it).
+        return self
+
+    def __next__(self) -> TokenChunk:
         try:
-            yield from self._chunks
-        finally:
+            return next(self._chunks)
+        except BaseException:
             self._done = True
+            raise
 
     def result(self) -> ChatResult:
         """Drain the rest of the stream and return the aggregate (raises on failure)."""

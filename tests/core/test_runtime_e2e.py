@@ -206,3 +206,23 @@ def test_o_series_sends_max_completion_tokens(
     # The emulator refuses `max_tokens` for o-series models, as the real API does.
     result = make_runtime(emulator).chat("think", model="o3-mini", max_tokens=4)
     assert result.usage is not None and result.usage.output_tokens == 4
+
+
+def test_breaking_out_of_a_stream_keeps_it_for_result(
+    emulator: Emulator, make_runtime: RuntimeFactory
+) -> None:
+    handle = make_runtime(emulator).stream("partial reading", max_tokens=8)
+    for first in handle:
+        break
+    rest = handle.result()
+    assert rest.text.startswith(first.text_delta) and len(rest.text.split()) == 8
+
+
+def test_closing_a_stream_early_frees_its_connection(
+    emulator: Emulator, make_runtime: RuntimeFactory
+) -> None:
+    runtime = make_runtime(emulator)
+    with runtime.stream("abandon me", max_tokens=50) as handle:
+        next(handle)
+    # The abandoned connection is closed, not returned dirty: the next call works.
+    assert runtime.chat("next", stream=True).text
