@@ -34,7 +34,13 @@ def make_client(deployment: DeploymentConfig, context: ProviderContext) -> OpenA
     from rakka_provider_openai.emulator import Emulator
 
     credential = session.snapshot.credential
-    emulator = Emulator(keys=None if credential is None else [credential.reveal()]).start()
+    # Limits far above what one process sends: the emulator reports them in x-ratelimit-*
+    # headers and the rate-limit policy learns from those.
+    emulator = Emulator(
+        keys=None if credential is None else [credential.reveal()],
+        requests_per_minute=1_000_000,
+        tokens_per_minute=1_000_000_000,
+    ).start()
     variant = getattr(deployment, "variant", None)
     azure = variant is not None and getattr(variant, "kind", "direct") == "azure"
     return OpenAIWireClient(

@@ -16,14 +16,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from spec_schemas import AZURE, OPENAI, SchemaCheck, spec_schema, spec_validator
+
 from rakka_provider_openai.wire import (
     ChatAggregate,
     build_chat_body,
     decode_stream_chunk,
     parse_completion,
 )
-from spec_schemas import AZURE, OPENAI, SchemaCheck, spec_schema, spec_validator
-
 from rakka_runtime.types import ExecuteBatch, SamplingParams, ToolCall, Usage
 
 

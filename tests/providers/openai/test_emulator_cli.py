@@ -11,6 +11,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+
 from rakka_provider_openai.emulator import main
 from rakka_provider_openai.emulator.cli import build_parser
 

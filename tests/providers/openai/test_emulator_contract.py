@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 import urllib3
-from rakka_provider_openai.emulator import Emulator
 from spec_schemas import AZURE, OPENAI, spec_validator
+
+from rakka_provider_openai.emulator import Emulator
 
 AZURE_PATH = "/openai/deployments/d/chat/completions?api-version=2024-10-21"
 TOOL = {"type": "function", "function": {"name": "lookup", "parameters": {

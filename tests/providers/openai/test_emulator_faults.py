@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from rakka_provider_openai.emulator import Emulator
 
 BODY: dict[str, Any] = {

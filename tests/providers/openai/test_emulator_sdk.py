@@ -10,6 +10,7 @@ from typing import Any
 import openai
 import pytest
 from openai.types.chat import ChatCompletionToolParam
+
 from rakka_provider_openai.emulator import Emulator
 
 KEY = "sk-test-0123456789abcdef"

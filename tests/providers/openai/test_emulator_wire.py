@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import rakka_provider_openai.emulator as emulator_package
 import urllib3
+
+import rakka_provider_openai.emulator as emulator_package
 from rakka_provider_openai.emulator import Emulator
 from rakka_provider_openai.emulator.limits import go_duration
 

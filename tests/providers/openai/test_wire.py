@@ -7,9 +7,10 @@ from types import MappingProxyType
 from typing import Any
 
 import pytest
-import rakka_provider_openai.wire as wire
 from hypothesis import given
 from hypothesis import strategies as st
+
+import rakka_provider_openai.wire as wire
 from rakka_provider_openai.wire import (
     ChatAggregate,
     build_chat_body,
@@ -18,7 +19,6 @@ from rakka_provider_openai.wire import (
     parse_usage,
     uses_max_completion_tokens,
 )
-
 from rakka_runtime.errors import (
     InferenceError,
     InvalidRequest,
