@@ -212,8 +212,7 @@ def test_breaking_out_of_a_stream_keeps_it_for_result(
     emulator: Emulator, make_runtime: RuntimeFactory
 ) -> None:
     handle = make_runtime(emulator).stream("partial reading", max_tokens=8)
-    for first in handle:
-        break
+    first = next(iter(handle))
     rest = handle.result()
     assert rest.text.startswith(first.text_delta) and len(rest.text.split()) == 8
 
