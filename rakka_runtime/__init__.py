@@ -44,6 +44,7 @@ from rakka_runtime.types import (
 )
 
 if TYPE_CHECKING:
+    from rakka_runtime.batch import execute_batch
     from rakka_runtime.runtime import Runtime
 
 __all__ = [
@@ -76,14 +77,19 @@ __all__ = [
     "Unauthorized",
     "Usage",
     "__version__",
+    "execute_batch",
     "hookimpl",
 ]
 
 
 def __getattr__(name: str) -> object:
-    # Runtime pulls in urllib3 and pydantic: load it on first use, not on import.
+    # These pull in urllib3 and pydantic: load them on first use, not on import.
     if name == "Runtime":
         from rakka_runtime.runtime import Runtime
 
         return Runtime
+    if name == "execute_batch":
+        from rakka_runtime.batch import execute_batch
+
+        return execute_batch
     raise AttributeError(f"module 'rakka_runtime' has no attribute {name!r}")

@@ -62,10 +62,11 @@ def test_public_api_all_matches_exports() -> None:
         and not inspect.ismodule(getattr(rakka_runtime, name))
         and name not in {"annotations", "TYPE_CHECKING"}
     }
-    public |= {"Runtime", "__version__"}
+    public |= {"Runtime", "execute_batch", "__version__"}
     assert sorted(rakka_runtime.__all__) == rakka_runtime.__all__
     assert set(rakka_runtime.__all__) == public
     assert rakka_runtime.Runtime.__name__ == "Runtime"
+    assert callable(rakka_runtime.execute_batch)
 
 
 def test_import_is_lazy() -> None:
