@@ -25,7 +25,7 @@ from rakka_runtime.pricing import Spend
 from rakka_runtime.types import Attempt, ChatResult, ExecuteBatch, TokenChunk
 
 if TYPE_CHECKING:
-    from rakka_runtime.config.schema import DeploymentConfig
+    from rakka_runtime.config.schema import DeploymentConfig, RateLimitPolicy
     from rakka_runtime.pricing import CostEstimate
 
 
@@ -156,5 +156,10 @@ class ModelRunner(Protocol):
     def execute(self, request: ExecuteBatch) -> RunHandle: ...
 
     def estimate_cost(self, request: ExecuteBatch) -> CostEstimate: ...
+
+    @property
+    def rate_limits(self) -> RateLimitPolicy:
+        """The deployment's configured limits (the rate-limit plugin enforces them)."""
+        ...
 
     def close(self) -> None: ...

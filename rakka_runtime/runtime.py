@@ -14,7 +14,12 @@ from typing import Any
 
 from rakka_runtime import transport
 from rakka_runtime.config.loader import load_config
-from rakka_runtime.config.schema import DeploymentConfig, RakkaConfig, validate_deployment
+from rakka_runtime.config.schema import (
+    DeploymentConfig,
+    RakkaConfig,
+    RateLimitPolicy,
+    validate_deployment,
+)
 from rakka_runtime.credentials import credential_resolver, watched_files
 from rakka_runtime.errors import ConfigError, InferenceError, InvalidRequest, Unauthorized
 from rakka_runtime.plugins import PluginHooks
@@ -95,6 +100,10 @@ class DeploymentRunner:
         # Azure ignores request.model (the deployment is in the URL): base_model decides.
         model = self.deployment.base_model or request.model or self.deployment.model
         return estimate_cost(self.prices, model, request.messages, max_output)
+
+    @property
+    def rate_limits(self) -> RateLimitPolicy:
+        return self.deployment.rate_limits
 
     def _attempt(self, state: CallState) -> Iterator[TokenChunk]:
         """Innermost layer: one wire exchange, recorded in ``state.attempts``.

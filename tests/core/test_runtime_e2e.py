@@ -225,3 +225,18 @@ def test_closing_a_stream_early_frees_its_connection(
         next(handle)
     # The abandoned connection is closed, not returned dirty: the next call works.
     assert runtime.chat("next", stream=True).text
+
+
+def test_runner_offers_the_model_runner_protocol(
+    emulator: Emulator, make_runtime: RuntimeFactory
+) -> None:
+    runtime = make_runtime(emulator, "deployment.rate_limits.requests_per_minute=120")
+    runner = runtime.runner
+    assert runner.rate_limits.requests_per_minute == 120
+    request = runtime.request("estimate me", max_tokens=100)
+    estimate = runner.estimate_cost(request)
+    assert estimate.output_tokens_max == 100 and estimate.input_tokens > 0
+    # gpt-4o-mini: 0.15 in / 0.60 out per million tokens.
+    expected = (estimate.input_tokens * 0.15 + 100 * 0.60) / 1e6
+    assert estimate.usd == pytest.approx(expected)
+    assert runner.execute(request).result().text
