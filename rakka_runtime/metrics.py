@@ -129,9 +129,8 @@ class MetricsMiddleware:
             store.observe("rakka_time_to_first_token_seconds", (deployment, model), ttft)
         headers = state.response_headers
         if headers:
-            lowered = {key.lower(): value for key, value in headers.items()}
-            for header, metric in _RATELIMIT_HEADERS:
-                value = _number(lowered.get(header))
+            for header, metric in _RATELIMIT_HEADERS:  # keys are lower-case (runner.py)
+                value = _number(headers.get(header))
                 if value is not None:
                     store.set(metric, (deployment,), value)
 

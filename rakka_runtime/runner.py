@@ -43,6 +43,7 @@ class CallState:
     result: ChatResult | None = None
     # Tokens reserved before sending (rate limits, budgets), reconciled afterwards.
     estimated_input_tokens: int = 0
+    # The latest attempt's response headers, keys lower-cased.
     response_headers: dict[str, str] = field(default_factory=dict)
     status: int | None = None  # HTTP status of the latest attempt
     # What every attempt so far consumed (a failed attempt's tokens are billed too).

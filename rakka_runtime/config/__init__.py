@@ -1,49 +1,91 @@
 """Configuration: the pydantic schema, durations, and Hydra composition of ``conf/``.
 
-Importing this package does not import Hydra or OmegaConf; composing does.
+Importing this package imports nothing heavy: names resolve on first use (so
+``rakka --help`` and modules that only need ``parse_duration`` never load pydantic's
+schema or Hydra).
 """
 
 from __future__ import annotations
 
-from rakka_runtime.config.durations import (
-    Duration,
-    PositiveDuration,
-    format_duration,
-    parse_duration,
-)
-from rakka_runtime.config.errors import config_error
-from rakka_runtime.config.loader import (
-    builtin_conf_dir,
-    compose_config,
-    dump_config_yaml,
-    load_config,
-    validate_config,
-)
-from rakka_runtime.config.schema import (
-    ApiKeyAuth,
-    AuthConfig,
-    BudgetPolicy,
-    CircuitBreakerPolicy,
-    ConfigModel,
-    DeploymentConfig,
-    EntraAuth,
-    EnvConfig,
-    EnvSecret,
-    FileSecret,
-    InlineSecret,
-    PluginSecret,
-    PriceOverride,
-    PriceRow,
-    PricingTable,
-    RakkaConfig,
-    RateLimitPolicy,
-    RetryPolicy,
-    SecretRef,
-    SecretWatch,
-    Timeouts,
-    validate_deployment,
-    validate_deployment_core,
-)
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rakka_runtime.config.durations import (
+        Duration,
+        PositiveDuration,
+        format_duration,
+        parse_duration,
+    )
+    from rakka_runtime.config.errors import config_error
+    from rakka_runtime.config.loader import (
+        builtin_conf_dir,
+        compose_config,
+        dump_config_yaml,
+        load_config,
+        validate_config,
+    )
+    from rakka_runtime.config.schema import (
+        ApiKeyAuth,
+        AuthConfig,
+        BudgetPolicy,
+        CircuitBreakerPolicy,
+        ConfigModel,
+        DeploymentConfig,
+        EntraAuth,
+        EnvConfig,
+        EnvSecret,
+        FileSecret,
+        InlineSecret,
+        PluginSecret,
+        PriceOverride,
+        PriceRow,
+        PricingTable,
+        RakkaConfig,
+        RateLimitPolicy,
+        RetryPolicy,
+        SecretRef,
+        SecretWatch,
+        Timeouts,
+        validate_deployment,
+        validate_deployment_core,
+    )
+
+_EXPORTS: dict[str, str] = {
+    "ApiKeyAuth": "rakka_runtime.config.schema",
+    "AuthConfig": "rakka_runtime.config.schema",
+    "BudgetPolicy": "rakka_runtime.config.schema",
+    "CircuitBreakerPolicy": "rakka_runtime.config.schema",
+    "ConfigModel": "rakka_runtime.config.schema",
+    "DeploymentConfig": "rakka_runtime.config.schema",
+    "Duration": "rakka_runtime.config.durations",
+    "EntraAuth": "rakka_runtime.config.schema",
+    "EnvConfig": "rakka_runtime.config.schema",
+    "EnvSecret": "rakka_runtime.config.schema",
+    "FileSecret": "rakka_runtime.config.schema",
+    "InlineSecret": "rakka_runtime.config.schema",
+    "PluginSecret": "rakka_runtime.config.schema",
+    "PositiveDuration": "rakka_runtime.config.durations",
+    "PriceOverride": "rakka_runtime.config.schema",
+    "PriceRow": "rakka_runtime.config.schema",
+    "PricingTable": "rakka_runtime.config.schema",
+    "RakkaConfig": "rakka_runtime.config.schema",
+    "RateLimitPolicy": "rakka_runtime.config.schema",
+    "RetryPolicy": "rakka_runtime.config.schema",
+    "SecretRef": "rakka_runtime.config.schema",
+    "SecretWatch": "rakka_runtime.config.schema",
+    "Timeouts": "rakka_runtime.config.schema",
+    "builtin_conf_dir": "rakka_runtime.config.loader",
+    "compose_config": "rakka_runtime.config.loader",
+    "config_error": "rakka_runtime.config.errors",
+    "dump_config_yaml": "rakka_runtime.config.loader",
+    "format_duration": "rakka_runtime.config.durations",
+    "load_config": "rakka_runtime.config.loader",
+    "parse_duration": "rakka_runtime.config.durations",
+    "validate_config": "rakka_runtime.config.loader",
+    "validate_deployment": "rakka_runtime.config.schema",
+    "validate_deployment_core": "rakka_runtime.config.schema",
+}
 
 __all__ = [
     "ApiKeyAuth",
@@ -80,3 +122,10 @@ __all__ = [
     "validate_deployment",
     "validate_deployment_core",
 ]
+
+
+def __getattr__(name: str) -> object:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'rakka_runtime.config' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

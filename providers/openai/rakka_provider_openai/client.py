@@ -78,7 +78,8 @@ class OpenAIWireClient:
             deadline=request.deadline,
         )
         headers = response.headers
-        state.response_headers = dict(headers)
+        # Lower-cased once here, so every policy and metric looks headers up directly.
+        state.response_headers = {key.lower(): value for key, value in headers.items()}
         status = state.status = response.status
         if status >= 300:
             raw = transport.read_body(
