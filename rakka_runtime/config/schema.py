@@ -43,6 +43,7 @@ from rakka_runtime.config.errors import (
 __all__ = [
     "ApiKeyAuth",
     "AuthConfig",
+    "BreakerRedisBackend",
     "BudgetPolicy",
     "CircuitBreakerPolicy",
     "ConfigModel",
@@ -58,6 +59,7 @@ __all__ = [
     "PricingTable",
     "RakkaConfig",
     "RateLimitPolicy",
+    "RedisBackend",
     "RetryPolicy",
     "SecretRef",
     "SecretWatch",
@@ -202,10 +204,42 @@ class RetryPolicy(ConfigModel):
         return self
 
 
+class RedisBackend(ConfigModel):
+    """Where a policy's shared state lives when ``backend: redis``, and what happens when
+    that Redis cannot be reached.
+
+    Processes share state when they use the same Redis, ``key_prefix`` and deployment
+    ``name``. ``on_backend_failure: local`` keeps serving with this process's own limits
+    or breaker (warned once), ``reject`` fails calls (``backpressure`` for rate limits,
+    ``circuit_open`` for the breaker); either way Redis is tried again at most every
+    ``retry_interval``. The socket timeouts bound how long one Redis call may delay a
+    request. ``lease`` is how long a concurrency slot or half-open probe of a process that
+    died stays taken (live processes renew theirs).
+    """
+
+    url: str = Field(default="redis://127.0.0.1:6379/0", pattern=r"^(rediss?|unix)://")
+    key_prefix: str = Field(default="rakka", min_length=1)
+    socket_timeout: PositiveDuration = 0.25
+    socket_connect_timeout: PositiveDuration = 0.25
+    retry_interval: PositiveDuration = 1.0
+    on_backend_failure: Literal["local", "reject"] = "local"
+    lease: PositiveDuration = 30.0
+
+
+class BreakerRedisBackend(RedisBackend):
+    """:class:`RedisBackend` for the breaker: ``state_cache`` is how long a process may act
+    on the circuit state it last read (at most 50 ms, so a trip reaches every process
+    within that plus one round trip)."""
+
+    state_cache: Duration = Field(default=0.025, le=0.05)
+
+
 class CircuitBreakerPolicy(ConfigModel):
     """Closed → open after ``failure_threshold`` consecutive failures (or, when ``window``
     and ``failure_rate`` are set, a failure rate over the window once ``min_calls`` calls
-    were seen); open for ``open_duration``; then up to ``half_open_max_probes`` probes."""
+    were seen); open for ``open_duration``; then up to ``half_open_max_probes`` probes.
+    ``backend: redis`` shares the state (not the failure counts) with every process using
+    the same Redis: one process's trip opens the circuit for all."""
 
     enabled: bool = True
     failure_threshold: PositiveInt = 10
@@ -214,16 +248,22 @@ class CircuitBreakerPolicy(ConfigModel):
     window: PositiveDuration | None = None
     min_calls: PositiveInt = 20
     failure_rate: float | None = Field(default=None, ge=0.0, le=1.0)
+    backend: Literal["local", "redis"] = "local"
+    redis: BreakerRedisBackend = Field(default_factory=BreakerRedisBackend)
 
 
 class RateLimitPolicy(ConfigModel):
-    """Client-side limits; ``None`` leaves a dimension to the server's ratelimit headers."""
+    """Client-side limits; ``None`` leaves a dimension to the server's ratelimit headers.
+    ``backend: redis`` shares the buckets, concurrency slots and 429 pause with every
+    process using the same Redis (one quota for the fleet)."""
 
     enabled: bool = True
     requests_per_minute: PositiveInt | None = None
     tokens_per_minute: PositiveInt | None = None
     concurrent_requests: PositiveInt | None = None
     on_capacity_exhausted: Literal["queue", "reject"] = "queue"
+    backend: Literal["local", "redis"] = "local"
+    redis: RedisBackend = Field(default_factory=RedisBackend)
 
 
 class Timeouts(ConfigModel):

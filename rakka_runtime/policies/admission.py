@@ -24,12 +24,13 @@ import threading
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 from rakka_runtime.errors import Backpressure
 from rakka_runtime.policies.buckets import TokenBucket
 from rakka_runtime.policies.clock import SYSTEM_CLOCK, Clock
 
-__all__ = ["DIMENSIONS", "MAX_QUEUE_WAIT", "AdmissionQueue", "Grant"]
+__all__ = ["DIMENSIONS", "MAX_QUEUE_WAIT", "Admission", "AdmissionQueue", "Grant"]
 
 DIMENSIONS = ("requests", "tokens")
 
@@ -41,6 +42,26 @@ thread indefinitely."""
 
 _EPSILON = 1e-9  # float slack when a predicted time is "now"
 _SLICE = 0.05  # longest the head waits on the condition before looking at the clock again
+
+
+GrantT = TypeVar("GrantT")
+
+
+class Admission(Protocol[GrantT]):
+    """What the rate-limit middleware needs of a deployment's capacity: this module's
+    :class:`AdmissionQueue` or the Redis-shared one
+    (:mod:`rakka_runtime.policies.shared.redis_admission`). See :class:`AdmissionQueue`
+    for the meaning of each call."""
+
+    def admit(self, tokens: int, *, deadline: float | None = None, wait: bool = True) -> GrantT: ...
+
+    def release(self, grant: GrantT, *, requests_used: int, tokens_used: int) -> None: ...
+
+    def pause(self, seconds: float) -> None: ...
+
+    def observe(
+        self, dimension: str, *, remaining: int, limit: int | None, reset: float | None
+    ) -> None: ...
 
 
 @dataclass(slots=True)

@@ -15,16 +15,19 @@ What an attempt counts as:
   exception, and a stream the caller abandoned by closing the handle early.
 
 State changes are reported through the ``rakka_breaker_state_changed`` hook.
+
+``backend: redis`` shares the circuit with every process using the same Redis
+(:mod:`rakka_runtime.policies.shared.redis_circuit`, imported only then).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from rakka_runtime.errors import InferenceError, Timeout
 from rakka_runtime.hookspecs import hookimpl
-from rakka_runtime.policies.circuit import CircuitBreaker, Outcome
+from rakka_runtime.policies.circuit import Breaker, CircuitBreaker, Outcome
 from rakka_runtime.policies.clock import SYSTEM_CLOCK, Clock
 from rakka_runtime.types import TokenChunk
 
@@ -58,7 +61,7 @@ class BreakerMiddleware:
     stage: Literal["outer", "attempt"] = "attempt"
     order = 10
 
-    def __init__(self, breaker: CircuitBreaker) -> None:
+    def __init__(self, breaker: Breaker[Any]) -> None:
         self.breaker = breaker
 
     def __call__(self, state: CallState, call_next: CallNext) -> Iterator[TokenChunk]:
@@ -95,7 +98,15 @@ class CircuitBreakerPlugin:
         def notify(old_state: str, new_state: str, retry_at: float | None) -> None:
             hooks.breaker_state_changed(name, old_state, new_state, retry_at)
 
-        breaker = CircuitBreaker(policy, name=name, clock=self.clock, on_change=notify)
+        breaker: Breaker[Any]
+        if policy.backend == "redis":
+            from rakka_runtime.policies.shared.redis_circuit import SharedCircuitBreaker
+
+            breaker = SharedCircuitBreaker.from_policy(
+                name, policy, clock=self.clock, on_change=notify
+            )
+        else:
+            breaker = CircuitBreaker(policy, name=name, clock=self.clock, on_change=notify)
         return BreakerMiddleware(breaker)
 
 

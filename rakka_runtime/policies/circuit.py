@@ -28,7 +28,7 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, Protocol, TypeVar
 
 from rakka_runtime.errors import CircuitOpen
 from rakka_runtime.policies.clock import SYSTEM_CLOCK, Clock
@@ -40,11 +40,13 @@ __all__ = [
     "CLOSED",
     "HALF_OPEN",
     "OPEN",
+    "Breaker",
     "CircuitBreaker",
     "FailureWindow",
     "Outcome",
     "Permit",
     "StateListener",
+    "TripCounter",
 ]
 
 log = logging.getLogger(__name__)
@@ -63,6 +65,18 @@ class Permit:
 
     generation: int  # which state period admitted the call
     probe: bool
+
+
+PermitT = TypeVar("PermitT")
+
+
+class Breaker(Protocol[PermitT]):
+    """What the breaker middleware needs of a circuit: this module's :class:`CircuitBreaker`
+    or the Redis-shared one (:mod:`rakka_runtime.policies.shared.redis_circuit`)."""
+
+    def acquire(self) -> PermitT: ...
+
+    def settle(self, permit: PermitT, outcome: Outcome) -> None: ...
 
 
 class FailureWindow:
@@ -106,6 +120,40 @@ class FailureWindow:
         self.calls = self.failures = 0
 
 
+class TripCounter:
+    """A closed circuit's evidence: consecutive failures and, when ``window`` and
+    ``failure_rate`` are set, the failure rate over the window. Not thread-safe."""
+
+    def __init__(self, policy: CircuitBreakerPolicy) -> None:
+        self.policy = policy
+        self.consecutive = 0
+        window, rate = policy.window, policy.failure_rate
+        self._window = FailureWindow(window) if window is not None and rate is not None else None
+
+    def record(self, now: float, *, failed: bool) -> bool:
+        """Count one outcome; True when the circuit should open."""
+        policy = self.policy
+        self.consecutive = self.consecutive + 1 if failed else 0
+        window = self._window
+        if window is not None:
+            window.record(now, failed=failed)
+        if not failed:
+            return False  # a success can only lower the rate: no trip to check
+        if self.consecutive >= policy.failure_threshold:
+            return True
+        return (
+            window is not None
+            and policy.failure_rate is not None
+            and window.calls >= policy.min_calls
+            and window.failures >= policy.failure_rate * window.calls
+        )
+
+    def clear(self) -> None:
+        self.consecutive = 0
+        if self._window is not None:
+            self._window.clear()
+
+
 class CircuitBreaker:
     """One deployment's circuit. ``on_change`` hears every state change, in order."""
 
@@ -124,11 +172,9 @@ class CircuitBreaker:
         self._lock = threading.Lock()
         self._state = CLOSED
         self._generation = 0
-        self._consecutive = 0
+        self._counter = TripCounter(policy)
         self._probes = 0
         self._retry_at: float | None = None
-        window, rate = policy.window, policy.failure_rate
-        self._window = FailureWindow(window) if window is not None and rate is not None else None
         # State changes are queued under the state lock and delivered outside it, one
         # deliverer at a time, so listeners see them in order without ever running while
         # the state lock is held (a listener may call back into the breaker).
@@ -148,7 +194,7 @@ class CircuitBreaker:
 
     @property
     def consecutive_failures(self) -> int:
-        return self._consecutive
+        return self._counter.consecutive
 
     def acquire(self) -> Permit:
         """A permit for one call, or :class:`CircuitOpen` when the circuit refuses it."""
@@ -200,28 +246,11 @@ class CircuitBreaker:
                     self._move(CLOSED)
                 else:
                     self._open(now)
-            elif self._state == CLOSED:
-                self._count(now, failed=outcome == "failure")
+            elif self._state == CLOSED and self._counter.record(now, failed=outcome == "failure"):
+                self._open(now)
         self._deliver()
 
     # -- under the lock ---------------------------------------------------------------------
-
-    def _count(self, now: float, *, failed: bool) -> None:
-        policy = self.policy
-        self._consecutive = self._consecutive + 1 if failed else 0
-        window = self._window
-        if window is not None:
-            window.record(now, failed=failed)
-        if not failed:
-            return  # a success can only lower the rate: no trip to check
-        tripped = self._consecutive >= policy.failure_threshold
-        if not tripped and window is not None and policy.failure_rate is not None:
-            tripped = (
-                window.calls >= policy.min_calls
-                and window.failures >= policy.failure_rate * window.calls
-            )
-        if tripped:
-            self._open(now)
 
     def _open(self, now: float) -> None:
         self._retry_at = now + self.policy.open_duration
@@ -234,9 +263,7 @@ class CircuitBreaker:
         self._probes = 0
         # Each period starts from a clean slate: a recovered circuit must not reopen on
         # failures counted before it opened.
-        self._consecutive = 0
-        if self._window is not None:
-            self._window.clear()
+        self._counter.clear()
         self._events.append((old, new, self._retry_at if new == OPEN else None))
 
     # -- outside the lock -------------------------------------------------------------------

@@ -23,17 +23,20 @@ Per attempt:
    by the reported usage. Without usage (a failure, an abandoned stream) the estimated
    input plus one token per chunk delivered is kept — the provider read the prompt —
    and the rest refunded. A 429 refunds everything: the provider counted nothing.
+
+``backend: redis`` keeps the buckets, slots and pause in Redis, shared by every process
+that uses it (:mod:`rakka_runtime.policies.shared.redis_admission`, imported only then).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from rakka_runtime.config.durations import parse_duration
 from rakka_runtime.errors import InferenceError, RateLimited
 from rakka_runtime.hookspecs import hookimpl
-from rakka_runtime.policies.admission import DIMENSIONS, AdmissionQueue
+from rakka_runtime.policies.admission import DIMENSIONS, Admission, AdmissionQueue
 from rakka_runtime.policies.clock import SYSTEM_CLOCK, Clock
 from rakka_runtime.pricing import estimate_input_tokens
 from rakka_runtime.types import ChatResult, ExecuteBatch, TokenChunk
@@ -117,7 +120,7 @@ class RateLimitMiddleware:
     stage: Literal["outer", "attempt"] = "attempt"
     order = 20
 
-    def __init__(self, policy: RateLimitPolicy, admission: AdmissionQueue) -> None:
+    def __init__(self, policy: RateLimitPolicy, admission: Admission[Any]) -> None:
         self.policy = policy
         self.admission = admission
         self._wait = policy.on_capacity_exhausted == "queue"
@@ -192,13 +195,19 @@ class RateLimitPlugin:
         policy = deployment.rate_limits
         if not policy.enabled:
             return None
-        admission = AdmissionQueue(
-            name=deployment.name,
-            requests_per_minute=policy.requests_per_minute,
-            tokens_per_minute=policy.tokens_per_minute,
-            concurrent_requests=policy.concurrent_requests,
-            clock=self.clock,
-        )
+        admission: Admission[Any]
+        if policy.backend == "redis":
+            from rakka_runtime.policies.shared.redis_admission import SharedAdmission
+
+            admission = SharedAdmission.from_policy(deployment.name, policy, clock=self.clock)
+        else:
+            admission = AdmissionQueue(
+                name=deployment.name,
+                requests_per_minute=policy.requests_per_minute,
+                tokens_per_minute=policy.tokens_per_minute,
+                concurrent_requests=policy.concurrent_requests,
+                clock=self.clock,
+            )
         return RateLimitMiddleware(policy, admission)
 
 

@@ -33,6 +33,14 @@ def test_wheel_contains_the_conf_tree(wheel: Path) -> None:
         assert f"rakka_runtime/{relative}" in names, relative
 
 
+def test_wheel_contains_the_lua_scripts(wheel: Path) -> None:
+    names = set(zipfile.ZipFile(wheel).namelist())
+    scripts = list((ROOT / "rakka_runtime/policies/shared/lua").glob("*.lua"))
+    assert scripts
+    for script in scripts:
+        assert script.relative_to(ROOT).as_posix() in names, script.name
+
+
 def test_unpacked_wheel_composes_config_from_another_folder(wheel: Path, tmp_path: Path) -> None:
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)

@@ -1,0 +1,72 @@
+-- Reserve one request's capacity, all or nothing: every bucket must hold what the request
+-- needs, a concurrency slot must be free and the deployment must not be paused.
+--
+-- Buckets refill continuously from the elapsed server time (TIME), so the clocks of the
+-- processes sharing them never matter. A request larger than a bucket waits for a full
+-- bucket and then leaves a debt (the level may go below zero), as the local bucket does.
+--
+-- KEYS[1]   pause: paused-until, in ms of server time
+-- KEYS[2]   slots: sorted set, lease id -> lease expiry (ms of server time)
+-- KEYS[3..] one hash {level, at} per bucket; a missing hash is a full bucket
+-- ARGV[1]   concurrency slots (0: unlimited)   ARGV[2] lease id   ARGV[3] lease (ms)
+-- ARGV[4..] per bucket: capacity, refill per ms, amount
+--
+-- Returns {granted (1/0), wait ms as text (-1: a slot, which cannot be predicted),
+--          what blocked (0 pause, -1 slots, i: bucket i), level of each bucket as text}.
+
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+
+local function fmt(x) return string.format('%.17g', x) end
+
+local wait, blocked = 0, 0
+local paused = tonumber(redis.call('GET', KEYS[1]) or '0')
+if paused > now then wait = paused - now end
+
+local levels = {}
+local nbuckets = #KEYS - 2
+for i = 1, nbuckets do
+  local cap = tonumber(ARGV[3 * i + 1])
+  local rate = tonumber(ARGV[3 * i + 2])
+  local amount = tonumber(ARGV[3 * i + 3])
+  local h = redis.call('HMGET', KEYS[i + 2], 'level', 'at')
+  local level, at = tonumber(h[1]), tonumber(h[2])
+  if level == nil or at == nil then
+    level = cap
+  elseif now > at then
+    level = level + (now - at) * rate
+  end
+  if level > cap then level = cap end
+  levels[i] = level
+  local need = math.min(amount, cap)
+  if level < need then
+    local w = (need - level) / rate
+    if w > wait then wait, blocked = w, i end
+  end
+end
+
+local slots = tonumber(ARGV[1])
+if wait <= 0 and slots > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+  if redis.call('ZCARD', KEYS[2]) >= slots then wait, blocked = -1, -1 end
+end
+
+local reply = {0, fmt(wait), blocked}
+if wait == 0 then
+  reply[1] = 1
+  for i = 1, nbuckets do
+    local cap = tonumber(ARGV[3 * i + 1])
+    local rate = tonumber(ARGV[3 * i + 2])
+    levels[i] = levels[i] - tonumber(ARGV[3 * i + 3])
+    redis.call('HSET', KEYS[i + 2], 'level', fmt(levels[i]), 'at', fmt(now))
+    -- Once full again the hash says nothing a missing one would not: let it expire.
+    redis.call('PEXPIRE', KEYS[i + 2], math.ceil((cap - levels[i]) / rate) + 1000)
+  end
+  if slots > 0 then
+    local lease = tonumber(ARGV[3])
+    redis.call('ZADD', KEYS[2], now + lease, ARGV[2])
+    redis.call('PEXPIRE', KEYS[2], math.ceil(lease) + 1000)
+  end
+end
+for i = 1, nbuckets do reply[i + 3] = fmt(levels[i]) end
+return reply

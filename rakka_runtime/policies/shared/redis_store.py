@@ -1,0 +1,184 @@
+"""One Redis connection for a shared policy, its Lua scripts, and its health.
+
+A call that fails (connection refused or reset, a timeout, an error reply) marks the
+store *down*: the policy falls back (see ``on_backend_failure``) and a warning is logged
+once per outage. While down, Redis is not asked at all, so requests do not each pay a
+timeout; at most every ``retry_interval`` one caller is let through to try it again, and
+the first call that succeeds brings the store back (logged at info).
+
+redis-py is imported here, when a store is created, and only then: a runtime that never
+uses ``backend: redis`` does not need the package.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
+
+from rakka_runtime.errors import ConfigError
+
+if TYPE_CHECKING:
+    import redis
+
+    from rakka_runtime.config.schema import RedisBackend
+
+__all__ = ["BackendUnavailable", "LuaScript", "RedisStore", "key", "safe_url"]
+
+log = logging.getLogger(__name__)
+
+
+class BackendUnavailable(Exception):
+    """Redis could not serve this call; the caller falls back (or rejects)."""
+
+
+@dataclass(frozen=True)
+class LuaScript:
+    """A script shipped in ``lua/``, run by SHA and sent in full when Redis lacks it."""
+
+    name: str
+    text: str = field(repr=False)
+    sha: str = field(repr=False)
+
+    @classmethod
+    def load(cls, name: str) -> LuaScript:
+        text = resources.files(__package__).joinpath("lua", f"{name}.lua").read_text("utf-8")
+        return cls(name, text, hashlib.sha1(text.encode("utf-8")).hexdigest())
+
+
+def key(prefix: str, kind: str, name: str, part: str) -> str:
+    """``prefix:{kind:name}:part``: the braces keep a deployment's keys in one Redis
+    Cluster hash slot, as a script touching several keys requires."""
+    return f"{prefix}:{{{kind}:{name}}}:{part}"
+
+
+def safe_url(url: str) -> str:
+    """``url`` without its password, for logs and error messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+class RedisStore:
+    """A Redis client with short timeouts plus the up/down state of that Redis.
+
+    :param what: names the policy in log lines ("rate limits of deployment 'x'").
+    :param config_path: where ``backend: redis`` was set, for the error without redis-py.
+    """
+
+    def __init__(
+        self,
+        config: RedisBackend,
+        *,
+        what: str,
+        config_path: str = "backend",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        try:
+            import redis
+            from redis.backoff import NoBackoff
+            from redis.retry import Retry
+        except ImportError as exc:  # pragma: no cover - depends on the environment
+            raise ConfigError(
+                config_path,
+                "redis needs the redis package: pip install 'rakka-runtime[redis]'",
+            ) from exc
+        self.config = config
+        self.what = what
+        self.url = safe_url(config.url)
+        self._clock = clock
+        # One immediate retry on a broken connection only: after a Redis restart every
+        # pooled socket is dead, and the retry reconnects instead of failing the call. A
+        # timeout is not retried (that would double the time a request may lose here).
+        self.client: redis.Redis = redis.Redis.from_url(
+            config.url,
+            socket_timeout=config.socket_timeout,
+            socket_connect_timeout=config.socket_connect_timeout,
+            retry=Retry(NoBackoff(), 1, (redis.exceptions.ConnectionError,)),
+            decode_responses=True,
+        )
+        self._failures: tuple[type[BaseException], ...] = (redis.exceptions.RedisError, OSError)
+        self._noscript: type[BaseException] = redis.exceptions.NoScriptError
+        self._lock = threading.Lock()
+        self._healthy = True
+        self._next_check = 0.0
+
+    @property
+    def healthy(self) -> bool:
+        return self._healthy
+
+    def usable(self) -> bool:
+        """Whether to ask Redis now: always while up; while down, True for one caller per
+        ``retry_interval`` (that caller's call is the reconnection attempt)."""
+        if self._healthy:
+            return True
+        with self._lock:
+            now = self._clock()
+            if self._healthy or now >= self._next_check:
+                self._next_check = now + self.config.retry_interval
+                return True
+            return False
+
+    def retry_in(self) -> float:
+        """Seconds until Redis will be tried again (0 while it is up)."""
+        return 0.0 if self._healthy else max(0.0, self._next_check - self._clock())
+
+    def run(self, script: LuaScript, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """Run ``script`` atomically in Redis.
+
+        :raises BackendUnavailable: Redis failed; the store is now down.
+        """
+        client = self.client
+        try:
+            try:
+                reply = client.evalsha(script.sha, len(keys), *keys, *args)
+            except self._noscript:
+                # A restarted Redis has lost its script cache; EVAL caches it again.
+                reply = client.eval(script.text, len(keys), *keys, *args)
+        except self._failures as exc:
+            self._down(exc)
+            raise BackendUnavailable(f"Redis at {self.url}: {exc}") from exc
+        if not self._healthy:
+            self._up()
+        return reply
+
+    def close(self) -> None:
+        self.client.close()
+
+    def _down(self, exc: BaseException) -> None:
+        with self._lock:
+            self._next_check = self._clock() + self.config.retry_interval
+            if not self._healthy:
+                return
+            self._healthy = False
+        fallback = (
+            "this process keeps its own state"
+            if self.config.on_backend_failure == "local"
+            else "calls are rejected"
+        )
+        log.warning(
+            "Redis at %s is unreachable for the %s (%s: %s); %s until it answers again "
+            "(tried every %gs)",
+            self.url,
+            self.what,
+            type(exc).__name__,
+            exc,
+            fallback,
+            self.config.retry_interval,
+        )
+
+    def _up(self) -> None:
+        with self._lock:
+            if self._healthy:
+                return
+            self._healthy = True
+        log.info("Redis at %s answers again: sharing the %s again", self.url, self.what)

@@ -1,0 +1,243 @@
+"""Rate limits shared through a real Redis: the local rules, held across processes.
+
+Each ``SharedAdmission`` built here stands for one process (they share nothing but Redis);
+where a process must really die, a child process holds the capacity and is killed.
+Time is real (Redis's clock decides refills), so amounts are checked with a tolerance of
+the refill that can happen meanwhile.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from typing import Any
+
+import pytest
+from redis_support import RedisServer, redis_overrides
+
+from rakka_provider_openai.emulator import Emulator
+from rakka_runtime.config.schema import RateLimitPolicy
+from rakka_runtime.errors import Backpressure
+from rakka_runtime.plugins import BUILTIN_PLUGINS, PluginHooks, make_plugin_manager
+from rakka_runtime.policies.shared.redis_admission import SharedAdmission
+from rakka_testing import RuntimeFactory
+
+
+def replica(server: RedisServer, prefix: str, **limits: Any) -> SharedAdmission:
+    """One process's view of deployment ``d``'s shared limits."""
+    redis = {"url": server.url, "key_prefix": prefix, **limits.pop("redis", {})}
+    policy = RateLimitPolicy(backend="redis", redis=redis, **limits)
+    return SharedAdmission.from_policy("d", policy)
+
+
+# --- buckets -------------------------------------------------------------------------------
+
+
+def test_one_bucket_for_every_process_refilling_continuously(
+    redis_server: RedisServer, prefix: str
+) -> None:
+    a = replica(redis_server, prefix, requests_per_minute=60)
+    b = replica(redis_server, prefix, requests_per_minute=60)
+    for _ in range(60):  # a full minute's worth may burst, taken by one process
+        a.release(a.admit(0, wait=False), requests_used=1, tokens_used=0)
+    with pytest.raises(Backpressure) as info:
+        b.admit(0, wait=False)  # the other process finds it empty
+    assert info.value.retry_after == pytest.approx(1.0, abs=0.1)  # one a second
+    time.sleep(0.5)
+    with pytest.raises(Backpressure) as info:
+        b.admit(0, wait=False)
+    assert info.value.retry_after == pytest.approx(0.5, abs=0.15)  # refilled meanwhile
+    time.sleep(info.value.retry_after or 0)
+    b.admit(0, wait=False)  # a fixed window would wait for the minute to turn
+    assert a.levels()["requests"] == pytest.approx(0.0, abs=0.2)
+
+
+def test_reserve_then_reconcile_refunds_and_charges_in_the_shared_bucket(
+    redis_server: RedisServer, prefix: str
+) -> None:
+    # 600 a minute: 10 tokens a second of refill blur the arithmetic at most that much.
+    a = replica(redis_server, prefix, tokens_per_minute=600)
+    b = replica(redis_server, prefix, tokens_per_minute=600)
+    grant = a.admit(300, wait=False)
+    assert b.levels()["tokens"] == pytest.approx(300, abs=5)  # reserved up front
+    a.release(grant, requests_used=1, tokens_used=100)
+    assert b.levels()["tokens"] == pytest.approx(500, abs=8)  # the unused 200 came back
+    b.release(b.admit(100, wait=False), requests_used=1, tokens_used=250)
+    assert a.levels()["tokens"] == pytest.approx(250, abs=10)  # 150 beyond it charged
+
+
+def test_request_larger_than_the_bucket_waits_for_a_full_bucket_and_leaves_a_debt(
+    redis_server: RedisServer, prefix: str
+) -> None:
+    a = replica(redis_server, prefix, tokens_per_minute=600)
+    b = replica(redis_server, prefix, tokens_per_minute=600)
+    a.admit(1000, wait=False)
+    assert b.levels()["tokens"] == pytest.approx(-400, abs=2)
+    with pytest.raises(Backpressure) as info:
+        b.admit(1, wait=False)
+    assert info.value.retry_after == pytest.approx(401 / 10, abs=0.3)
+
+
+def test_a_wait_beyond_the_deadline_fails_at_once(redis_server: RedisServer, prefix: str) -> None:
+    a = replica(redis_server, prefix, requests_per_minute=1)
+    b = replica(redis_server, prefix, requests_per_minute=1)
+    a.admit(0)
+    started = time.monotonic()
+    with pytest.raises(Backpressure) as info:
+        b.admit(0, deadline=started + 2.0)  # the next one is a minute away
+    assert time.monotonic() - started < 0.5
+    assert info.value.retry_after == pytest.approx(60, abs=1)
+    assert b.waiting == 0
+
+
+def test_waiters_of_one_process_keep_their_order(redis_server: RedisServer, prefix: str) -> None:
+    # 100 tokens a second, emptied by another process: "big" needs 0.8 s of refill.
+    # "small" would fit long before that but arrived later, so it must not overtake.
+    other = replica(redis_server, prefix, tokens_per_minute=6000)
+    queue = replica(redis_server, prefix, tokens_per_minute=6000)
+    other.admit(6000, wait=False)
+    plan = [("big", 80), ("small", 1), ("medium", 10)]
+    admitted: list[str] = []
+
+    def waiter(index: int) -> None:
+        name, tokens = plan[index]
+        queue.admit(tokens, deadline=time.monotonic() + 5)
+        admitted.append(name)
+
+    threads = []
+    for index in range(len(plan)):
+        thread = threading.Thread(target=waiter, args=(index,))
+        thread.start()
+        threads.append(thread)
+        end = time.monotonic() + 5
+        while queue.waiting != index + 1:  # arrival order is fixed
+            assert time.monotonic() < end
+            time.sleep(0.002)
+    for thread in threads:
+        thread.join(5)
+    assert admitted == ["big", "small", "medium"]
+
+
+# --- the 429 pause and provider headers -----------------------------------------------------
+
+
+def test_a_429_in_one_process_pauses_all(redis_server: RedisServer, prefix: str) -> None:
+    a = replica(redis_server, prefix)
+    b = replica(redis_server, prefix)
+    a.pause(1.0)
+    with pytest.raises(Backpressure) as info:
+        b.admit(0, wait=False)
+    assert info.value.retry_after == pytest.approx(1.0, abs=0.15)
+    assert "paused" in str(info.value)
+    started = time.monotonic()
+    b.admit(0, deadline=started + 3)  # waits the pause out
+    assert 0.7 < time.monotonic() - started < 2.0
+
+
+def test_provider_headers_lower_the_shared_bucket(redis_server: RedisServer, prefix: str) -> None:
+    a = replica(redis_server, prefix, requests_per_minute=100)
+    b = replica(redis_server, prefix, requests_per_minute=100)
+    a.observe("requests", remaining=3, limit=None, reset=None)
+    assert b.levels()["requests"] == pytest.approx(3, abs=0.1)
+    a.observe("requests", remaining=50, limit=None, reset=None)  # never raised
+    assert b.levels()["requests"] == pytest.approx(3, abs=0.1)
+    a.observe("tokens", remaining=5, limit=1000, reset=None)  # an unset dimension is learned
+    assert a.levels()["tokens"] == pytest.approx(5, abs=0.5)
+
+
+# --- concurrency slots ---------------------------------------------------------------------
+
+
+def test_concurrency_slots_are_counted_across_processes(
+    redis_server: RedisServer, prefix: str
+) -> None:
+    a = replica(redis_server, prefix, concurrent_requests=2)
+    b = replica(redis_server, prefix, concurrent_requests=2)
+    held = [a.admit(0, wait=False), a.admit(0, wait=False)]
+    assert b.slots_in_use() == 2
+    with pytest.raises(Backpressure, match="concurrent"):
+        b.admit(0, wait=False)
+    threading.Timer(0.3, lambda: a.release(held[0], requests_used=1, tokens_used=0)).start()
+    started = time.monotonic()
+    grant = b.admit(0, deadline=started + 3)  # a slot another process frees is seen by polling
+    waited = time.monotonic() - started
+    assert 0.25 < waited < 1.0
+    a.release(held[1], requests_used=1, tokens_used=0)
+    b.release(grant, requests_used=1, tokens_used=0)
+    assert a.slots_in_use() == 0
+
+
+CHILD = textwrap.dedent(
+    """
+    import sys, time
+    from rakka_runtime.config.schema import RateLimitPolicy
+    from rakka_runtime.policies.shared.redis_admission import SharedAdmission
+    policy = RateLimitPolicy(
+        backend="redis", concurrent_requests=1,
+        redis={"url": sys.argv[1], "key_prefix": sys.argv[2], "lease": "600ms"},
+    )
+    SharedAdmission.from_policy("d", policy).admit(0, wait=False)
+    print("held", flush=True)
+    time.sleep(60)
+    """
+)
+
+
+def test_a_dead_process_frees_its_slot_when_its_lease_expires(
+    redis_server: RedisServer, prefix: str
+) -> None:
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, redis_server.url, prefix],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "held"
+        mine = replica(redis_server, prefix, concurrent_requests=1, redis={"lease": "600ms"})
+        time.sleep(1.5)  # well past one lease: the live child kept renewing it
+        with pytest.raises(Backpressure):
+            mine.admit(0, wait=False)
+        child.kill()
+        child.wait(10)
+        killed = time.monotonic()
+        grant = mine.admit(0, deadline=killed + 5)
+        assert time.monotonic() - killed < 1.2  # at most one lease (0.6 s) plus polling
+        mine.release(grant, requests_used=1, tokens_used=0)
+    finally:
+        child.kill()
+        child.wait(10)
+
+
+# --- through the runtime -------------------------------------------------------------------
+
+
+def test_two_runtimes_share_one_request_quota(
+    redis_server: RedisServer,
+    prefix: str,
+    emulator: Emulator,
+    make_runtime: RuntimeFactory,
+) -> None:
+    def runtime() -> Any:
+        pm = make_plugin_manager(disabled=set(BUILTIN_PLUGINS) - {"rate_limits"})
+        return make_runtime(
+            emulator,
+            "deployment.retry.enabled=false",
+            "deployment.rate_limits.requests_per_minute=2",
+            "deployment.rate_limits.on_capacity_exhausted=reject",
+            *redis_overrides(redis_server.url, prefix),
+            hooks=PluginHooks(pm),
+        )
+
+    first, second = runtime(), runtime()
+    first.chat("hi")
+    second.chat("hi")
+    with pytest.raises(Backpressure) as info:
+        first.chat("hi")  # local limits would each have allowed 2
+    assert info.value.retry_after == pytest.approx(30, abs=1)
+    with pytest.raises(Backpressure):
+        second.chat("hi")
+    assert emulator.stats.requests == 2
