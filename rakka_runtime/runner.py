@@ -65,6 +65,8 @@ class Middleware(Protocol):
 
     def __call__(self, state: CallState, call_next: CallNext) -> Iterator[TokenChunk]: ...
 
+    # Optional: ``close()`` is called when the runtime closes (connections, threads).
+
 
 class WireClient(Protocol):
     """One provider's HTTP exchange for one attempt (built by the provider's factory)."""

@@ -81,7 +81,8 @@ class DeploymentRunner:
         self._hooks = hooks
         self._default_deadline = deployment.timeouts.deadline
         self._estimator = self.estimate_cost  # bound once, handed to every CallState
-        self._call = compose(hooks.middlewares(deployment), self._attempt)
+        self._middlewares = hooks.middlewares(deployment)
+        self._call = compose(self._middlewares, self._attempt)
 
     def execute(self, request: ExecuteBatch) -> RunHandle:
         if request.deadline is None and self._default_deadline is not None:
@@ -204,6 +205,10 @@ class DeploymentRunner:
 
     def close(self) -> None:
         self.client.close()
+        for middleware in self._middlewares:
+            close = getattr(middleware, "close", None)
+            if close is not None:
+                close()
 
 
 class Runtime:

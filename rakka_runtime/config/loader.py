@@ -34,6 +34,7 @@ pay for them.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -210,6 +211,9 @@ def _has_path(raw: Mapping[str, Any], dotted: str) -> bool:
 # --- Showing a config -------------------------------------------------------------------
 
 
+_URL_PASSWORD = re.compile(r"(\w[\w+.-]*://[^/@\s:]*:)[^/@\s]+@")
+
+
 def dump_config_yaml(config: BaseModel | Mapping[str, Any]) -> str:
     """YAML for ``rakka config show``: secret references appear as references
     (``{from: env, name: ...}``), an inline value as ``'**********'``; never a value."""
@@ -240,7 +244,8 @@ def _redacted(value: Any, key: str | None = None) -> Any:
         # A plain string under a key that names a secret is a key pasted in by mistake.
         if key is not None and names_a_secret(key):
             return _MASK
-        return value
+        # A URL's userinfo password (redis://:pass@host) is a secret too.
+        return _URL_PASSWORD.sub(rf"\1{_MASK}@", value)
     if value is None or isinstance(value, bool | int | float):
         return value
     # Anything else (Path, date, a resolved Secret) shows as its str(), which for a

@@ -64,6 +64,12 @@ class BreakerMiddleware:
     def __init__(self, breaker: Breaker[Any]) -> None:
         self.breaker = breaker
 
+    def close(self) -> None:
+        """Release what the backend holds (a shared store's connections); idempotent."""
+        close = getattr(self.breaker, "close", None)
+        if close is not None:
+            close()
+
     def __call__(self, state: CallState, call_next: CallNext) -> Iterator[TokenChunk]:
         breaker = self.breaker
         permit = breaker.acquire()

@@ -125,6 +125,12 @@ class RateLimitMiddleware:
         self.admission = admission
         self._wait = policy.on_capacity_exhausted == "queue"
 
+    def close(self) -> None:
+        """Release what the backend holds (a shared store's connections); idempotent."""
+        close = getattr(self.admission, "close", None)
+        if close is not None:
+            close()
+
     def __call__(self, state: CallState, call_next: CallNext) -> Iterator[TokenChunk]:
         request = state.request
         input_tokens = state.estimated_input_tokens

@@ -120,6 +120,10 @@ class SharedAdmission:
         self._held: set[str] = set()  # leases this process renews
         self._renewing = False
 
+    def close(self) -> None:
+        """Close the Redis connections (the runtime closes its middlewares on close)."""
+        self._store.close()
+
     @classmethod
     def from_policy(
         cls, name: str, policy: RateLimitPolicy, *, clock: Clock = SYSTEM_CLOCK

@@ -115,6 +115,10 @@ class SharedCircuitBreaker:
         self._deliver_lock = threading.RLock()
         self.local = CircuitBreaker(policy, name=name, clock=clock, on_change=self._local_changed)
 
+    def close(self) -> None:
+        """Close the Redis connections (the runtime closes its middlewares on close)."""
+        self._store.close()
+
     @classmethod
     def from_policy(
         cls,
