@@ -199,37 +199,6 @@ plugin = MetricsPlugin()
 
 
 # The module is the registered plugin (as the policies are): these delegate to `plugin`.
-@hookimpl
-def rakka_request_middleware(deployment: DeploymentConfig, hooks: PluginHooks) -> Middleware | None:
-    """The metrics middleware of ``deployment``, recording into the default store."""
-    return plugin.rakka_request_middleware(deployment, hooks)
-
-
-@hookimpl
-def rakka_breaker_state_changed(
-    deployment: str, old_state: str, new_state: str, retry_at: float | None
-) -> None:
-    """Set ``rakka_circuit_breaker_state`` of ``deployment``."""
-    plugin.rakka_breaker_state_changed(deployment, old_state, new_state, retry_at)
-
-
-@hookimpl
-def rakka_session_swapped(deployment: str, old: SessionSnapshot, new: SessionSnapshot) -> None:
-    """Count a session swap of ``deployment``."""
-    plugin.rakka_session_swapped(deployment, old, new)
-
-
-@hookimpl
-def rakka_request_finished(
-    deployment: str,
-    request: ExecuteBatch,
-    result: ChatResult | None,
-    error: InferenceError | None,
-) -> None:
-    """Count a request whose reported cost is an estimate."""
-    plugin.rakka_request_finished(deployment, request, result, error)
-
-
 def metrics_snapshot(store: MetricsStore | None = None) -> dict[str, dict[str, Any]]:
     """Every metric of the process as plain numbers (see :meth:`MetricsStore.snapshot`).
 

@@ -32,12 +32,14 @@ ENTRY_POINT_GROUP = "rakka"
 DISABLE_ENV = "RAKKA_DISABLE_PLUGINS"
 
 # name -> "module" or "module:attribute"; registered in this order, each under its name.
+# Each built-in policy is a plugin object on the system clock; tests block the name and
+# register their own instance with a fake clock.
 BUILTIN_PLUGINS: dict[str, str] = {
-    "retry": "rakka_runtime.policies.retry",
-    "circuit_breaker": "rakka_runtime.policies.breaker",
-    "rate_limits": "rakka_runtime.policies.ratelimit",
-    "budget": "rakka_runtime.policies.budget",
-    "metrics": "rakka_runtime.metrics",
+    "retry": "rakka_runtime.policies.retry:plugin",
+    "circuit_breaker": "rakka_runtime.policies.breaker:plugin",
+    "rate_limits": "rakka_runtime.policies.ratelimit:plugin",
+    "budget": "rakka_runtime.policies.budget:plugin",
+    "metrics": "rakka_runtime.metrics:plugin",
 }
 
 

@@ -93,9 +93,7 @@ class BarProgress:
             TimeElapsedColumn(),
             console=Console(file=stream),
         )
-        self._task = self._bar.add_task(
-            "batch", total=total, completed=summary.records, figures=""
-        )
+        self._task = self._bar.add_task("batch", total=total, completed=summary.records, figures="")
         self._bar.start()
 
     def update(self) -> None:

@@ -26,9 +26,7 @@ DUPLICATE_CUSTOM_ID = "duplicate_custom_id"
 INTERNAL_ERROR = "internal_error"  # a bug (ours or a plugin's) raised something unexpected
 
 
-def success_record(
-    custom_id: str, result: ChatResult, *, status: int | None, model: str
-) -> Record:
+def success_record(custom_id: str, result: ChatResult, *, status: int | None, model: str) -> Record:
     return {
         "id": _record_id(),
         "custom_id": custom_id,

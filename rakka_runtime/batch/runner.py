@@ -267,7 +267,7 @@ class BatchRunner:
                 DUPLICATE_CUSTOM_ID,
                 f"line {item.line}: custom_id {custom_id!r} is used by an earlier line; "
                 "only the first line with an id is sent",
-            )
+            ),
         )
         return False
 

@@ -128,9 +128,7 @@ class Summary:
                 "cost_usd": round(self.cost_usd, 9),
                 "cost_unknown_requests": self.cost_unknown,
                 "attempts": self.attempts,
-                "latency_ms": {
-                    f"p{p}": self.latency_ms.percentile(p) for p in (50, 95, 99)
-                },
+                "latency_ms": {f"p{p}": self.latency_ms.percentile(p) for p in (50, 95, 99)},
                 "ttft_ms": {f"p{p}": self.ttft_ms.percentile(p) for p in (50, 95)},
             }
 
@@ -152,7 +150,9 @@ class Summary:
             f"{tokens['completion']:,} completion ({tokens['reasoning']:,} reasoning) · "
             f"{tokens['total']:,} total",
             cost,
-            "latency ms: " + _percentiles(data["latency_ms"]) + " · ttft ms: "
+            "latency ms: "
+            + _percentiles(data["latency_ms"])
+            + " · ttft ms: "
             + _percentiles(data["ttft_ms"]),
         ]
 

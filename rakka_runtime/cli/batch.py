@@ -32,22 +32,59 @@ if TYPE_CHECKING:
 @click.command()
 @click.argument("input_path", metavar="INPUT")
 @click.argument("overrides", nargs=-1)
-@click.option("-o", "--output", "output_path", required=True, metavar="OUTPUT",
-              help="JSONL results, appended to; an existing file is resumed.")
-@click.option("-c", "--concurrency", type=click.IntRange(1, 1024), default=8, show_default=True,
-              help="Requests in flight at once.")
-@click.option("--summary-json", type=click.Path(dir_okay=False), default=None,
-              help="Also write the summary to this file as JSON.")
-@click.option("--grace", default="10s", show_default=True,
-              help="On Ctrl-C/SIGTERM, how long in-flight requests may finish.")
-@click.option("--read-ahead", type=click.IntRange(1), default=None,
-              help="Lines read ahead of the workers (default: 2 x concurrency, at least 16).")
-@click.option("--progress", type=click.Choice(["auto", "bar", "plain", "off"]), default="auto",
-              show_default=True, help="auto: a bar on a terminal, plain lines otherwise.")
-@click.option("--progress-interval", default="5s", show_default=True,
-              help="How often plain progress lines are printed.")
-@click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
-              help="Serve Prometheus metrics on this loopback port while the batch runs.")
+@click.option(
+    "-o",
+    "--output",
+    "output_path",
+    required=True,
+    metavar="OUTPUT",
+    help="JSONL results, appended to; an existing file is resumed.",
+)
+@click.option(
+    "-c",
+    "--concurrency",
+    type=click.IntRange(1, 1024),
+    default=8,
+    show_default=True,
+    help="Requests in flight at once.",
+)
+@click.option(
+    "--summary-json",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Also write the summary to this file as JSON.",
+)
+@click.option(
+    "--grace",
+    default="10s",
+    show_default=True,
+    help="On Ctrl-C/SIGTERM, how long in-flight requests may finish.",
+)
+@click.option(
+    "--read-ahead",
+    type=click.IntRange(1),
+    default=None,
+    help="Lines read ahead of the workers (default: 2 x concurrency, at least 16).",
+)
+@click.option(
+    "--progress",
+    type=click.Choice(["auto", "bar", "plain", "off"]),
+    default="auto",
+    show_default=True,
+    help="auto: a bar on a terminal, plain lines otherwise.",
+)
+@click.option(
+    "--progress-interval",
+    default="5s",
+    show_default=True,
+    help="How often plain progress lines are printed.",
+)
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Serve Prometheus metrics on this loopback port while the batch runs.",
+)
 @config_dir_option
 def batch(
     input_path: str,
@@ -83,7 +120,13 @@ def batch(
     except ValueError as exc:
         fail(str(exc))
     resume_command = _resume_command(
-        input_path, output_path, concurrency, summary_json, grace, read_ahead, config_dir,
+        input_path,
+        output_path,
+        concurrency,
+        summary_json,
+        grace,
+        read_ahead,
+        config_dir,
         overrides,
     )
     _check_paths(input_path, output_path)
@@ -112,7 +155,11 @@ def batch(
                 summary, total, mode=cast("ProgressMode", progress), interval=interval_s
             )
             runner = BatchRunner(
-                runtime, sink, concurrency=concurrency, read_ahead=read_ahead, grace=grace_s,
+                runtime,
+                sink,
+                concurrency=concurrency,
+                read_ahead=read_ahead,
+                grace=grace_s,
                 resume=resume,
             )
             started = time.monotonic()
@@ -133,14 +180,23 @@ def batch(
     for line in summary.render():
         click.echo(line, err=True)
     status = (
-        "complete" if outcome.complete
-        else "interrupted" if signals.received is not None
+        "complete"
+        if outcome.complete
+        else "interrupted"
+        if signals.received is not None
         else "failed"
     )
     if summary_json is not None:
         _write_summary(
-            summary_json, summary, outcome, status=status, total=total, elapsed=elapsed,
-            input_path=input_path, output_path=output_path, signum=signals.received,
+            summary_json,
+            summary,
+            outcome,
+            status=status,
+            total=total,
+            elapsed=elapsed,
+            input_path=input_path,
+            output_path=output_path,
+            signum=signals.received,
         )
     if outcome.complete:
         return

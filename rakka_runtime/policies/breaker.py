@@ -41,7 +41,6 @@ __all__ = [
     "CircuitBreakerPlugin",
     "outcome_of",
     "plugin",
-    "rakka_request_middleware",
 ]
 
 
@@ -117,9 +116,3 @@ class CircuitBreakerPlugin:
 
 
 plugin = CircuitBreakerPlugin()
-
-
-@hookimpl
-def rakka_request_middleware(deployment: DeploymentConfig, hooks: PluginHooks) -> Middleware | None:
-    """The built-in registration (this module is the plugin): a breaker on the system clock."""
-    return plugin.rakka_request_middleware(deployment, hooks)

@@ -40,7 +40,6 @@ __all__ = [
     "BudgetPlugin",
     "BudgetWindow",
     "plugin",
-    "rakka_request_middleware",
 ]
 
 log = logging.getLogger("rakka_runtime.budget")
@@ -237,9 +236,3 @@ class BudgetPlugin:
 
 
 plugin = BudgetPlugin()
-
-
-@hookimpl
-def rakka_request_middleware(deployment: DeploymentConfig, hooks: PluginHooks) -> Middleware | None:
-    """The built-in registration (this module is the plugin): budgets on the system clock."""
-    return plugin.rakka_request_middleware(deployment, hooks)

@@ -52,7 +52,6 @@ __all__ = [
     "RateLimitMiddleware",
     "RateLimitPlugin",
     "plugin",
-    "rakka_request_middleware",
     "ratelimit_feedback",
     "reserved_tokens",
 ]
@@ -218,9 +217,3 @@ class RateLimitPlugin:
 
 
 plugin = RateLimitPlugin()
-
-
-@hookimpl
-def rakka_request_middleware(deployment: DeploymentConfig, hooks: PluginHooks) -> Middleware | None:
-    """The built-in registration (this module is the plugin): limits on the system clock."""
-    return plugin.rakka_request_middleware(deployment, hooks)

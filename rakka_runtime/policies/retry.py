@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from rakka_runtime.plugins import PluginHooks
     from rakka_runtime.runner import CallNext, CallState, Middleware
 
-__all__ = ["RetryMiddleware", "RetryPlugin", "backoff", "plugin", "rakka_request_middleware"]
+__all__ = ["RetryMiddleware", "RetryPlugin", "backoff", "plugin"]
 
 
 def backoff(policy: RetryPolicy, retry: int, roll: float) -> float:
@@ -219,9 +219,3 @@ class RetryPlugin:
 
 
 plugin = RetryPlugin()
-
-
-@hookimpl
-def rakka_request_middleware(deployment: DeploymentConfig, hooks: PluginHooks) -> Middleware | None:
-    """The built-in registration (this module is the plugin): retry on the system clock."""
-    return plugin.rakka_request_middleware(deployment, hooks)
