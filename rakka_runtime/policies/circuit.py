@@ -154,6 +154,38 @@ class TripCounter:
             self._window.clear()
 
 
+class StateFeed:
+    """State changes queued under their owner's lock and delivered in order, outside it,
+    by one thread at a time (a listener may call back into the breaker)."""
+
+    def __init__(self, lock: threading.Lock, on_change: StateListener | None) -> None:
+        self._lock = lock
+        self._on_change = on_change
+        self._events: deque[tuple[str, str, float | None]] = deque()
+        self._deliver_lock = threading.RLock()
+
+    def push(self, old: str, new: str, retry_at: float | None) -> None:
+        """Queue a change; the caller holds the owner's lock."""
+        self._events.append((old, new, retry_at))
+
+    def deliver(self) -> None:
+        if not self._events:
+            return
+        with self._deliver_lock:
+            while True:
+                with self._lock:
+                    if not self._events:
+                        return
+                    old, new, retry_at = self._events.popleft()
+                if self._on_change is None:
+                    continue
+                try:
+                    self._on_change(old, new, retry_at)
+                except Exception:
+                    # An observer (metrics, logging) must never fail the call it observes.
+                    log.exception("a breaker_state_changed listener failed")
+
+
 class CircuitBreaker:
     """One deployment's circuit. ``on_change`` hears every state change, in order."""
 
@@ -168,18 +200,13 @@ class CircuitBreaker:
         self.policy = policy
         self.name = name
         self._clock = clock
-        self._on_change = on_change
         self._lock = threading.Lock()
         self._state = CLOSED
         self._generation = 0
         self._counter = TripCounter(policy)
         self._probes = 0
         self._retry_at: float | None = None
-        # State changes are queued under the state lock and delivered outside it, one
-        # deliverer at a time, so listeners see them in order without ever running while
-        # the state lock is held (a listener may call back into the breaker).
-        self._events: deque[tuple[str, str, float | None]] = deque()
-        self._deliver_lock = threading.RLock()
+        self._feed = StateFeed(self._lock, on_change)
 
     @property
     def state(self) -> str:
@@ -264,23 +291,9 @@ class CircuitBreaker:
         # Each period starts from a clean slate: a recovered circuit must not reopen on
         # failures counted before it opened.
         self._counter.clear()
-        self._events.append((old, new, self._retry_at if new == OPEN else None))
+        self._feed.push(old, new, self._retry_at if new == OPEN else None)
 
     # -- outside the lock -------------------------------------------------------------------
 
     def _deliver(self) -> None:
-        if not self._events:
-            return
-        with self._deliver_lock:
-            while True:
-                with self._lock:
-                    if not self._events:
-                        return
-                    old, new, retry_at = self._events.popleft()
-                if self._on_change is None:
-                    continue
-                try:
-                    self._on_change(old, new, retry_at)
-                except Exception:
-                    # An observer (metrics, logging) must never fail the call it observes.
-                    log.exception("a breaker_state_changed listener failed")
+        self._feed.deliver()

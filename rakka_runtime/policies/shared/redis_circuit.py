@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +36,7 @@ from rakka_runtime.policies.circuit import (
     CircuitBreaker,
     Outcome,
     Permit,
+    StateFeed,
     StateListener,
     TripCounter,
 )
@@ -105,14 +105,12 @@ class SharedCircuitBreaker:
         self._open_ms = policy.open_duration * 1000.0
         self._reject_when_down = config.on_backend_failure == "reject"
         self._clock = clock
-        self._on_change = on_change
         self._lock = threading.Lock()
         self._counter = TripCounter(policy)
         self._counting: int | None = None  # the generation the counter's evidence is from
         self._view: _View | None = None
         self._visible = CLOSED  # the state listeners were last told
-        self._events: deque[tuple[str, str, float | None]] = deque()
-        self._deliver_lock = threading.RLock()
+        self._feed = StateFeed(self._lock, on_change)
         self.local = CircuitBreaker(policy, name=name, clock=clock, on_change=self._local_changed)
 
     def close(self) -> None:
@@ -262,22 +260,8 @@ class SharedCircuitBreaker:
     def _show(self, state: str, retry_at: float | None) -> None:
         """Queue a state change for listeners (under ``_lock``)."""
         if state != self._visible:
-            self._events.append((self._visible, state, retry_at if state == OPEN else None))
+            self._feed.push(self._visible, state, retry_at if state == OPEN else None)
             self._visible = state
 
     def _deliver(self) -> None:
-        # As CircuitBreaker._deliver: in order, one deliverer at a time, outside _lock.
-        if not self._events:
-            return
-        with self._deliver_lock:
-            while True:
-                with self._lock:
-                    if not self._events:
-                        return
-                    old, new, retry_at = self._events.popleft()
-                if self._on_change is None:
-                    continue
-                try:
-                    self._on_change(old, new, retry_at)
-                except Exception:
-                    log.exception("a breaker_state_changed listener failed")
+        self._feed.deliver()
