@@ -74,6 +74,9 @@ class WireClient(Protocol):
     def send(self, state: CallState) -> Iterator[TokenChunk]:
         """Send ``state.request`` once; yield chunks; set ``state.result`` when done.
 
+        Sets ``state.status`` and ``state.response_headers`` (keys lower-cased: policies
+        and metrics look them up directly) as soon as the response headers arrive.
+
         Raises a classified :class:`InferenceError` on failure.
         """
         ...

@@ -31,6 +31,7 @@ that uses it (:mod:`rakka_runtime.policies.shared.redis_admission`, imported onl
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Literal
 
 from rakka_runtime.config.durations import parse_duration
@@ -82,17 +83,37 @@ def ratelimit_feedback(
     Reset durations are Go-style text (``1s``, ``6m0s``, ``20ms``); a value that does not
     parse is ignored rather than trusted.
     """
-    found = {key.lower(): value for key, value in headers.items() if key[:12].lower() == _PREFIX}
-    if not found:
-        return []
+    return _feedback({key.lower(): value for key, value in headers.items()})
+
+
+# The header names, built once: the hot path looks each one up directly.
+_HEADER_NAMES = tuple(
+    (
+        dimension,
+        f"{_PREFIX}remaining-{dimension}",
+        f"{_PREFIX}limit-{dimension}",
+        f"{_PREFIX}reset-{dimension}",
+    )
+    for dimension in DIMENSIONS
+)
+
+
+def _feedback(lowered: Mapping[str, str]) -> list[tuple[str, int, int | None, float | None]]:
+    """:func:`ratelimit_feedback` on headers whose keys are already lower-case
+    (``CallState.response_headers``): no copy, no scan."""
     out = []
-    for dimension in DIMENSIONS:
-        remaining = _count(found.get(f"{_PREFIX}remaining-{dimension}"))
+    for dimension, remaining_name, limit_name, reset_name in _HEADER_NAMES:
+        remaining = _count(lowered.get(remaining_name))
         if remaining is None:
             continue
-        limit = _count(found.get(f"{_PREFIX}limit-{dimension}"))
-        reset = _seconds(found.get(f"{_PREFIX}reset-{dimension}"))
-        out.append((dimension, remaining, limit, reset))
+        out.append(
+            (
+                dimension,
+                remaining,
+                _count(lowered.get(limit_name)),
+                _seconds(lowered.get(reset_name)),
+            )
+        )
     return out
 
 
@@ -103,6 +124,7 @@ def _count(value: str | None) -> int | None:
     return int(value) if value.isdigit() else None
 
 
+@lru_cache(maxsize=256)  # providers repeat a handful of reset values ("1s", "6ms", ...)
 def _seconds(value: str | None) -> float | None:
     if value is None:
         return None
@@ -174,7 +196,7 @@ class RateLimitMiddleware:
     def _observe(self, headers: Mapping[str, str], before: Mapping[str, str]) -> bool:
         if headers is before:
             return False  # this attempt got no response (yet)
-        for dimension, remaining, limit, reset in ratelimit_feedback(headers):
+        for dimension, remaining, limit, reset in _feedback(headers):
             self.admission.observe(dimension, remaining=remaining, limit=limit, reset=reset)
         return True
 
