@@ -98,16 +98,20 @@ class MetricsMiddleware:
             outcome = outcome_label(exc.kind)
             raise
         finally:
-            store.inc("rakka_requests_in_flight", deployment, -1.0)
-            self._record(state, outcome)
+            self._record(state, outcome)  # also ends the in-flight count
 
     def _record(self, state: CallState, outcome: str) -> None:
-        store = self.store
         deployment = self.labels.name
         model = self.labels.model_of(state.model)
-        store.inc("rakka_requests_total", (deployment, model, outcome))
+        key = (deployment, model)
+        incs: list[tuple[str, tuple[str, ...], float]] = [
+            ("rakka_requests_in_flight", (deployment,), -1.0),
+            ("rakka_requests_total", (deployment, model, outcome), 1.0),
+        ]
         for attempt in state.attempts:
-            store.inc("rakka_attempts_total", (deployment, model, outcome_label(attempt.kind)))
+            incs.append(
+                ("rakka_attempts_total", (deployment, model, outcome_label(attempt.kind)), 1.0)
+            )
         spend = state.spend
         if spend.charged:
             usage = spend.usage
@@ -117,22 +121,23 @@ class MetricsMiddleware:
                 ("cached", usage.cached_tokens),
                 ("reasoning", usage.reasoning_tokens),
             ):
-                store.inc("rakka_tokens_total", (deployment, model, kind), count)
+                incs.append(("rakka_tokens_total", (deployment, model, kind), count))
             if spend.unknown:
-                store.inc("rakka_cost_unknown_requests_total", (deployment, model))
+                incs.append(("rakka_cost_unknown_requests_total", key, 1.0))
             else:
-                store.inc("rakka_cost_usd_total", (deployment, model), spend.usd)
-        now = time.monotonic()
-        store.observe("rakka_request_duration_seconds", (deployment, model), now - state.started_at)
+                incs.append(("rakka_cost_usd_total", key, spend.usd))
+        observes = [("rakka_request_duration_seconds", key, time.monotonic() - state.started_at)]
         if state.first_chunk_at is not None:
             ttft = state.first_chunk_at - state.started_at
-            store.observe("rakka_time_to_first_token_seconds", (deployment, model), ttft)
+            observes.append(("rakka_time_to_first_token_seconds", key, ttft))
+        sets = []
         headers = state.response_headers
         if headers:
             for header, metric in _RATELIMIT_HEADERS:  # keys are lower-case (runner.py)
                 value = _number(headers.get(header))
                 if value is not None:
-                    store.set(metric, (deployment,), value)
+                    sets.append((metric, (deployment,), value))
+        self.store.update(incs, observes, sets)
 
 
 def _number(text: str | None) -> float | None:

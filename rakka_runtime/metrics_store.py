@@ -126,6 +126,28 @@ class MetricsStore:
                 histogram = series[labels] = Histogram(METRICS[name].buckets)
             histogram.observe(value)
 
+    def update(
+        self,
+        incs: Iterable[tuple[str, tuple[str, ...], float]] = (),
+        observes: Iterable[tuple[str, tuple[str, ...], float]] = (),
+        sets: Iterable[tuple[str, tuple[str, ...], float]] = (),
+    ) -> None:
+        """Apply one request's worth of updates under a single lock acquisition: with
+        many threads finishing requests at once, one acquisition each beats a dozen."""
+        with self._lock:
+            all_series = self._series
+            for name, labels, amount in incs:
+                series = all_series[name]
+                series[labels] = series.get(labels, 0.0) + amount
+            for name, labels, value in observes:
+                series = all_series[name]
+                histogram = series.get(labels)
+                if histogram is None:
+                    histogram = series[labels] = Histogram(METRICS[name].buckets)
+                histogram.observe(value)
+            for name, labels, value in sets:
+                all_series[name][labels] = float(value)
+
     def series(self) -> list[tuple[MetricSpec, list[tuple[tuple[str, ...], Any]]]]:
         """Every metric with a copy of its series (histograms as cumulative buckets)."""
         with self._lock:
