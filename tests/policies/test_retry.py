@@ -3,8 +3,6 @@ what the caller sees. Waits go through a FakeClock, so no test sleeps for its ba
 
 from __future__ import annotations
 
-import copy
-import functools
 import importlib
 import json
 import os
@@ -20,8 +18,7 @@ import pytest
 
 from rakka_provider_openai.emulator import Emulator
 from rakka_runtime import hookimpl
-from rakka_runtime.config.loader import load_config
-from rakka_runtime.config.schema import DeploymentConfig, RakkaConfig, RetryPolicy
+from rakka_runtime.config.schema import DeploymentConfig, RetryPolicy
 from rakka_runtime.errors import (
     ERROR_KINDS,
     Backpressure,
@@ -39,6 +36,7 @@ from rakka_runtime.policies.retry import RetryMiddleware, backoff
 from rakka_runtime.runner import CallNext, CallState
 from rakka_runtime.runtime import Runtime
 from rakka_runtime.types import ChatResult, TokenChunk
+from rakka_testing import config_at
 
 FakeRuntime = Callable[..., Runtime]
 
@@ -73,30 +71,6 @@ def fake_hooks(clock: FakeClock, *extra: tuple[str, object]) -> PluginHooks:
 def clock() -> FakeClock:
     # Starts at the real monotonic time: request deadlines are set on that clock.
     return FakeClock(now=time.monotonic(), rolls=[0.5])
-
-
-@functools.cache
-def _base_config() -> RakkaConfig:
-    return load_config(["deployment=openai", "deployment.api_key.name=RAKKA_TEST_KEY"])
-
-
-def config_at(url: str, *overrides: str) -> RakkaConfig:
-    """The ``openai`` deployment aimed at ``url``, with ``deployment.a.b=value`` overrides.
-
-    Hydra composes once per module; the overrides are set on the composed mapping and
-    validated by the runtime as usual (composing per test would dominate its run time).
-    """
-    base = _base_config()
-    deployment = copy.deepcopy(base.deployment)
-    deployment["variant"]["endpoint"] = f"{url}/v1"
-    for override in overrides:
-        path, _, value = override.partition("=")
-        *parents, leaf = path.removeprefix("deployment.").split(".")
-        node = deployment
-        for key in parents:
-            node = node[key]
-        node[leaf] = value
-    return base.model_copy(update={"deployment": deployment})
 
 
 @pytest.fixture

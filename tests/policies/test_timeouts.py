@@ -7,8 +7,6 @@ and raw sockets scripted here byte by byte. Limits are real and short (0.2-0.5 s
 from __future__ import annotations
 
 import contextlib
-import copy
-import functools
 import json
 import socket
 import struct
@@ -20,11 +18,10 @@ from typing import Any
 import pytest
 
 from rakka_provider_openai.emulator import Emulator
-from rakka_runtime.config.loader import load_config
-from rakka_runtime.config.schema import RakkaConfig
 from rakka_runtime.errors import InferenceError, NetworkError, Timeout
 from rakka_runtime.runtime import Runtime
 from rakka_runtime.types import ChatResult
+from rakka_testing import config_at
 
 NO_RETRY = "deployment.retry.enabled=false"
 
@@ -177,30 +174,6 @@ def reset_script(sock: socket.socket, stopping: threading.Event) -> bool:
 
 
 # --- runtimes -------------------------------------------------------------------------------
-
-
-@functools.cache
-def _base_config() -> RakkaConfig:
-    return load_config(["deployment=openai", "deployment.api_key.name=RAKKA_TEST_KEY"])
-
-
-def config_at(url: str, *overrides: str) -> RakkaConfig:
-    """The ``openai`` deployment aimed at ``url``, with ``deployment.a.b=value`` overrides.
-
-    Hydra composes once per module; the overrides are set on the composed mapping and
-    validated by the runtime as usual (composing per test would dominate its run time).
-    """
-    base = _base_config()
-    deployment = copy.deepcopy(base.deployment)
-    deployment["variant"]["endpoint"] = f"{url}/v1"
-    for override in overrides:
-        path, _, value = override.partition("=")
-        *parents, leaf = path.removeprefix("deployment.").split(".")
-        node = deployment
-        for key in parents:
-            node = node[key]
-        node[leaf] = value
-    return base.model_copy(update={"deployment": deployment})
 
 
 @pytest.fixture
