@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from rakka_runtime.errors import InferenceError, Timeout
 from rakka_runtime.hookspecs import hookimpl
 from rakka_runtime.policies.circuit import Breaker, CircuitBreaker, Outcome
-from rakka_runtime.policies.clock import SYSTEM_CLOCK, Clock
+from rakka_runtime.policies.clock import ClockedPlugin
 from rakka_runtime.types import TokenChunk
 
 if TYPE_CHECKING:
@@ -85,11 +85,8 @@ class BreakerMiddleware:
             breaker.settle(permit, outcome)
 
 
-class CircuitBreakerPlugin:
+class CircuitBreakerPlugin(ClockedPlugin):
     """The plugin object; tests register one with a fake clock (the built-in blocked)."""
-
-    def __init__(self, clock: Clock = SYSTEM_CLOCK) -> None:
-        self.clock = clock
 
     @hookimpl
     def rakka_request_middleware(

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Literal
 
 from rakka_runtime.errors import BudgetExceeded
 from rakka_runtime.hookspecs import hookimpl
-from rakka_runtime.policies.clock import SYSTEM_CLOCK, Clock
+from rakka_runtime.policies.clock import SYSTEM_CLOCK, Clock, ClockedPlugin
 from rakka_runtime.types import TokenChunk
 
 if TYPE_CHECKING:
@@ -219,11 +219,8 @@ class BudgetMiddleware:
         )
 
 
-class BudgetPlugin:
+class BudgetPlugin(ClockedPlugin):
     """The plugin object; tests register one with a fake clock (the built-in blocked)."""
-
-    def __init__(self, clock: Clock = SYSTEM_CLOCK) -> None:
-        self.clock = clock
 
     @hookimpl
     def rakka_request_middleware(

@@ -35,6 +35,17 @@ class SystemClock:
 SYSTEM_CLOCK: Clock = SystemClock()
 
 
+class ClockedPlugin:
+    """Base of the built-in policy plugins: the clock their middlewares run on.
+
+    The built-in instance uses the system clock; tests block it by name and register
+    an instance with a :class:`FakeClock`.
+    """
+
+    def __init__(self, clock: Clock = SYSTEM_CLOCK) -> None:
+        self.clock = clock
+
+
 @dataclass
 class FakeClock:
     """A clock for tests: ``sleep`` records the wait and advances time at once."""

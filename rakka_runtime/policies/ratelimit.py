@@ -38,7 +38,7 @@ from rakka_runtime.config.durations import parse_duration
 from rakka_runtime.errors import InferenceError, RateLimited
 from rakka_runtime.hookspecs import hookimpl
 from rakka_runtime.policies.admission import DIMENSIONS, Admission, AdmissionQueue
-from rakka_runtime.policies.clock import SYSTEM_CLOCK, Clock
+from rakka_runtime.policies.clock import ClockedPlugin
 from rakka_runtime.pricing import estimate_input_tokens
 from rakka_runtime.types import ChatResult, ExecuteBatch, TokenChunk
 
@@ -209,11 +209,8 @@ def _usage_or_guess(
     return input_tokens + delivered
 
 
-class RateLimitPlugin:
+class RateLimitPlugin(ClockedPlugin):
     """The plugin object; tests register one with a fake clock (the built-in blocked)."""
-
-    def __init__(self, clock: Clock = SYSTEM_CLOCK) -> None:
-        self.clock = clock
 
     @hookimpl
     def rakka_request_middleware(

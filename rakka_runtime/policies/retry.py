@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Literal
 
 from rakka_runtime.errors import InferenceError, RateLimited, StreamInterrupted, Timeout
 from rakka_runtime.hookspecs import hookimpl
-from rakka_runtime.policies.clock import SYSTEM_CLOCK, Clock
+from rakka_runtime.policies.clock import SYSTEM_CLOCK, Clock, ClockedPlugin
 from rakka_runtime.types import Attempt, ChatResult, TokenChunk
 
 if TYPE_CHECKING:
@@ -202,11 +202,8 @@ def _fallback_partial(state: CallState) -> ChatResult:
     return result if result is not None else ChatResult(state.request.request_id)
 
 
-class RetryPlugin:
+class RetryPlugin(ClockedPlugin):
     """The plugin object; tests register one with a fake clock (the built-in blocked)."""
-
-    def __init__(self, clock: Clock = SYSTEM_CLOCK) -> None:
-        self.clock = clock
 
     @hookimpl
     def rakka_request_middleware(
