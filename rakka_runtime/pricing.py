@@ -19,7 +19,7 @@ import json
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -111,12 +111,13 @@ class PriceTable:
 
         from rakka_runtime.config.loader import builtin_conf_dir
         from rakka_runtime.config.schema import PricingTable
+        from rakka_runtime.config.validation import validate
 
         path = builtin_conf_dir() / "pricing" / "published.yaml"
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-        pricing = PricingTable.model_validate(raw["pricing"])
+        pricing = validate(PricingTable, raw["pricing"], prefix="pricing")
         return cls.from_config(
-            {name: row.model_dump() for name, row in pricing.models.items()}, pricing.as_of
+            {name: asdict(row) for name, row in pricing.models.items()}, pricing.as_of
         )
 
     def get(self, model: str) -> ModelRates | None:
@@ -301,14 +302,14 @@ def price_table_for(
         rates.update(found)
         sources.update(dict.fromkeys(found, f"litellm:{path}"))
     for name, row in pricing.models.items():
-        rates[name] = _rates_of(row.model_dump())
+        rates[name] = _rates_of(asdict(row))
         sources[name] = row.source or "config"
     table = PriceTable(rates, str(pricing.as_of), currency=pricing.currency, sources=sources)
     override = deployment.pricing if deployment is not None else None
     if deployment is None or override is None:
         return table
     model = deployment.priced_model
-    fields = override.model_dump(exclude_none=True)
+    fields = {key: value for key, value in asdict(override).items() if value is not None}
     base = table.get(model)
     if base is None:
         if "input" not in fields or "output" not in fields:

@@ -10,16 +10,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 from rakka_runtime import transport
-from rakka_runtime.config.loader import load_config
-from rakka_runtime.config.schema import (
-    DeploymentConfig,
-    RakkaConfig,
-    RateLimitPolicy,
-    validate_deployment,
-)
+from rakka_runtime.config.schema import DeploymentConfig, RakkaConfig, RateLimitPolicy
 from rakka_runtime.credentials import credential_resolver, watched_files
 from rakka_runtime.errors import ConfigError, InferenceError, InvalidRequest, Unauthorized
 from rakka_runtime.plugins import PluginHooks
@@ -52,15 +47,31 @@ DEFAULT_MAX_OUTPUT_TOKENS = 4096  # bounds an estimate when a request sets no ma
 def resolve_deployment(
     config: RakkaConfig, hooks: PluginHooks
 ) -> tuple[ProviderKind, DeploymentConfig]:
-    """Find the provider kind the config names and validate the deployment with its model."""
-    kind = config.deployment.get("provider")
+    """Find the provider kind the config names and validate the deployment with its model
+    (a deployment object built in code or from a compiled config is used as it is)."""
+    deployment = config.deployment
+    if isinstance(deployment, DeploymentConfig):
+        kind: object = deployment.provider
+    else:
+        kind = deployment.get("provider")
     provider = hooks.providers.get(str(kind))
     if provider is None:
         known = ", ".join(hooks.providers.kinds()) or "none installed"
         raise ConfigError(
             "deployment.provider", f"{kind!r} is not a registered provider kind ({known})"
         )
-    return provider, validate_deployment(config.deployment, provider.config_model)
+    if isinstance(deployment, DeploymentConfig):
+        if not isinstance(deployment, provider.config_model):
+            raise ConfigError(
+                "deployment",
+                f"a {type(deployment).__name__} is not a {provider.config_model.__name__}, "
+                f"the deployment class of provider {kind!r}",
+            )
+        return provider, deployment
+    # pydantic is loaded here, on the first raw (composed) config, not at import.
+    from rakka_runtime.config.validation import validate_deployment
+
+    return provider, validate_deployment(deployment, provider.config_model)
 
 
 class DeploymentRunner:
@@ -239,7 +250,19 @@ class Runtime:
         hooks: PluginHooks | None = None,
     ) -> Runtime:
         """Compose conf/ (plus ``config_dir``) with Hydra overrides and build the runtime."""
+        from rakka_runtime.config.loader import load_config
+
         return cls(load_config(overrides, config_dir=config_dir), hooks=hooks)
+
+    @classmethod
+    def from_compiled(cls, path: str | Path, *, hooks: PluginHooks | None = None) -> Runtime:
+        """Build the runtime from a compiled config (``rakka config compile``): no Hydra,
+        and no pydantic unless the file was edited since it was compiled (see
+        :mod:`rakka_runtime.config.compiled`)."""
+        from rakka_runtime.config.compiled import load_compiled
+
+        hooks = hooks if hooks is not None else PluginHooks()
+        return cls(load_compiled(path, hooks), hooks=hooks)
 
     @property
     def session(self) -> Session | None:

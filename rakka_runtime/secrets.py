@@ -8,11 +8,10 @@ the config path, never the content, and never chain an exception that holds the 
 
 from __future__ import annotations
 
-import hmac
 import logging
 import os
 from collections.abc import Callable
-from typing import Any, NoReturn
+from typing import NoReturn
 
 from rakka_runtime.config.schema import (
     EnvSecret,
@@ -22,64 +21,14 @@ from rakka_runtime.config.schema import (
     SecretRef,
 )
 from rakka_runtime.errors import ConfigError
+from rakka_runtime.secret_value import MASK, Secret
 
 __all__ = ["MASK", "PluginResolver", "Secret", "resolve_secret"]
 
-MASK = "**********"
 logger = logging.getLogger("rakka_runtime.secrets")
 
 PluginResolver = Callable[[PluginSecret], str | None]
 """Resolves a plugin secret reference; None means "not mine"."""
-
-
-class Secret:
-    """An immutable secret value that prints as ``**********``; :meth:`reveal` returns it."""
-
-    __slots__ = ("_value",)
-    _value: str
-
-    def __init__(self, value: str) -> None:
-        if not isinstance(value, str):
-            raise TypeError(f"Secret wraps a str, not {type(value).__name__}")
-        object.__setattr__(self, "_value", value)
-
-    def reveal(self) -> str:
-        """The value, for the one place that must send it (an HTTP header)."""
-        return self._value
-
-    def __setattr__(self, name: str, value: Any) -> NoReturn:
-        raise AttributeError("Secret is immutable")
-
-    def __delattr__(self, name: str) -> NoReturn:
-        raise AttributeError("Secret is immutable")
-
-    def __repr__(self) -> str:
-        return f"Secret('{MASK}')"
-
-    def __str__(self) -> str:
-        return MASK
-
-    def __format__(self, format_spec: str) -> str:
-        return MASK
-
-    def __eq__(self, other: object) -> bool:
-        # Constant-time, so comparing a rotated key with the current one leaks no timing.
-        if not isinstance(other, Secret):
-            return NotImplemented
-        return hmac.compare_digest(self._value.encode(), other._value.encode())
-
-    def __hash__(self) -> int:
-        return hash((Secret, self._value))
-
-    def __copy__(self) -> Secret:
-        return self
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> Secret:
-        return self
-
-    def __reduce__(self) -> tuple[type[Secret], tuple[str]]:
-        # Immutable slots defeat the default protocol; rebuild through __init__.
-        return (Secret, (self._value,))
 
 
 def resolve_secret(
@@ -114,7 +63,7 @@ def resolve_secret(
             "{from: file, path: ...} in real deployments",
             path,
         )
-        return _non_empty(ref.value.get_secret_value(), path, "inline secret")
+        return _non_empty(ref.value.reveal(), path, "inline secret")
     if isinstance(ref, PluginSecret):
         return _non_empty(_from_plugin(ref, path, plugin_resolver), path, _plugin_name(ref))
     raise TypeError(f"not a secret reference: {type(ref).__name__}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 from collections.abc import Callable
 
@@ -37,4 +38,4 @@ def config_at(url: str, *overrides: str) -> RakkaConfig:
         for key in parents:
             node = node[key]
         node[leaf] = value
-    return base.model_copy(update={"deployment": deployment})
+    return dataclasses.replace(base, deployment=deployment)

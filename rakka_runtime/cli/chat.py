@@ -10,7 +10,13 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from rakka_runtime.cli.common import EXIT_FAILED, config_dir_option, fail, open_runtime
+from rakka_runtime.cli.common import (
+    EXIT_FAILED,
+    compiled_option,
+    config_dir_option,
+    fail,
+    open_runtime,
+)
 
 if TYPE_CHECKING:
     from rakka_runtime.errors import InferenceError
@@ -33,6 +39,7 @@ if TYPE_CHECKING:
     help="Serve Prometheus metrics on 127.0.0.1:PORT while running (0: any free port).",
 )
 @config_dir_option
+@compiled_option
 def chat(
     prompt: str,
     overrides: tuple[str, ...],
@@ -44,11 +51,12 @@ def chat(
     as_json: bool,
     metrics_port: int | None,
     config_dir: str | None,
+    compiled: str | None,
 ) -> None:
     """Send PROMPT to the deployment; stream the reply to stdout, usage and cost to stderr."""
     from rakka_runtime.errors import InferenceError, InvalidRequest
 
-    runtime = open_runtime(overrides, config_dir)
+    runtime = open_runtime(overrides, config_dir, compiled)
     with runtime, _metrics_endpoint(metrics_port):
         fields: dict[str, Any] = {}
         if max_tokens is not None:

@@ -21,18 +21,33 @@ config_dir_option = click.option(
 )
 
 
+compiled_option = click.option(
+    "--compiled",
+    type=click.Path(dir_okay=False, exists=True),
+    default=None,
+    help="Run from a compiled config (`rakka config compile`) instead of composing conf/.",
+)
+
+
 def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
     """Print one ``error: ...`` line on stderr and exit (no traceback)."""
     click.echo(f"error: {message}", err=True)
     raise SystemExit(code)
 
 
-def open_runtime(overrides: Sequence[str], config_dir: str | None) -> Runtime:
-    """Compose, validate and build the runtime; a config problem exits 2."""
+def open_runtime(
+    overrides: Sequence[str], config_dir: str | None, compiled: str | None = None
+) -> Runtime:
+    """Compose, validate and build the runtime (or load ``compiled``); a config problem
+    exits 2."""
     from rakka_runtime.errors import ConfigError
     from rakka_runtime.runtime import Runtime
 
+    if compiled is not None and (overrides or config_dir):
+        fail("--compiled takes no overrides or --config-dir: compile them in")
     try:
+        if compiled is not None:
+            return Runtime.from_compiled(compiled)
         return Runtime.from_overrides(list(overrides), config_dir=config_dir)
     except ConfigError as exc:
         fail(f"config: {exc}")

@@ -1,4 +1,5 @@
-"""``rakka config show``: the composed config, secrets as references."""
+"""``rakka config show`` and ``rakka config compile``: the composed config, secrets as
+references."""
 
 from __future__ import annotations
 
@@ -28,3 +29,40 @@ def config_show(overrides: tuple[str, ...], config_dir: str | None) -> None:
     except ConfigError as exc:
         fail(f"config: {exc}")
     click.echo(dump_config_yaml(config), nl=False)
+
+
+@config_group.command("compile")
+@click.argument("overrides", nargs=-1)
+@config_dir_option
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    default="-",
+    show_default=True,
+    help="Where to write the compiled config (- for stdout).",
+)
+def config_compile(overrides: tuple[str, ...], config_dir: str | None, output: str) -> None:
+    """Compose and validate the config once and write it as JSON with a digest, for
+    `Runtime.from_compiled()` and `--compiled`: they run without Hydra or pydantic."""
+    import json
+
+    from rakka_runtime.config.compiled import compile_config, write_compiled
+    from rakka_runtime.config.loader import load_config
+    from rakka_runtime.errors import ConfigError
+    from rakka_runtime.plugins import PluginHooks
+    from rakka_runtime.runtime import resolve_deployment
+
+    try:
+        config = load_config(list(overrides), config_dir=config_dir)
+        _, deployment = resolve_deployment(config, PluginHooks())
+        compiled = compile_config(config, deployment)
+    except ConfigError as exc:
+        fail(f"config: {exc}")
+    if output == "-":
+        click.echo(json.dumps(compiled, indent=2, ensure_ascii=False))
+        return
+    try:
+        write_compiled(compiled, output)
+    except OSError as exc:
+        fail(f"cannot write {output}: {exc.strerror or exc}")

@@ -32,7 +32,7 @@ def pricing_command(
     "unknown" (its requests report no cost rather than $0).
     """
     from rakka_runtime.config.loader import load_config
-    from rakka_runtime.config.schema import validate_deployment_core
+    from rakka_runtime.config.validation import validate_deployment_core
     from rakka_runtime.errors import ConfigError
     from rakka_runtime.pricing import PriceTable, price_table_for
 

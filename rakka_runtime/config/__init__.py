@@ -1,4 +1,5 @@
-"""Configuration: the pydantic schema, durations, and Hydra composition of ``conf/``.
+"""Configuration: the schema, its pydantic validation, durations, Hydra composition of
+``conf/``, and compiled configs.
 
 Importing this package imports nothing heavy: names resolve on first use (so
 ``rakka --help`` and modules that only need ``parse_duration`` never load pydantic's
@@ -11,6 +12,7 @@ import importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from rakka_runtime.config.compiled import compile_config, load_compiled
     from rakka_runtime.config.durations import (
         Duration,
         PositiveDuration,
@@ -23,8 +25,8 @@ if TYPE_CHECKING:
         compose_config,
         dump_config_yaml,
         load_config,
-        validate_config,
     )
+    from rakka_runtime.config.plain import from_plain, to_plain
     from rakka_runtime.config.schema import (
         ApiKeyAuth,
         AuthConfig,
@@ -47,6 +49,10 @@ if TYPE_CHECKING:
         SecretRef,
         SecretWatch,
         Timeouts,
+    )
+    from rakka_runtime.config.validation import (
+        validate,
+        validate_config,
         validate_deployment,
         validate_deployment_core,
     )
@@ -82,9 +88,14 @@ _EXPORTS: dict[str, str] = {
     "format_duration": "rakka_runtime.config.durations",
     "load_config": "rakka_runtime.config.loader",
     "parse_duration": "rakka_runtime.config.durations",
-    "validate_config": "rakka_runtime.config.loader",
-    "validate_deployment": "rakka_runtime.config.schema",
-    "validate_deployment_core": "rakka_runtime.config.schema",
+    "validate": "rakka_runtime.config.validation",
+    "validate_config": "rakka_runtime.config.validation",
+    "validate_deployment": "rakka_runtime.config.validation",
+    "validate_deployment_core": "rakka_runtime.config.validation",
+    "from_plain": "rakka_runtime.config.plain",
+    "to_plain": "rakka_runtime.config.plain",
+    "compile_config": "rakka_runtime.config.compiled",
+    "load_compiled": "rakka_runtime.config.compiled",
 }
 
 __all__ = [
@@ -112,12 +123,17 @@ __all__ = [
     "SecretWatch",
     "Timeouts",
     "builtin_conf_dir",
+    "compile_config",
     "compose_config",
     "config_error",
     "dump_config_yaml",
     "format_duration",
+    "from_plain",
+    "load_compiled",
     "load_config",
     "parse_duration",
+    "to_plain",
+    "validate",
     "validate_config",
     "validate_deployment",
     "validate_deployment_core",

@@ -12,8 +12,7 @@ import math
 import re
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator
-from pydantic_core import PydanticCustomError
+from rakka_runtime.config.markers import ParseBefore
 
 __all__ = [
     "ACCEPTED_DURATIONS",
@@ -100,10 +99,16 @@ def format_duration(seconds: float) -> str:
     return f"{seconds:.9f}".rstrip("0").rstrip(".") + "s"
 
 
+# pydantic_core is imported only to report a bad value: a compiled config's rebuild calls
+# these on valid values without loading it.
+
+
 def _validate_duration(value: Any) -> float:
     try:
         return parse_duration(value)
     except ValueError as exc:
+        from pydantic_core import PydanticCustomError
+
         # A custom error type keeps pydantic from prefixing "Value error, " and lets the
         # config error formatter print the message unchanged.
         raise PydanticCustomError("duration", str(exc)) from None
@@ -112,6 +117,8 @@ def _validate_duration(value: Any) -> float:
 def _validate_positive_duration(value: Any) -> float:
     seconds = _validate_duration(value)
     if seconds == 0:
+        from pydantic_core import PydanticCustomError
+
         # A zero timeout or open duration would fail or flap every call; say so up front.
         raise PydanticCustomError(
             "duration", f"{value!r} is not more than 0 (use e.g. 30s, 500ms or 2m)"
@@ -119,8 +126,8 @@ def _validate_positive_duration(value: Any) -> float:
     return seconds
 
 
-Duration = Annotated[float, BeforeValidator(_validate_duration)]
+Duration = Annotated[float, ParseBefore(_validate_duration)]
 """A length of time in seconds (0 or more); config may write ``30s``, ``500ms``, ``2m``."""
 
-PositiveDuration = Annotated[float, BeforeValidator(_validate_positive_duration)]
+PositiveDuration = Annotated[float, ParseBefore(_validate_positive_duration)]
 """Like :data:`Duration` but more than 0: for timeouts and waits that must elapse."""

@@ -18,16 +18,18 @@ Two conventions shared with :mod:`rakka_runtime.config.schema`:
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import types
 import typing
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Union
-
-from pydantic import BaseModel, Tag, ValidationError
-from pydantic_core import ErrorDetails
+from typing import TYPE_CHECKING, Any, Union
 
 from rakka_runtime.errors import ConfigError
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+    from pydantic_core import ErrorDetails
 
 __all__ = [
     "SECRET_REF_ERROR",
@@ -44,6 +46,8 @@ SECRET_REF_ERROR = "secret_ref"
 # Our own error types whose message already quotes the value and says what is accepted.
 _SELF_DESCRIBING = frozenset({"duration", "config", SECRET_REF_ERROR})
 _MAX_VALUE_CHARS = 80
+# pydantic reports an unknown key of a dataclass as an unexpected keyword argument.
+_UNKNOWN_KEY = frozenset({"extra_forbidden", "unexpected_keyword_argument"})
 
 
 _SECRET_KEYS = frozenset({"api_key", "password", "secret", "token"})
@@ -96,11 +100,13 @@ def _describe(error: ErrorDetails, model: Any, prefix: str) -> tuple[str, str]:
     kind = error["type"]
     if kind == "missing":
         return path, "required key is missing"
-    if kind == "extra_forbidden":
+    if kind in _UNKNOWN_KEY:
         allowed = _allowed_keys(model, loc[:-1])
         return path, f"unknown key (allowed: {', '.join(allowed)})" if allowed else "unknown key"
     shown = error["input"]
-    if isinstance(shown, Mapping | BaseModel) and kind not in _SELF_DESCRIBING:
+    if (isinstance(shown, Mapping) or dataclasses.is_dataclass(shown)) and kind not in (
+        _SELF_DESCRIBING
+    ):
         # A whole mapping failed (a model-level check): its message says why, and
         # printing the mapping would be noise that may include a secret reference's value.
         message = error["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
@@ -152,7 +158,16 @@ def _allowed_keys(annotation: Any, loc: Sequence[int | str]) -> list[str]:
     model = _as_model(current, None)
     if model is None:
         return []
-    return [field.alias or name for name, field in model.model_fields.items()]
+    return list(_config_keys(model))
+
+
+def _config_keys(model: type[Any]) -> dict[str, Any]:
+    """Config key (the field's alias, else its name) → annotation, for a config class."""
+    hints = typing.get_type_hints(model, include_extras=True)
+    return {
+        item.metadata.get("alias", item.name): hints[item.name]
+        for item in dataclasses.fields(model)
+    }
 
 
 def _step(annotation: Any, part: int | str) -> Any:
@@ -162,10 +177,7 @@ def _step(annotation: Any, part: int | str) -> Any:
         return tags.get(part)
     model = _as_model(annotation, part)
     if model is not None:
-        for name, field in model.model_fields.items():
-            if part in (name, field.alias):
-                return field.annotation
-        return None
+        return _config_keys(model).get(part) if isinstance(part, str) else None
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
     if origin in (dict, Mapping) and len(args) == 2:
@@ -176,7 +188,8 @@ def _step(annotation: Any, part: int | str) -> Any:
 
 
 def _unwrap(annotation: Any) -> tuple[Any, dict[str, Any]]:
-    """Strip ``Annotated`` and ``X | None``; collect the ``Tag``\\ s of a tagged union."""
+    """Strip ``Annotated`` and ``X | None``; a secret reference's union also gives the
+    classes behind its ``from=...`` tags."""
     tags: dict[str, Any] = {}
     while True:
         if typing.get_origin(annotation) is typing.Annotated:
@@ -184,29 +197,30 @@ def _unwrap(annotation: Any) -> tuple[Any, dict[str, Any]]:
             continue
         if typing.get_origin(annotation) in (Union, types.UnionType):
             members = [a for a in typing.get_args(annotation) if a is not type(None)]
-            for member in members:
-                if typing.get_origin(member) is typing.Annotated:
-                    base, *meta = typing.get_args(member)
-                    for item in meta:
-                        if isinstance(item, Tag):
-                            tags[item.tag] = base
+            tags.update(_secret_tags(members))
             if len(members) == 1:
                 annotation = members[0]
                 continue
         return annotation, tags
 
 
-def _as_model(annotation: Any, part: int | str | None) -> type[BaseModel] | None:
+def _secret_tags(members: list[Any]) -> dict[str, Any]:
+    from rakka_runtime.config.schema import SECRET_MEMBERS
+
+    if any(member in SECRET_MEMBERS.values() for member in members):
+        return dict(SECRET_MEMBERS)
+    return {}
+
+
+def _as_model(annotation: Any, part: int | str | None) -> type[Any] | None:
     annotation, _ = _unwrap(annotation)
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+    if isinstance(annotation, type) and dataclasses.is_dataclass(annotation):
         return annotation
     if typing.get_origin(annotation) in (Union, types.UnionType) and part is not None:
-        # An untagged union of models: the first member that has the field.
+        # A union of config classes: the first member that has the key.
         for member in typing.get_args(annotation):
             model = _as_model(member, None)
-            if model is not None and any(
-                part in (name, field.alias) for name, field in model.model_fields.items()
-            ):
+            if model is not None and part in _config_keys(model):
                 return model
     return None
 

@@ -40,28 +40,23 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, SecretStr, ValidationError
-
 import rakka_runtime
-from rakka_runtime.config.errors import (
-    config_error,
-    from_hydra_error,
-    names_a_secret,
-    validation_problems,
-)
-from rakka_runtime.config.schema import DeploymentConfig, RakkaConfig
+from rakka_runtime.config.errors import from_hydra_error, names_a_secret
+from rakka_runtime.config.plain import to_plain
+from rakka_runtime.config.schema import RakkaConfig
+from rakka_runtime.config.validation import validate_config
 from rakka_runtime.errors import ConfigError
+from rakka_runtime.secret_value import MASK
 
 __all__ = [
     "builtin_conf_dir",
     "compose_config",
     "dump_config_yaml",
     "load_config",
-    "validate_config",
+    "redacted",
 ]
 
 _ROOT_CONFIG = "rakka_runtime_root"
-_MASK = "**********"
 # GlobalHydra is process-wide: one composition at a time.
 _compose_lock = threading.Lock()
 
@@ -162,92 +157,39 @@ def load_config(overrides: Sequence[str] = (), config_dir: str | Path | None = N
     return validate_config(compose_config(overrides, config_dir))
 
 
-# Keys that appear at the top level when a group file lacks its "# @package" header.
-_PACKAGE_HINTS = {
-    "policy": "files in policy/ must start with '# @package deployment'",
-    "pricing.pricing": "files in pricing/ must start with '# @package _global_'",
-    "env.env": "files in env/ must start with '# @package _global_'",
-}
-
-
-def validate_config(raw: Mapping[str, Any]) -> RakkaConfig:
-    """Validate a composed config: the top level, and the deployment keys the core knows.
-
-    Provider-specific deployment keys are checked later, by
-    :func:`~rakka_runtime.config.schema.validate_deployment` with the provider's model.
-
-    :raises ConfigError: one line per problem.
-    """
-    problems = [(path, hint) for path, hint in _PACKAGE_HINTS.items() if _has_path(raw, path)]
-    hinted = {path for path, _ in problems}
-    config: RakkaConfig | None = None
-    try:
-        config = RakkaConfig.model_validate(dict(raw))
-    except ValidationError as exc:
-        problems += [p for p in validation_problems(exc, model=RakkaConfig) if p[0] not in hinted]
-    deployment = raw.get("deployment")
-    if isinstance(deployment, Mapping):
-        known = {k: v for k, v in deployment.items() if k in DeploymentConfig.model_fields}
-        try:
-            DeploymentConfig.model_validate(known)
-        except ValidationError as exc:
-            problems += validation_problems(exc, model=DeploymentConfig, prefix="deployment")
-    # Raised outside the except blocks: a ValidationError keeps its inputs (secrets too)
-    # and must not ride along as __context__.
-    if problems or config is None:
-        raise config_error(problems or [("", "invalid configuration")])
-    return config
-
-
-def _has_path(raw: Mapping[str, Any], dotted: str) -> bool:
-    node: Any = raw
-    for part in dotted.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return False
-        node = node[part]
-    return True
-
-
 # --- Showing a config -------------------------------------------------------------------
 
 
 _URL_PASSWORD = re.compile(r"(\w[\w+.-]*://[^/@\s:]*:)[^/@\s]+@")
 
 
-def dump_config_yaml(config: BaseModel | Mapping[str, Any]) -> str:
+def dump_config_yaml(config: object) -> str:
     """YAML for ``rakka config show``: secret references appear as references
     (``{from: env, name: ...}``), an inline value as ``'**********'``; never a value."""
     import yaml
 
-    data = (
-        config.model_dump(mode="json", by_alias=True) if isinstance(config, BaseModel) else config
-    )
     return yaml.safe_dump(
-        _redacted(data), sort_keys=False, allow_unicode=True, default_flow_style=False
+        redacted(to_plain(config)), sort_keys=False, allow_unicode=True, default_flow_style=False
     )
 
 
-def _redacted(value: Any, key: str | None = None) -> Any:
-    if isinstance(value, BaseModel):
-        return _redacted(value.model_dump(mode="json", by_alias=True), key)
-    if isinstance(value, SecretStr):
-        return _MASK
+def redacted(value: Any, key: str | None = None) -> Any:
+    """``value`` (plain data) with everything that is or may be a secret masked."""
     if isinstance(value, Mapping):
         inline = value.get("from") == "inline"
         return {
-            str(k): _MASK if inline and k == "value" else _redacted(v, str(k))
+            str(k): MASK if inline and k == "value" else redacted(v, str(k))
             for k, v in value.items()
         }
     if isinstance(value, list | tuple):
-        return [_redacted(item) for item in value]
+        return [redacted(item) for item in value]
     if isinstance(value, str):
         # A plain string under a key that names a secret is a key pasted in by mistake.
         if key is not None and names_a_secret(key):
-            return _MASK
+            return MASK
         # A URL's userinfo password (redis://:pass@host) is a secret too.
-        return _URL_PASSWORD.sub(rf"\1{_MASK}@", value)
+        return _URL_PASSWORD.sub(rf"\1{MASK}@", value)
     if value is None or isinstance(value, bool | int | float):
         return value
-    # Anything else (Path, date, a resolved Secret) shows as its str(), which for a
-    # Secret is the mask.
+    # Anything else shows as its str(); for a Secret that is the mask.
     return str(value)

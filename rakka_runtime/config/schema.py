@@ -1,46 +1,42 @@
-"""The configuration schema: frozen pydantic models that forbid unknown keys.
+"""The configuration schema: frozen dataclasses that pydantic validates.
 
 The core knows policies, pricing and the provider-neutral part of a deployment. A
 provider adds its own fields (``variant``, ``organization``, ...) by subclassing
 :class:`DeploymentConfig`; that is why :class:`RakkaConfig` keeps ``deployment`` as a raw
-mapping and :func:`validate_deployment` validates it later, with the provider's model
-looked up in the registry (never by importing what a config names).
+mapping and :func:`~rakka_runtime.config.validation.validate_deployment` validates it
+later, with the provider's model looked up in the registry (never by importing what a
+config names).
+
+Why dataclasses, not pydantic models: importing this module must not import pydantic, so a
+serving process can run from a compiled config (:mod:`rakka_runtime.config.compiled`)
+without the ~12 MiB pydantic and its schemas cost (Hydra is not loaded either). pydantic
+validates these classes all the same (:mod:`rakka_runtime.config.validation`): it takes
+constraints from ``annotated_types`` in the annotations, aliases, patterns and
+discriminators from ``field(metadata=...)`` (its documented reading of dataclass fields),
+parse functions from :mod:`~rakka_runtime.config.markers`, and cross-field checks from
+``__post_init__`` (a ``ValueError`` there becomes a validation error at that path).
+
+Every class is ``@dataclass(frozen=True, slots=True, kw_only=True)`` and derives from
+:class:`ConfigModel`, which forbids unknown keys.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Discriminator,
-    Field,
-    NonNegativeFloat,
-    NonNegativeInt,
-    PlainValidator,
-    PositiveFloat,
-    PositiveInt,
-    SecretStr,
-    Tag,
-    ValidationError,
-    field_validator,
-    model_serializer,
-    model_validator,
-)
-from pydantic_core import PydanticCustomError
+from annotated_types import Ge, Gt, Interval, Le, MinLen
 
 from rakka_runtime.config.durations import Duration, PositiveDuration, format_duration
-from rakka_runtime.config.errors import (
-    SECRET_REF_ERROR,
-    SECRET_TAG_PREFIX,
-    from_validation_error,
-)
+from rakka_runtime.config.errors import SECRET_REF_ERROR, SECRET_TAG_PREFIX
+from rakka_runtime.config.markers import ParseInstead
+from rakka_runtime.secret_value import Secret
 
 __all__ = [
+    "SECRET_MEMBERS",
     "ApiKeyAuth",
     "AuthConfig",
     "BreakerRedisBackend",
@@ -62,18 +58,26 @@ __all__ = [
     "RedisBackend",
     "RetryPolicy",
     "SecretRef",
+    "SecretRefUnion",
     "SecretWatch",
     "Timeouts",
-    "validate_deployment",
-    "validate_deployment_core",
 ]
 
+NonEmptyStr = Annotated[str, MinLen(1)]
+NonNegativeInt = Annotated[int, Ge(0)]
+PositiveInt = Annotated[int, Gt(0)]
+NonNegativeFloat = Annotated[float, Ge(0)]
+PositiveFloat = Annotated[float, Gt(0)]
 
-class ConfigModel(BaseModel):
-    """Base of every config model: immutable once validated, and a misspelt key is an
-    error rather than a silently ignored setting. Providers derive their models from it."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+class ConfigModel:
+    """Base of every config class: immutable, and a misspelt key is an error rather than a
+    silently ignored setting. Providers derive their deployment classes from it (through
+    :class:`DeploymentConfig`) with the same ``@dataclass(frozen=True, slots=True,
+    kw_only=True)``."""
+
+    __slots__ = ()
+    __pydantic_config__: ClassVar[dict[str, Any]] = {"extra": "forbid"}
 
 
 # --- Secret references ------------------------------------------------------------------
@@ -84,67 +88,79 @@ _BUILTIN_SOURCES = ("env", "file", "inline")
 
 
 class _SecretRefModel(ConfigModel):
-    model_config = ConfigDict(
-        validate_by_name=True, validate_by_alias=True, serialize_by_alias=True
-    )
+    __slots__ = ()
+    # Config writes ``from``; Python callers may pass ``source``.
+    __pydantic_config__: ClassVar[dict[str, Any]] = {
+        "extra": "forbid",
+        "validate_by_name": True,
+        "validate_by_alias": True,
+    }
 
 
+_FROM: dict[str, Any] = {"alias": "from"}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class EnvSecret(_SecretRefModel):
     """``{from: env, name: OPENAI_API_KEY}``: read from an environment variable."""
 
-    source: Literal["env"] = Field(default="env", alias="from")
-    name: str = Field(min_length=1)
+    source: Literal["env"] = field(default="env", metadata=_FROM)
+    name: NonEmptyStr
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
 class FileSecret(_SecretRefModel):
     """``{from: file, path: /run/secrets/key}``: one file per secret, UTF-8, stripped."""
 
-    source: Literal["file"] = Field(default="file", alias="from")
+    source: Literal["file"] = field(default="file", metadata=_FROM)
     path: Path
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
 class InlineSecret(_SecretRefModel):
     """``{from: inline, value: ...}``: the value in the config itself; for tests only."""
 
-    source: Literal["inline"] = Field(default="inline", alias="from")
-    value: SecretStr
+    source: Literal["inline"] = field(default="inline", metadata=_FROM)
+    value: Secret
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
 class PluginSecret(_SecretRefModel):
     """Any other ``from``: kept for a ``rakka_secret_source`` plugin to resolve.
 
     In config every key but ``from`` is collected into ``params``
     (``{from: vault, path: kv/openai, key: api_key}`` → ``params={"path": ..., "key": ...}``)
-    and it serialises back to that flat form.
+    and it is written back in that flat form (:meth:`as_config`).
     """
 
-    source: str = Field(alias="from", min_length=1)
-    params: dict[str, Any] = Field(default_factory=dict)
+    source: NonEmptyStr = field(metadata=_FROM)
+    params: dict[str, Any] = field(default_factory=dict)
 
-    @model_validator(mode="before")
-    @classmethod
-    def _collect_params(cls, data: Any) -> Any:
-        # Only the config form (keyed by "from") is flat; Python callers pass params=.
-        if isinstance(data, Mapping) and "from" in data:
-            return {"from": data["from"], "params": {k: v for k, v in data.items() if k != "from"}}
-        return data
+    def __post_init__(self) -> None:
+        if self.source in _BUILTIN_SOURCES:
+            raise ValueError(f"{self.source!r} is a built-in source, not a plugin one")
 
-    @field_validator("source")
-    @classmethod
-    def _not_builtin(cls, value: str) -> str:
-        if value in _BUILTIN_SOURCES:
-            raise PydanticCustomError("config", f"{value!r} is a built-in source, not a plugin one")
-        return value
-
-    @model_serializer
-    def _flat(self) -> dict[str, Any]:
+    def as_config(self) -> dict[str, Any]:
+        """The flat form config files use."""
         return {"from": self.source, **self.params}
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> Any:
+        from pydantic_core import core_schema
+
+        return core_schema.no_info_before_validator_function(collect_plugin_params, handler(source))
+
+
+SECRET_MEMBERS: dict[str, type[_SecretRefModel]] = {
+    f"{SECRET_TAG_PREFIX}env": EnvSecret,
+    f"{SECRET_TAG_PREFIX}file": FileSecret,
+    f"{SECRET_TAG_PREFIX}inline": InlineSecret,
+    f"{SECRET_TAG_PREFIX}plugin": PluginSecret,
+}
 
 
 def _secret_tag(value: Any) -> str | None:
-    if isinstance(value, PluginSecret):
-        return f"{SECRET_TAG_PREFIX}plugin"
-    if isinstance(value, BaseModel):
+    if isinstance(value, _SecretRefModel):
         source = getattr(value, "source", None)
     elif isinstance(value, Mapping):
         source = value.get("from", value.get("source"))
@@ -155,26 +171,47 @@ def _secret_tag(value: Any) -> str | None:
     return f"{SECRET_TAG_PREFIX}{source if source in _BUILTIN_SOURCES else 'plugin'}"
 
 
-SecretRef = Annotated[
-    Annotated[EnvSecret, Tag(f"{SECRET_TAG_PREFIX}env")]
-    | Annotated[FileSecret, Tag(f"{SECRET_TAG_PREFIX}file")]
-    | Annotated[InlineSecret, Tag(f"{SECRET_TAG_PREFIX}inline")]
-    | Annotated[PluginSecret, Tag(f"{SECRET_TAG_PREFIX}plugin")],
-    Discriminator(
-        _secret_tag,
-        custom_error_type=SECRET_REF_ERROR,
-        custom_error_message=(
-            "expected a secret reference: {from: env, name: VAR}, {from: file, path: PATH}, "
-            "{from: inline, value: ...} or {from: <plugin source>, ...}"
-        ),
-    ),
-]
-"""Where a secret lives, discriminated by its ``from`` key."""
+def secret_ref_class(value: Any) -> type[_SecretRefModel] | None:
+    """Which reference class a config value (a mapping keyed by ``from``) or an instance is."""
+    tag = _secret_tag(value)
+    return None if tag is None else SECRET_MEMBERS[tag]
+
+
+def collect_plugin_params(value: Any) -> Any:
+    """A plugin reference's flat config form → ``{"from": ..., "params": {...}}``."""
+    if secret_ref_class(value) is PluginSecret and isinstance(value, Mapping) and "from" in value:
+        return {"from": value["from"], "params": {k: v for k, v in value.items() if k != "from"}}
+    return value
+
+
+class SecretRefUnion:
+    """Validates a :data:`SecretRef`: a union tagged by ``from`` (``from=env`` ... in error
+    locations, which the error formatter leaves out and never prints a value under)."""
+
+    __slots__ = ()
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: Any) -> Any:
+        from pydantic_core import core_schema
+
+        return core_schema.tagged_union_schema(
+            {tag: handler.generate_schema(member) for tag, member in SECRET_MEMBERS.items()},
+            discriminator=_secret_tag,
+            custom_error_type=SECRET_REF_ERROR,
+            custom_error_message=(
+                "expected a secret reference: {from: env, name: VAR}, {from: file, path: PATH}, "
+                "{from: inline, value: ...} or {from: <plugin source>, ...}"
+            ),
+        )
+
+
+SecretRef = Annotated[EnvSecret | FileSecret | InlineSecret | PluginSecret, SecretRefUnion()]
+"""Where a secret lives, told apart by its ``from`` key."""
 
 
 # --- Policies ---------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RetryPolicy(ConfigModel):
     """Exponential backoff with jitter; the server's Retry-After wins when respected."""
 
@@ -182,7 +219,7 @@ class RetryPolicy(ConfigModel):
     max_retries: NonNegativeInt = 3
     initial_backoff: Duration = 1.0
     max_backoff: Duration = 60.0
-    backoff_multiplier: float = Field(default=2.0, ge=1.0)
+    backoff_multiplier: Annotated[float, Ge(1.0)] = 2.0
     jitter: Literal["none", "equal", "full"] = "equal"
     respect_retry_after: bool = True
     # A longer Retry-After fails the call rather than parking it; None: no cap.
@@ -190,20 +227,15 @@ class RetryPolicy(ConfigModel):
     # Total time across all attempts; None: bounded by max_retries only.
     deadline: PositiveDuration | None = None
 
-    @model_validator(mode="after")
-    def _backoff_ordered(self) -> RetryPolicy:
+    def __post_init__(self) -> None:
         if self.max_backoff < self.initial_backoff:
-            raise PydanticCustomError(
-                "config",
-                "max_backoff ({max}) is shorter than initial_backoff ({initial})",
-                {
-                    "max": format_duration(self.max_backoff),
-                    "initial": format_duration(self.initial_backoff),
-                },
+            raise ValueError(
+                f"max_backoff ({format_duration(self.max_backoff)}) is shorter than "
+                f"initial_backoff ({format_duration(self.initial_backoff)})"
             )
-        return self
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RedisBackend(ConfigModel):
     """Where a policy's shared state lives when ``backend: redis``, and what happens when
     that Redis cannot be reached.
@@ -217,8 +249,10 @@ class RedisBackend(ConfigModel):
     died stays taken (live processes renew theirs).
     """
 
-    url: str = Field(default="redis://127.0.0.1:6379/0", pattern=r"^(rediss?|unix)://")
-    key_prefix: str = Field(default="rakka", min_length=1)
+    url: str = field(
+        default="redis://127.0.0.1:6379/0", metadata={"pattern": r"^(rediss?|unix)://"}
+    )
+    key_prefix: NonEmptyStr = "rakka"
     socket_timeout: PositiveDuration = 0.25
     socket_connect_timeout: PositiveDuration = 0.25
     retry_interval: PositiveDuration = 1.0
@@ -226,14 +260,16 @@ class RedisBackend(ConfigModel):
     lease: PositiveDuration = 30.0
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
 class BreakerRedisBackend(RedisBackend):
     """:class:`RedisBackend` for the breaker: ``state_cache`` is how long a process may act
     on the circuit state it last read (at most 50 ms, so a trip reaches every process
     within that plus one round trip)."""
 
-    state_cache: Duration = Field(default=0.025, le=0.05)
+    state_cache: Annotated[Duration, Le(0.05)] = 0.025
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
 class CircuitBreakerPolicy(ConfigModel):
     """Closed → open after ``failure_threshold`` consecutive failures (or, when ``window``
     and ``failure_rate`` are set, a failure rate over the window once ``min_calls`` calls
@@ -247,11 +283,12 @@ class CircuitBreakerPolicy(ConfigModel):
     half_open_max_probes: PositiveInt = 1
     window: PositiveDuration | None = None
     min_calls: PositiveInt = 20
-    failure_rate: float | None = Field(default=None, ge=0.0, le=1.0)
+    failure_rate: Annotated[float, Interval(ge=0.0, le=1.0)] | None = None
     backend: Literal["local", "redis"] = "local"
-    redis: BreakerRedisBackend = Field(default_factory=BreakerRedisBackend)
+    redis: BreakerRedisBackend = field(default_factory=BreakerRedisBackend)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RateLimitPolicy(ConfigModel):
     """Client-side limits; ``None`` leaves a dimension to the server's ratelimit headers.
     ``backend: redis`` shares the buckets, concurrency slots and 429 pause with every
@@ -263,9 +300,10 @@ class RateLimitPolicy(ConfigModel):
     concurrent_requests: PositiveInt | None = None
     on_capacity_exhausted: Literal["queue", "reject"] = "queue"
     backend: Literal["local", "redis"] = "local"
-    redis: RedisBackend = Field(default_factory=RedisBackend)
+    redis: RedisBackend = field(default_factory=RedisBackend)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Timeouts(ConfigModel):
     """Per-phase limits of one attempt; ``deadline`` bounds the whole call."""
 
@@ -276,6 +314,7 @@ class Timeouts(ConfigModel):
     deadline: PositiveDuration | None = None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
 class BudgetPolicy(ConfigModel):
     """Spend limits over sliding windows of actual cost; ``None`` leaves a window unlimited.
 
@@ -294,6 +333,7 @@ class BudgetPolicy(ConfigModel):
         return self.max_spend_per_hour_usd is not None or self.max_spend_per_day_usd is not None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
 class PriceOverride(ConfigModel):
     """``deployment.pricing``: fields replacing the row of the deployment's priced model
     (USD per million tokens; unset fields keep the table's value)."""
@@ -306,6 +346,7 @@ class PriceOverride(ConfigModel):
 # --- Credentials ------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SecretWatch(ConfigModel):
     """Reload a ``{from: file}`` key when the file changes (a watchdog observer on its
     directory); ``debounce`` lets a burst of filesystem events settle into one re-read."""
@@ -314,57 +355,58 @@ class SecretWatch(ConfigModel):
     debounce: Duration = 0.1
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ApiKeyAuth(ConfigModel):
     """``auth: {kind: api_key}`` (the default): send ``api_key`` as the provider expects."""
 
     kind: Literal["api_key"] = "api_key"
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
 class EntraAuth(ConfigModel):
     """``auth: {kind: entra, token_provider: NAME}``: a bearer token from the callable a
     ``rakka_token_provider`` plugin registers under NAME, renewed ``refresh_before`` its
     expiry (or halfway through its lifetime, for tokens shorter than twice that)."""
 
     kind: Literal["entra"] = "entra"
-    token_provider: str = Field(min_length=1)
+    token_provider: NonEmptyStr
     refresh_before: PositiveDuration = 300.0
 
 
-AuthConfig = Annotated[ApiKeyAuth | EntraAuth, Field(discriminator="kind")]
-"""How a deployment authenticates, discriminated by ``kind``."""
+AuthConfig = ApiKeyAuth | EntraAuth
+"""How a deployment authenticates, told apart by ``kind`` (fields of this type say
+``metadata={"discriminator": "kind"}``)."""
 
 
 # --- Deployment -------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
 class DeploymentConfig(ConfigModel):
     """The provider-neutral part of a deployment. Providers subclass it."""
 
-    name: str = Field(default="default", min_length=1)
-    provider: str = Field(min_length=1)
-    model: str = Field(min_length=1)
+    name: NonEmptyStr = "default"
+    provider: NonEmptyStr
+    model: NonEmptyStr
     # The model whose price applies when ``model`` is a deployment name or an alias.
     base_model: str | None = None
     api_key: SecretRef | None = None
-    auth: AuthConfig = Field(default_factory=ApiKeyAuth)
-    secret_watch: SecretWatch = Field(default_factory=SecretWatch)
+    auth: AuthConfig = field(default_factory=ApiKeyAuth, metadata={"discriminator": "kind"})
+    secret_watch: SecretWatch = field(default_factory=SecretWatch)
     embedded_emulator: bool = False
-    retry: RetryPolicy = Field(default_factory=RetryPolicy)
-    circuit_breaker: CircuitBreakerPolicy = Field(default_factory=CircuitBreakerPolicy)
-    rate_limits: RateLimitPolicy = Field(default_factory=RateLimitPolicy)
-    timeouts: Timeouts = Field(default_factory=Timeouts)
-    budget: BudgetPolicy = Field(default_factory=BudgetPolicy)
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    circuit_breaker: CircuitBreakerPolicy = field(default_factory=CircuitBreakerPolicy)
+    rate_limits: RateLimitPolicy = field(default_factory=RateLimitPolicy)
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    budget: BudgetPolicy = field(default_factory=BudgetPolicy)
     # Overrides the price row of `priced_model` for this deployment (negotiated rates).
     pricing: PriceOverride | None = None
 
-    @model_validator(mode="after")
-    def _one_credential(self) -> DeploymentConfig:
+    def __post_init__(self) -> None:
         if isinstance(self.auth, EntraAuth) and self.api_key is not None:
-            raise PydanticCustomError(
-                "config",
-                "auth.kind=entra sends a bearer token instead of api_key; set api_key: null",
+            raise ValueError(
+                "auth.kind=entra sends a bearer token instead of api_key; set api_key: null"
             )
-        return self
 
     @property
     def priced_model(self) -> str:
@@ -372,37 +414,10 @@ class DeploymentConfig(ConfigModel):
         return self.base_model or self.model
 
 
-_Deployment = TypeVar("_Deployment", bound=DeploymentConfig)
-
-
-def validate_deployment(raw: Mapping[str, Any], model: type[_Deployment]) -> _Deployment:
-    """Validate the composed ``deployment`` mapping with a provider's model.
-
-    :raises ConfigError: one line per problem, each path starting with ``deployment.``.
-    """
-    error = None
-    try:
-        return model.model_validate(dict(raw))
-    except ValidationError as exc:
-        error = from_validation_error(exc, model=model, prefix="deployment")
-    # Raised outside the except block so the ValidationError, whose inputs may include a
-    # secret, is not kept as __context__.
-    raise error
-
-
-def validate_deployment_core(raw: Mapping[str, Any]) -> DeploymentConfig:
-    """Validate the keys of ``deployment`` that the core knows, ignoring provider keys.
-
-    Lets a config be checked before any provider is loaded; unknown keys are caught
-    later by :func:`validate_deployment` with the provider's model.
-    """
-    known = {key: value for key, value in raw.items() if key in DeploymentConfig.model_fields}
-    return validate_deployment(known, DeploymentConfig)
-
-
 # --- Pricing and environment ------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
 class PriceRow(ConfigModel):
     """USD (or the table's currency) per million tokens. Cached prompt tokens are billed
     at ``input`` when ``cached_input`` is absent."""
@@ -424,31 +439,39 @@ def _as_of(value: Any) -> date | str:
             return date.fromisoformat(value.strip())
         except ValueError:
             return value.strip()
+    from pydantic_core import PydanticCustomError  # only to report a bad value
+
     raise PydanticCustomError("config", f"{value!r} is not a date or a label (use YYYY-MM-DD)")
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
 class PricingTable(ConfigModel):
     """Prices per model. ``as_of`` says when they were copied, so a stale table shows."""
 
-    as_of: Annotated[date | str, PlainValidator(_as_of, json_schema_input_type=date | str)]
-    currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$")
-    models: dict[str, PriceRow] = Field(default_factory=dict)
+    as_of: Annotated[date | str, ParseInstead(_as_of)]
+    currency: str = field(default="USD", metadata={"pattern": r"^[A-Z]{3}$"})
+    models: dict[str, PriceRow] = field(default_factory=dict)
     # Price files in LiteLLM's model_prices_and_context_window.json format, read when a
     # runtime starts; rows in `models` win over them.
-    sources: list[Path] = Field(default_factory=list)
+    sources: list[Path] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
 class EnvConfig(ConfigModel):
-    name: str = Field(min_length=1)
+    name: NonEmptyStr
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RakkaConfig(ConfigModel):
     """The whole composed configuration.
 
-    ``deployment`` stays a raw mapping (treat it as read-only): only the provider knows
-    its full schema; see :func:`validate_deployment`.
+    ``deployment`` is either the raw composed mapping (treat it as read-only), which only
+    the provider knows the full schema of (see
+    :func:`~rakka_runtime.config.validation.validate_deployment`), or a deployment object
+    already built: a provider's :class:`DeploymentConfig` subclass made in code or
+    rebuilt from a compiled config.
     """
 
-    deployment: dict[str, Any]
+    deployment: dict[str, Any] | DeploymentConfig
     pricing: PricingTable
     env: EnvConfig

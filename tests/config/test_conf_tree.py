@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -27,10 +28,11 @@ def _options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
 class _ProviderDeployment(DeploymentConfig):
     """Stands in for a provider's model: the keys the built-in files add to the core."""
 
-    variant: dict[str, Any]
+    variant: dict[str, Any] = field(default_factory=dict)
     organization: str | None = None
     project: str | None = None
 

@@ -9,6 +9,7 @@ import pytest
 
 from rakka_runtime.config.loader import load_config
 from rakka_runtime.config.schema import DeploymentConfig, PricingTable
+from rakka_runtime.config.validation import validate
 from rakka_runtime.errors import ConfigError
 from rakka_runtime.pricing import (
     CostEstimate,
@@ -159,10 +160,10 @@ def test_config_rows_win_over_a_litellm_file(tmp_path: Path) -> None:
 def test_unreadable_litellm_file_is_a_config_error(tmp_path: Path) -> None:
     bad = tmp_path / "prices.json"
     bad.write_text("[1, 2]", encoding="utf-8")
-    pricing = PricingTable.model_validate({"as_of": "2025-01-01", "sources": [bad]})
+    pricing = validate(PricingTable, {"as_of": "2025-01-01", "sources": [bad]})
     with pytest.raises(ConfigError, match=r"pricing\.sources: .* is not a JSON object"):
         price_table_for(pricing)
-    missing = PricingTable.model_validate({"as_of": "x", "sources": [tmp_path / "none.json"]})
+    missing = validate(PricingTable, {"as_of": "x", "sources": [tmp_path / "none.json"]})
     with pytest.raises(ConfigError, match="cannot read"):
         price_table_for(missing)
 
@@ -180,7 +181,7 @@ def test_a_command_line_override_adds_a_model() -> None:
 
 
 def _deployment(**fields: object) -> DeploymentConfig:
-    return DeploymentConfig.model_validate({"provider": "openai", "model": "gpt-4o", **fields})
+    return validate(DeploymentConfig, {"provider": "openai", "model": "gpt-4o", **fields})
 
 
 def test_deployment_pricing_overrides_only_its_priced_model() -> None:

@@ -18,7 +18,9 @@ import pytest
 from secret_support import wait_until
 
 from rakka_provider_openai.emulator import Emulator
+from rakka_runtime.config.compiled import compile_config
 from rakka_runtime.config.loader import dump_config_yaml, load_config
+from rakka_runtime.config.plain import to_plain
 from rakka_runtime.errors import Unauthorized
 from rakka_runtime.runtime import Runtime
 
@@ -120,7 +122,8 @@ def test_in_process_reprs_errors_logs_and_metrics_never_hold_the_key(
         session = runtime.session
         assert session is not None
         seen += [repr(result), repr(runtime.deployment), repr(session), repr(session.snapshot)]
-        seen += [repr(session.snapshot.credential), str(runtime.deployment.model_dump())]
+        seen += [repr(session.snapshot.credential), str(to_plain(runtime.deployment))]
+        seen.append(json.dumps(compile_config(config, runtime.deployment)))
         # Rotate, then break the file: the watcher's info and error logs run too.
         key_file.write_text(ROTATED, encoding="utf-8")
         assert wait_until(lambda: session.swaps == 1)

@@ -8,54 +8,51 @@ optional endpoint override for proxies, sovereign clouds and emulators).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated, Literal
+from dataclasses import dataclass, field
+from typing import Literal
 from urllib.parse import quote
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-
 from rakka_runtime import __version__
-from rakka_runtime.config.schema import DeploymentConfig, EntraAuth
-from rakka_runtime.secrets import Secret
+from rakka_runtime.config.schema import ConfigModel, DeploymentConfig, EntraAuth
+from rakka_runtime.secret_value import Secret
 
 USER_AGENT = f"rakka-runtime/{__version__}"
 OPENAI_ENDPOINT = "https://api.openai.com/v1"
 
 
-class DirectVariant(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DirectVariant(ConfigModel):
     kind: Literal["direct"] = "direct"
     endpoint: str | None = OPENAI_ENDPOINT
 
 
-class AzureVariant(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AzureVariant(ConfigModel):
     kind: Literal["azure"] = "azure"
     resource: str | None = None
     deployment: str
     api_version: str = "2024-10-21"
     endpoint: str | None = None
 
-    @model_validator(mode="after")
-    def _needs_a_host(self) -> AzureVariant:
+    def __post_init__(self) -> None:
         if not self.resource and not self.endpoint:
             raise ValueError("an azure variant needs `resource` or an `endpoint` override")
-        return self
 
 
-Variant = Annotated[DirectVariant | AzureVariant, Field(discriminator="kind")]
+Variant = DirectVariant | AzureVariant
+"""Told apart by ``kind``."""
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
 class OpenAIDeployment(DeploymentConfig):
     """``provider: openai``: direct by default; the seed's Azure variant is accepted too."""
 
-    variant: Variant = DirectVariant()
+    variant: Variant = field(default_factory=DirectVariant, metadata={"discriminator": "kind"})
     organization: str | None = None
     project: str | None = None
 
-    @model_validator(mode="after")
-    def _endpoint_required(self) -> OpenAIDeployment:
+    def __post_init__(self) -> None:
+        DeploymentConfig.__post_init__(self)  # (slots=True classes cannot use super())
         variant = self.variant
         if (
             isinstance(variant, DirectVariant)
@@ -63,9 +60,9 @@ class OpenAIDeployment(DeploymentConfig):
             and not self.embedded_emulator
         ):
             raise ValueError("variant.endpoint is required unless embedded_emulator is true")
-        return self
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
 class AzureDeployment(DeploymentConfig):
     """``provider: azure``: the deployment name in the URL decides the model."""
 

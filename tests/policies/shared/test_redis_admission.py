@@ -20,6 +20,7 @@ from redis_support import RedisServer, redis_overrides
 
 from rakka_provider_openai.emulator import Emulator
 from rakka_runtime.config.schema import RateLimitPolicy
+from rakka_runtime.config.validation import validate
 from rakka_runtime.errors import Backpressure
 from rakka_runtime.plugins import BUILTIN_PLUGINS, PluginHooks, make_plugin_manager
 from rakka_runtime.policies.shared.redis_admission import SharedAdmission
@@ -29,7 +30,7 @@ from rakka_testing import RuntimeFactory
 def replica(server: RedisServer, prefix: str, **limits: Any) -> SharedAdmission:
     """One process's view of deployment ``d``'s shared limits."""
     redis = {"url": server.url, "key_prefix": prefix, **limits.pop("redis", {})}
-    policy = RateLimitPolicy(backend="redis", redis=redis, **limits)
+    policy = validate(RateLimitPolicy, {"backend": "redis", "redis": redis, **limits})
     return SharedAdmission.from_policy("d", policy)
 
 
@@ -174,11 +175,12 @@ CHILD = textwrap.dedent(
     """
     import sys, time
     from rakka_runtime.config.schema import RateLimitPolicy
+    from rakka_runtime.config.validation import validate
     from rakka_runtime.policies.shared.redis_admission import SharedAdmission
-    policy = RateLimitPolicy(
+    policy = validate(RateLimitPolicy, dict(
         backend="redis", concurrent_requests=1,
         redis={"url": sys.argv[1], "key_prefix": sys.argv[2], "lease": "600ms"},
-    )
+    ))
     SharedAdmission.from_policy("d", policy).admit(0, wait=False)
     print("held", flush=True)
     time.sleep(60)

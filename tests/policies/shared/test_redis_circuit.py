@@ -15,6 +15,7 @@ from redis_support import RedisServer, redis_overrides
 
 from rakka_provider_openai.emulator import Emulator
 from rakka_runtime.config.schema import CircuitBreakerPolicy
+from rakka_runtime.config.validation import validate
 from rakka_runtime.errors import CircuitOpen, ServerError
 from rakka_runtime.hookspecs import hookimpl
 from rakka_runtime.plugins import BUILTIN_PLUGINS, PluginHooks, make_plugin_manager
@@ -29,7 +30,7 @@ def replica(
     server: RedisServer, prefix: str, *, events: list[Any] | None = None, **policy: Any
 ) -> SharedCircuitBreaker:
     redis = {"url": server.url, "key_prefix": prefix, **policy.pop("redis", {})}
-    config = CircuitBreakerPolicy(backend="redis", redis=redis, **policy)
+    config = validate(CircuitBreakerPolicy, {"backend": "redis", "redis": redis, **policy})
 
     def heard(old: str, new: str, retry_at: float | None) -> None:
         if events is not None:

@@ -44,7 +44,7 @@ def test_local_is_the_default() -> None:
     [
         (
             "deployment.circuit_breaker.redis.state_cache=100ms",
-            "deployment.circuit_breaker.redis.state_cache: 0.1 is invalid: "
+            "deployment.circuit_breaker.redis.state_cache: '100ms' is invalid: "
             "input should be less than or equal to 0.05",
         ),
         ("deployment.rate_limits.backend=memcached", "is not one of local, redis"),

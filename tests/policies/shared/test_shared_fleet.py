@@ -23,7 +23,7 @@ import pytest
 from redis_support import RedisServer, redis_overrides
 
 from rakka_provider_openai.emulator import Emulator
-from rakka_runtime.config.schema import DeploymentConfig, RateLimitPolicy
+from rakka_runtime.config.schema import DeploymentConfig, RateLimitPolicy, RedisBackend
 from rakka_runtime.errors import Backpressure, InferenceError
 from rakka_runtime.hookspecs import hookimpl
 from rakka_runtime.plugins import BUILTIN_PLUGINS, PluginHooks, make_plugin_manager
@@ -158,7 +158,7 @@ def test_four_processes_keep_one_tokens_per_minute_limit(
         RateLimitPolicy(
             tokens_per_minute=TPM,
             backend="redis",
-            redis={"url": redis_server.url, "key_prefix": prefix},
+            redis=RedisBackend(url=redis_server.url, key_prefix=prefix),
         ),
     )
     drain.admit(TPM, wait=False)
@@ -341,7 +341,7 @@ def test_killing_and_restarting_redis_loses_and_hangs_nothing(
         RateLimitPolicy(
             requests_per_minute=rpm,
             backend="redis",
-            redis={"url": server.url, "key_prefix": prefix},
+            redis=RedisBackend(url=server.url, key_prefix=prefix),
         ),
     )
     assert other.levels()["requests"] < 5
