@@ -52,14 +52,25 @@ def write_input(path: Path, lines: int) -> None:
             if i % 2:
                 handle.write(json.dumps({"custom_id": f"req-{i:07d}", **body}) + "\n")
             else:
-                handle.write(json.dumps({"custom_id": f"req-{i:07d}", "method": "POST",
-                                         "url": "/v1/chat/completions", "body": body}) + "\n")
+                handle.write(
+                    json.dumps(
+                        {
+                            "custom_id": f"req-{i:07d}",
+                            "method": "POST",
+                            "url": "/v1/chat/completions",
+                            "body": body,
+                        }
+                    )
+                    + "\n"
+                )
 
 
 def start_emulator() -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen(
         [*rakka(), "emulator", "--port", "0", "--rpm", "1000000000", "--tpm", "100000000000"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
     )
     assert proc.stdout is not None
     found = re.search(r"listening on (http://\S+)", proc.stdout.readline())
@@ -73,8 +84,17 @@ def run_batch(label: str, source: Path, output: Path, url: str, concurrency: int
     env = dict(os.environ, **{KEY_ENV: "sk-bench"})
     before = sum(1 for _ in output.open("rb")) if output.exists() else 0
     command = [
-        *rakka(), "batch", str(source), "-o", str(output), "-c", str(concurrency),
-        "--progress", "off", "deployment=openai", f"deployment.variant.endpoint={url}/v1",
+        *rakka(),
+        "batch",
+        str(source),
+        "-o",
+        str(output),
+        "-c",
+        str(concurrency),
+        "--progress",
+        "off",
+        "deployment=openai",
+        f"deployment.variant.endpoint={url}/v1",
         f"deployment.api_key.name={KEY_ENV}",
     ]
     started = time.monotonic()
@@ -128,16 +148,23 @@ def main() -> None:
             print(f"done: {runs[-1]}", file=sys.stderr)
         if not args.no_resume_row:
             size = args.sizes[-1]
-            runs.append(run_batch(
-                f"{size:,} lines, resumed (all done)", workdir / f"in-{size}.jsonl",
-                workdir / f"out-{size}.jsonl", url, args.concurrency,
-            ))
+            runs.append(
+                run_batch(
+                    f"{size:,} lines, resumed (all done)",
+                    workdir / f"in-{size}.jsonl",
+                    workdir / f"out-{size}.jsonl",
+                    url,
+                    args.concurrency,
+                )
+            )
     finally:
         emulator.terminate()
         emulator.wait(timeout=10)
         shutil.rmtree(workdir, ignore_errors=True)
-    print(f"`rakka batch` peak RSS, concurrency {args.concurrency}, Python "
-          f"{sys.version.split()[0]}, {sys.platform}\n")
+    print(
+        f"`rakka batch` peak RSS, concurrency {args.concurrency}, Python "
+        f"{sys.version.split()[0]}, {sys.platform}\n"
+    )
     print(table(runs))
 
 

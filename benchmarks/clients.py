@@ -5,8 +5,12 @@
   bytes arrive, split lines, ``json.loads`` each ``data:`` line; otherwise ``json.loads`` of
   the body). No types, no policies, no error handling.
 * ``rakka``: the project's client through the full ``Runtime`` (every plugin that is
-  registered when it runs, default policies), composed from the built-in ``conf/`` with
-  ``deployment=openai`` pointed at the bench server.
+  registered when it runs, default policies), from the built-in ``conf/`` with
+  ``deployment=openai`` pointed at the bench server, the way a serving process runs it:
+  compiled beforehand (``rakka config compile``, in another process: the harness passes
+  the file in ``RAKKA_BENCH_COMPILED``) and loaded with ``Runtime.from_compiled``.
+* ``rakka-composed``: the same, composing ``conf/`` in the measuring process
+  (``Runtime.from_overrides``: Hydra and pydantic loaded), for the RSS info row.
 * ``openai``: the official SDK (``max_retries=0``), as an optional comparator.
 
 Each client is built inside the process that measures it, so its imports count there.
@@ -14,6 +18,10 @@ Each client is built inside the process that measures it, so its imports count t
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import tempfile
 import threading
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -105,19 +113,35 @@ class FloorClient:
         self.pool.clear()
 
 
+def rakka_overrides(base_url: str) -> list[str]:
+    return [
+        "deployment=openai",
+        f"deployment.variant.endpoint={base_url}",
+        "deployment.api_key=null",
+    ]
+
+
+def compile_rakka_config(base_url: str, output: str, env: dict[str, str] | None = None) -> None:
+    """``rakka config compile`` in a child process (Hydra and pydantic stay out of ours)."""
+    code = "from rakka_runtime.cli import main; main()"
+    command = [sys.executable, "-c", code, "config", "compile", *rakka_overrides(base_url)]
+    # Run from the output's folder: `-c` puts the cwd first on sys.path, and a checkout
+    # there would shadow a patched copy (--compare).
+    cwd = os.path.dirname(os.path.abspath(output))
+    subprocess.run([*command, "-o", output], check=True, env=env, cwd=cwd, capture_output=True)
+
+
 class RakkaClient:
     name = "rakka"
 
     def __init__(self, base_url: str, concurrency: int) -> None:
         from rakka_runtime.runtime import Runtime
 
-        self.runtime = Runtime.from_overrides(
-            [
-                "deployment=openai",
-                f"deployment.variant.endpoint={base_url}",
-                "deployment.api_key=null",
-            ]
-        )
+        compiled = os.environ.get("RAKKA_BENCH_COMPILED")
+        if compiled is None:  # run on its own (profiling): compile here, in a child
+            compiled = os.path.join(tempfile.mkdtemp(prefix="rakka-bench-"), "rakka.json")
+            compile_rakka_config(base_url, compiled)
+        self.runtime = Runtime.from_compiled(compiled)
 
     def chat(self) -> None:
         self.runtime.chat(MESSAGES, stream=False)
@@ -144,6 +168,15 @@ class RakkaClient:
 
     def close(self) -> None:
         self.runtime.close()
+
+
+class RakkaComposedClient(RakkaClient):
+    name = "rakka-composed"
+
+    def __init__(self, base_url: str, concurrency: int) -> None:
+        from rakka_runtime.runtime import Runtime
+
+        self.runtime = Runtime.from_overrides(rakka_overrides(base_url))
 
 
 class OpenAIClient:
@@ -187,6 +220,7 @@ class OpenAIClient:
 CLIENTS: dict[str, type[FloorClient] | type[RakkaClient] | type[OpenAIClient]] = {
     "floor": FloorClient,
     "rakka": RakkaClient,
+    "rakka-composed": RakkaComposedClient,
     "openai": OpenAIClient,
 }
 

@@ -35,7 +35,7 @@ if __package__ in (None, ""):  # run as `python benchmarks/run.py`
     sys.path.insert(0, str(REPO))
 
 
-from benchmarks.clients import openai_available  # noqa: E402
+from benchmarks.clients import compile_rakka_config, openai_available  # noqa: E402
 from benchmarks.payloads import json_chunks_per_stream  # noqa: E402
 
 
@@ -122,11 +122,16 @@ class BenchServerProcess:
             self.proc.wait()
 
 
-def run_worker(args: list[str], pythonpath: str | None = None) -> dict[str, Any]:
+def run_worker(
+    args: list[str], pythonpath: str | None = None, compiled: str | None = None
+) -> dict[str, Any]:
+    env = _env(pythonpath)
+    if compiled is not None:
+        env["RAKKA_BENCH_COMPILED"] = compiled
     done = subprocess.run(
         [sys.executable, "-m", "benchmarks.worker", *args],
         cwd=_workdir(),
-        env=_env(pythonpath),
+        env=env,
         capture_output=True,
         text=True,
         timeout=900,
@@ -244,6 +249,18 @@ def _rss_rows(data: dict[str, Any], labels: list[str], plan: Plan) -> list[Row]:
         for c in labels
     }
     ratio = peak["rakka"] / peak["floor"]
+    composed = [r["peak_rss_kib"] / 1024 for r in data.get("rss_composed", [])]
+    extra = []
+    if composed:
+        extra.append(
+            Row(
+                f"peak RSS, {plan.rss_streams} concurrent streams, composing conf/ in the "
+                "process (`Runtime.from_overrides`: Hydra, pydantic)",
+                "MiB",
+                {"floor": peak["floor"], "rakka": _median(composed)},
+                ratio=_median(composed) / peak["floor"],
+            )
+        )
     return [
         Row(
             f"peak RSS, {plan.rss_streams} concurrent streams (ru_maxrss)",
@@ -259,6 +276,7 @@ def _rss_rows(data: dict[str, Any], labels: list[str], plan: Plan) -> list[Row]:
             grow,
             ratio=_ratio(grow["rakka"], grow["floor"]),
         ),
+        *extra,
     ]
 
 
@@ -484,16 +502,27 @@ def collect(plan: Plan, contenders: list[Contender], cpu_only: bool) -> dict[str
     data: dict[str, Any] = {}
     rounds: list[dict[str, dict[str, Any]]] = []
     rss: dict[str, list[dict[str, Any]]] = {c.label: [] for c in contenders}
+    rss_composed: list[dict[str, Any]] = []
     described: dict[str, Any] = {}
     server = BenchServerProcess(plan.chunks)
+    compiled: dict[str, str] = {}
     try:
+        # A serving process runs from a compiled config: compile once per contender (a
+        # patched copy may compile differently), outside the measured processes.
+        base_url = f"http://127.0.0.1:{server.port}/v1"
+        for c in contenders:
+            if c.kind == "rakka":
+                compiled[c.label] = os.path.join(_workdir(), f"{c.label}.compiled.json")
+                compile_rakka_config(base_url, compiled[c.label], _env(c.pythonpath))
         for i in range(plan.rounds):
             # Alternate who goes first, so a trend on a shared machine does not favour one.
             order = contenders if i % 2 == 0 else contenders[::-1]
             this_round: dict[str, dict[str, Any]] = {}
             for c in order:
                 out = run_worker(
-                    ["--client", c.kind, "--port", str(server.port), *scenarios], c.pythonpath
+                    ["--client", c.kind, "--port", str(server.port), *scenarios],
+                    c.pythonpath,
+                    compiled.get(c.label),
                 )
                 this_round[c.label] = {
                     f"{s['mode']}:{s['concurrency']}": s for s in out["scenarios"]
@@ -516,8 +545,14 @@ def collect(plan: Plan, contenders: list[Contender], cpu_only: bool) -> dict[str
                             str(plan.rss_waves),
                         ],
                         c.pythonpath,
+                        compiled.get(c.label),
                     )
                     rss[c.label].append(out["rss"])
+                rss_args = ["--port", str(server.port), "--job", "rss"]
+                rss_args += ["--concurrency", str(plan.rss_streams)]
+                rss_args += ["--waves", str(plan.rss_waves)]
+                out = run_worker(["--client", "rakka-composed", *rss_args])
+                rss_composed.append(out["rss"])
             print(f"round {i + 1}/{plan.rounds} done", file=sys.stderr, flush=True)
     finally:
         server.stop()
@@ -525,6 +560,7 @@ def collect(plan: Plan, contenders: list[Contender], cpu_only: bool) -> dict[str
     data["described"] = described
     if not cpu_only:
         data["rss"] = rss
+        data["rss_composed"] = rss_composed
         data["startup"] = measure_startup(plan.import_runs, contenders)
     return data
 
