@@ -178,3 +178,32 @@ def test_help_is_fast_and_lists_commands() -> None:
     assert out.returncode == 0
     for command in ("chat", "config", "plugins", "emulator"):
         assert command in out.stdout
+
+
+def test_config_compile_then_chat_from_the_compiled_file(
+    keyed_emulator: Emulator, tmp_path: Path
+) -> None:
+    out = tmp_path / "rakka.json"
+    args = [*openai_args(keyed_emulator), "deployment.api_key.name=RAKKA_CLI_KEY"]
+    done = rakka("config", "compile", *args, "-o", str(out))
+    assert done.returncode == 0, done.stderr
+    compiled = json.loads(out.read_text())
+    assert compiled["format"] == "rakka-compiled-config/1"
+    assert compiled["config"]["deployment"]["api_key"] == {"from": "env", "name": "RAKKA_CLI_KEY"}
+    assert KEY not in out.read_text()
+    chat = rakka("chat", "--compiled", str(out), "--no-stream", "hi", env={"RAKKA_CLI_KEY": KEY})
+    assert chat.returncode == 0, chat.stderr
+    assert chat.stdout.strip()
+    assert "[openai · gpt-4o-mini]" in chat.stderr
+
+
+def test_compiled_takes_no_overrides_and_bad_config_exits_2(tmp_path: Path) -> None:
+    out = tmp_path / "rakka.json"
+    assert rakka("config", "compile", "-o", str(out)).returncode == 0
+    mixed = rakka("chat", "--compiled", str(out), "hi", "deployment.model=x")
+    assert mixed.returncode == 2
+    assert mixed.stderr == "error: --compiled takes no overrides or --config-dir: compile them in\n"
+    bad = rakka("config", "compile", "deployment.retry.jitter=x")
+    assert bad.returncode == 2
+    assert bad.stderr.startswith("error: config: deployment.retry.jitter: 'x' is not one of")
+    assert "Traceback" not in bad.stderr
