@@ -1,9 +1,10 @@
 """Provider kinds, filled by the ``rakka_register_providers`` hook.
 
 Config names a provider kind (``deployment.provider``); the registry maps it to the
-pydantic model that validates the deployment node and the factory that builds its wire
-client. Kinds are looked up here rather than through Hydra's ``_target_``, so a config
-file can never make the runtime import arbitrary code.
+config class (a :class:`DeploymentConfig` dataclass) the deployment node is validated
+into and the factory that builds its wire client. Kinds are looked up here rather than
+through Hydra's ``_target_``, so a config file can never make the runtime import
+arbitrary code.
 """
 
 from __future__ import annotations
