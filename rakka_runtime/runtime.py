@@ -272,10 +272,15 @@ class Runtime:
     def _open_session(self, build_headers: HeaderBuilder) -> Session:
         deployment = self.deployment
         timeouts = deployment.timeouts
+        # Keep a connection for every request the deployment lets fly at once: beyond the
+        # pool's size urllib3 opens a connection per request and closes it after.
+        in_flight = deployment.rate_limits.concurrent_requests or 0
         session = Session(
             deployment.name,
             pool=transport.make_pool(
-                connect=timeouts.connect, request_timeout=timeouts.request_timeout
+                connect=timeouts.connect,
+                request_timeout=timeouts.request_timeout,
+                maxsize=max(transport.POOL_SIZE, in_flight),
             ),
             resolve_credential=self._resolve_credential,
             build_headers=build_headers,

@@ -30,7 +30,12 @@ from rakka_runtime.errors import InferenceError, NetworkError, Timeout
 READ_SIZE = 65536
 
 
-def make_pool(*, connect: float, request_timeout: float, maxsize: int = 64) -> urllib3.PoolManager:
+POOL_SIZE = 64  # connections kept per host unless the deployment allows more in flight
+
+
+def make_pool(
+    *, connect: float, request_timeout: float, maxsize: int = POOL_SIZE
+) -> urllib3.PoolManager:
     """One pool manager per session; connections are reused across requests and streams."""
     return urllib3.PoolManager(
         num_pools=8,

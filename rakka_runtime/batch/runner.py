@@ -19,6 +19,7 @@ signal handler (an ``Event.set`` there could deadlock on a lock the main thread 
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -39,6 +40,7 @@ from rakka_runtime.batch.records import (
 )
 from rakka_runtime.batch.window import Window
 from rakka_runtime.errors import InferenceError
+from rakka_runtime.transport import POOL_SIZE
 
 if TYPE_CHECKING:
     from rakka_runtime.runner import RunHandle
@@ -81,6 +83,9 @@ class RunOutcome:
     fatal: BaseException | None
 
 
+logger = logging.getLogger("rakka_runtime.batch")
+
+
 class BatchRunner:
     def __init__(
         self,
@@ -97,6 +102,17 @@ class BatchRunner:
         self._runtime = runtime
         self._sink = sink
         self._concurrency = concurrency
+        in_flight = runtime.deployment.rate_limits.concurrent_requests
+        if in_flight is None and concurrency > POOL_SIZE:
+            # The pool keeps POOL_SIZE connections (or concurrent_requests, when larger).
+            logger.warning(
+                "concurrency %d is more than the %d pooled connections: the rest open and "
+                "close a connection per request; set deployment.rate_limits."
+                "concurrent_requests=%d to keep them all open",
+                concurrency,
+                POOL_SIZE,
+                concurrency,
+            )
         # Enough read-ahead for priorities to matter and for workers never to starve.
         self._window = Window(read_ahead or max(16, 2 * concurrency))
         self._grace = grace

@@ -36,11 +36,16 @@ def test_execute_batch_returns_records_in_input_order_with_totals(
     requests.append(request_line(50, stream=True))
     requests.append(ExecuteBatch(messages=[{"role": "user", "content": "built"}], stream=False))
     seen: list[str] = []
-    result = execute_batch(requests, concurrency=6, runtime=runtime,
-                           on_record=lambda r: seen.append(r["custom_id"]))
+    result = execute_batch(
+        requests, concurrency=6, runtime=runtime, on_record=lambda r: seen.append(r["custom_id"])
+    )
     records = result.records
     assert [r["custom_id"] for r in records] == [
-        *(f"req-{i}" for i in range(40)), "line-41", "req-3", "req-50", "line-44"
+        *(f"req-{i}" for i in range(40)),
+        "line-41",
+        "req-3",
+        "req-50",
+        "line-44",
     ]
     assert sorted(seen) == sorted(r["custom_id"] for r in records)
     counts = outcome_counts(records)
@@ -62,23 +67,36 @@ def test_priorities_order_the_requests_read_ahead(
 ) -> None:
     # Request 1 stalls, so the window fills behind it; then the highest priority goes first.
     # It is critical itself, so it goes first whether or not the reader is faster.
-    emulator = batch_emulator(
-        scenario={"rules": [{"fault": "stall;seconds=0.4", "requests": [1]}]}
-    )
+    emulator = batch_emulator(scenario={"rules": [{"fault": "stall;seconds=0.4", "requests": [1]}]})
     runtime = batch_runtime(emulator)
     lines: list[dict[str, Any]] = [
-        {"custom_id": "first", "priority": "critical", "messages": [{"role": "user",
-                                                                     "content": "x"}]}
+        {
+            "custom_id": "first",
+            "priority": "critical",
+            "messages": [{"role": "user", "content": "x"}],
+        }
     ]
     for priority in ("background", "normal", "high", "critical"):
         for i in range(3):
-            lines.append({"custom_id": f"{priority}-{i}", "priority": priority,
-                          "messages": [{"role": "user", "content": "x"}]})
+            lines.append(
+                {
+                    "custom_id": f"{priority}-{i}",
+                    "priority": priority,
+                    "messages": [{"role": "user", "content": "x"}],
+                }
+            )
     order: list[str] = []
-    execute_batch(lines, concurrency=1, runtime=runtime, read_ahead=32,
-                  on_record=lambda r: order.append(r["custom_id"]))
-    assert order == ["first", *(f"{p}-{i}" for p in ("critical", "high", "normal", "background")
-                                for i in range(3))]
+    execute_batch(
+        lines,
+        concurrency=1,
+        runtime=runtime,
+        read_ahead=32,
+        on_record=lambda r: order.append(r["custom_id"]),
+    )
+    assert order == [
+        "first",
+        *(f"{p}-{i}" for p in ("critical", "high", "normal", "background") for i in range(3)),
+    ]
 
 
 class CountingLines:
@@ -147,10 +165,16 @@ def test_resume_after_any_crash_point_keeps_every_line_exactly_once_with_duplica
         )
         writer.close()
         records = [json.loads(raw) for raw in out.read_bytes().splitlines()]
-        real = sorted(r["custom_id"] for r in records
-                      if not r["error"] or r["error"]["code"] != "duplicate_custom_id")
-        dups = sorted(r["custom_id"] for r in records
-                      if r["error"] and r["error"]["code"] == "duplicate_custom_id")
+        real = sorted(
+            r["custom_id"]
+            for r in records
+            if not r["error"] or r["error"]["code"] != "duplicate_custom_id"
+        )
+        dups = sorted(
+            r["custom_id"]
+            for r in records
+            if r["error"] and r["error"]["code"] == "duplicate_custom_id"
+        )
         assert real == ["a", "b", "c", "d"], kept
         assert dups == ["a", "a", "b"], kept
 
@@ -164,8 +188,9 @@ def test_stop_lets_in_flight_requests_finish_and_leaves_the_rest_unsent(
     runner = BatchRunner(runtime, lambda _l, r, _e: records.append(r), concurrency=3, grace=5)
     threading.Timer(0.1, runner.request_stop).start()
     started = time.monotonic()
-    outcome = runner.run(read_items(json.dumps(request_line(i)).encode() + b"\n"
-                                    for i in range(50)))
+    outcome = runner.run(
+        read_items(json.dumps(request_line(i)).encode() + b"\n" for i in range(50))
+    )
     assert time.monotonic() - started < 2
     assert outcome.stopped and not outcome.complete and outcome.abandoned == 0
     assert len(records) == 3 and all(r["error"] is None for r in records)  # in flight: done
@@ -181,8 +206,9 @@ def test_requests_still_running_after_the_grace_period_are_abandoned_unwritten(
     runner = BatchRunner(runtime, lambda _l, r, _e: records.append(r), concurrency=2, grace=0.3)
     threading.Timer(0.2, runner.request_stop).start()
     started = time.monotonic()
-    outcome = runner.run(read_items(json.dumps(request_line(i)).encode() + b"\n"
-                                    for i in range(10)))
+    outcome = runner.run(
+        read_items(json.dumps(request_line(i)).encode() + b"\n" for i in range(10))
+    )
     assert time.monotonic() - started < 1.5
     assert outcome.abandoned == 2 and records == []
     time.sleep(0.1)
@@ -196,13 +222,34 @@ def test_requests_failing_retryably_while_stopping_are_left_for_the_rerun(
     # the grace deadline ends those loops. Such a failure says nothing about the request.
     emulator = batch_emulator(scenario={"rules": [{"fault": "server_error;status=503"}]})
     runtime = batch_runtime(
-        emulator, "deployment.retry.max_retries=1000", "deployment.retry.initial_backoff=20ms",
-        "deployment.retry.max_backoff=20ms", "deployment.circuit_breaker.enabled=false",
+        emulator,
+        "deployment.retry.max_retries=1000",
+        "deployment.retry.initial_backoff=20ms",
+        "deployment.retry.max_backoff=20ms",
+        "deployment.circuit_breaker.enabled=false",
     )
     records: list[Record] = []
     runner = BatchRunner(runtime, lambda _l, r, _e: records.append(r), concurrency=3, grace=0.3)
     threading.Timer(0.3, runner.request_stop).start()
-    outcome = runner.run(read_items(json.dumps(request_line(i)).encode() + b"\n"
-                                    for i in range(20)))
+    outcome = runner.run(
+        read_items(json.dumps(request_line(i)).encode() + b"\n" for i in range(20))
+    )
     assert records == []
     assert not outcome.complete and outcome.unsent + outcome.abandoned >= 3
+
+
+def test_concurrency_beyond_the_pool_is_warned_about_unless_limits_allow_it(
+    batch_emulator: StartEmulator, batch_runtime: MakeRuntime, caplog: Any
+) -> None:
+    emulator = batch_emulator()
+    unlimited = batch_runtime(emulator, "deployment.rate_limits.concurrent_requests=null")
+    with caplog.at_level("WARNING", logger="rakka_runtime.batch"):
+        execute_batch([request_line(i) for i in range(3)], concurrency=65, runtime=unlimited)
+    assert "concurrency 65 is more than the 64 pooled connections" in caplog.text
+    assert "concurrent_requests=65" in caplog.text
+    caplog.clear()
+    limited = batch_runtime(emulator, "deployment.rate_limits.concurrent_requests=100")
+    with caplog.at_level("WARNING", logger="rakka_runtime.batch"):
+        result = execute_batch([request_line(i) for i in range(3)], concurrency=65, runtime=limited)
+    assert result.summary.outcomes["ok"] == 3
+    assert "pooled connections" not in caplog.text

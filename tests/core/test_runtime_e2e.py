@@ -240,3 +240,37 @@ def test_runner_offers_the_model_runner_protocol(
     expected = (estimate.input_tokens * 0.15 + 100 * 0.60) / 1e6
     assert estimate.usd == pytest.approx(expected)
     assert runner.execute(request).result().text
+
+
+def test_the_pool_keeps_a_connection_for_every_request_allowed_in_flight(
+    make_runtime: RuntimeFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    import threading
+
+    in_flight = 80  # more than the default pool of 64
+    with Emulator(keys=[EMULATOR_KEY], chunk_delay=0.002) as emu:
+        runtime = make_runtime(emu, f"deployment.rate_limits.concurrent_requests={in_flight}")
+        session = runtime.session
+        assert session is not None
+        assert session.pool.connection_pool_kw["maxsize"] == in_flight
+        barrier = threading.Barrier(in_flight, timeout=30)
+        failures: list[BaseException] = []
+
+        def two_waves() -> None:
+            try:
+                for _ in range(2):
+                    barrier.wait()  # all streams open together, twice
+                    runtime.chat("hello", stream=True, max_tokens=8)
+            except BaseException as exc:  # reported below, not lost in the thread
+                failures.append(exc)
+
+        with caplog.at_level("WARNING", logger="urllib3"):
+            threads = [threading.Thread(target=two_waves) for _ in range(in_flight)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(timeout=60)
+        assert failures == []
+        # The second wave reuses the first wave's connections: none was discarded.
+        assert emu.stats.connections_accepted <= in_flight
+        assert "Connection pool is full" not in caplog.text
