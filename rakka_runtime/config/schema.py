@@ -22,6 +22,7 @@ Every class is ``@dataclass(frozen=True, slots=True, kw_only=True)`` and derives
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
@@ -64,6 +65,7 @@ __all__ = [
 ]
 
 NonEmptyStr = Annotated[str, MinLen(1)]
+_URL_PASSWORD = re.compile(r"^\w[\w+.-]*://[^/@\s:]*:[^/@\s]+@")
 NonNegativeInt = Annotated[int, Ge(0)]
 PositiveInt = Annotated[int, Gt(0)]
 NonNegativeFloat = Annotated[float, Ge(0)]
@@ -252,12 +254,20 @@ class RedisBackend(ConfigModel):
     url: str = field(
         default="redis://127.0.0.1:6379/0", metadata={"pattern": r"^(rediss?|unix)://"}
     )
+    # A secret reference (env, file or inline), read again for every new connection, so a
+    # rotated file is used once Redis drops the old connections. Better than a password in
+    # the URL, which config dumps mask but compiled configs refuse.
+    password: SecretRef | None = None
     key_prefix: NonEmptyStr = "rakka"
     socket_timeout: PositiveDuration = 0.25
     socket_connect_timeout: PositiveDuration = 0.25
     retry_interval: PositiveDuration = 1.0
     on_backend_failure: Literal["local", "reject"] = "local"
     lease: PositiveDuration = 30.0
+
+    def __post_init__(self) -> None:
+        if self.password is not None and _URL_PASSWORD.match(self.url):
+            raise ValueError("the URL carries a password and `password` is set: keep one")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

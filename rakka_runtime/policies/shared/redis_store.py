@@ -27,7 +27,7 @@ from rakka_runtime.errors import ConfigError
 if TYPE_CHECKING:
     import redis
 
-    from rakka_runtime.config.schema import RedisBackend
+    from rakka_runtime.config.schema import RedisBackend, SecretRef
 
 __all__ = ["BackendUnavailable", "LuaScript", "RedisStore", "key", "safe_url"]
 
@@ -68,6 +68,37 @@ def safe_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+class _PasswordFromSecret:
+    """redis-py's credential provider protocol over a secret reference: asked on every new
+    connection, so a rotated password file is read when Redis drops the old connections."""
+
+    def __init__(self, ref: SecretRef, path: str, auth_error: type[Exception]) -> None:
+        self._ref = ref
+        self._path = path
+        self._auth_error = auth_error
+
+    def check(self) -> None:
+        """Read the secret now: a missing one fails the start (ConfigError), not a call."""
+        self._read()
+
+    def get_credentials(self) -> tuple[str]:
+        try:
+            return (self._read(),)
+        except ConfigError as exc:
+            # Raised inside redis-py's connect: as its own error type, the store counts it
+            # as Redis being down (fallback, retried) rather than failing the request.
+            # The message names the reference, never the value.
+            raise self._auth_error(str(exc)) from None
+
+    def _read(self) -> str:
+        from rakka_runtime.secrets import resolve_secret
+
+        return resolve_secret(self._ref, path=self._path).reveal()
+
+    def __repr__(self) -> str:
+        return f"_PasswordFromSecret({self._path})"
+
+
 class RedisStore:
     """A Redis client with short timeouts plus the up/down state of that Redis.
 
@@ -96,6 +127,16 @@ class RedisStore:
         self.what = what
         self.url = safe_url(config.url)
         self._clock = clock
+        credentials: dict[str, Any] = {}
+        if config.password is not None:
+            policy_path = config_path.rpartition(".")[0] or config_path
+            provider = _PasswordFromSecret(
+                config.password,
+                f"{policy_path}.redis.password",
+                redis.exceptions.AuthenticationError,
+            )
+            provider.check()
+            credentials["credential_provider"] = provider
         # One immediate retry on a broken connection only: after a Redis restart every
         # pooled socket is dead, and the retry reconnects instead of failing the call. A
         # timeout is not retried (that would double the time a request may lose here).
@@ -105,6 +146,7 @@ class RedisStore:
             socket_connect_timeout=config.socket_connect_timeout,
             retry=Retry(NoBackoff(), 1, (redis.exceptions.ConnectionError,)),
             decode_responses=True,
+            **credentials,
         )
         self._failures: tuple[type[BaseException], ...] = (redis.exceptions.RedisError, OSError)
         self._noscript: type[BaseException] = redis.exceptions.NoScriptError
