@@ -9,18 +9,28 @@ from typing import Any
 
 import pytest
 
-from rakka_runtime.errors import (
+from rakka_runtime.error_classification import (
     CONTENT_FILTER_RULE,
     FINISH_REASON_ERRORS,
     HTTP_ERROR_RULES,
     STREAM_ERROR_FALLBACK,
     STREAM_ERROR_RULES,
+    ErrorFields,
+    ErrorRule,
+    classify_http_error,
+    classify_stream_error,
+    error_fields,
+    error_for_finish_reason,
+    match_rule,
+    parse_error_body,
+    parse_retry_after,
+    parse_should_retry,
+)
+from rakka_runtime.errors import (
     BadRequest,
     Conflict,
     ContentFiltered,
     ContextLengthExceeded,
-    ErrorFields,
-    ErrorRule,
     Forbidden,
     InferenceError,
     NotFound,
@@ -30,14 +40,6 @@ from rakka_runtime.errors import (
     ServerError,
     Timeout,
     Unauthorized,
-    classify_http_error,
-    classify_stream_error,
-    error_fields,
-    error_for_finish_reason,
-    match_rule,
-    parse_error_body,
-    parse_retry_after,
-    parse_should_retry,
 )
 from rakka_runtime.types import ChatResult
 

@@ -19,14 +19,8 @@ from rakka_provider_openai.wire import (
 )
 from rakka_runtime import transport
 from rakka_runtime.config.schema import DeploymentConfig
-from rakka_runtime.errors import (
-    InferenceError,
-    NetworkError,
-    ProtocolError,
-    StreamInterrupted,
-    classify_http_error,
-    error_for_finish_reason,
-)
+from rakka_runtime.error_classification import classify_http_error, error_for_finish_reason
+from rakka_runtime.errors import InferenceError, NetworkError, ProtocolError, StreamInterrupted
 from rakka_runtime.pricing import estimate_input_tokens
 from rakka_runtime.runner import CallState
 from rakka_runtime.session import Session

@@ -20,7 +20,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from rakka_runtime.errors import InvalidRequest, ProtocolError, classify_stream_error
+from rakka_runtime.error_classification import classify_stream_error
+from rakka_runtime.errors import InvalidRequest, ProtocolError
 from rakka_runtime.types import ChatResult, ExecuteBatch, TokenChunk, ToolCall, ToolCallDelta, Usage
 
 __all__ = [
@@ -144,7 +145,14 @@ class ChatAggregate:
     """
 
     __slots__ = (
-        "_refusal", "_text", "_tools", "created", "finish_reason", "model", "response_id", "usage"
+        "_refusal",
+        "_text",
+        "_tools",
+        "created",
+        "finish_reason",
+        "model",
+        "response_id",
+        "usage",
     )
 
     def __init__(self) -> None:
@@ -239,7 +247,7 @@ def decode_stream_chunk(
     (``choices: []`` with ``prompt_filter_results``), content-filter-only chunks, and empty
     deltas. The ``include_usage`` chunk (``choices: []`` plus ``usage``) gives a chunk with
     ``usage`` set. An ``{"error": ...}`` object raises what
-    :func:`~rakka_runtime.errors.classify_stream_error` makes of it.
+    :func:`~rakka_runtime.error_classification.classify_stream_error` makes of it.
     """
     if not isinstance(obj, dict):
         raise ProtocolError(f"stream chunk is not an object: {type(obj).__name__}")

@@ -19,13 +19,8 @@ from rakka_provider_openai.wire import (
     parse_usage,
     uses_max_completion_tokens,
 )
-from rakka_runtime.errors import (
-    InferenceError,
-    InvalidRequest,
-    ProtocolError,
-    ServerError,
-    classify_stream_error,
-)
+from rakka_runtime.error_classification import classify_stream_error
+from rakka_runtime.errors import InferenceError, InvalidRequest, ProtocolError, ServerError
 from rakka_runtime.types import ExecuteBatch, SamplingParams, ToolCall, ToolCallDelta, Usage
 
 USER = [{"role": "user", "content": "hi"}]
@@ -434,10 +429,7 @@ def test_error_object_is_handed_to_classify_stream_error(monkeypatch: pytest.Mon
 
 def test_error_object_raises_the_classified_error() -> None:
     obj = {"error": {"message": "The server had an error", "type": "server_error", "code": None}}
-    try:
-        expected = classify_stream_error(obj)
-    except NotImplementedError:
-        pytest.skip("classify_stream_error is not implemented yet (rakka_runtime/errors.py)")
+    expected = classify_stream_error(obj)
     with pytest.raises(InferenceError) as info:
         decode_stream_chunk(obj, "r", ChatAggregate())
     assert type(info.value) is type(expected)
