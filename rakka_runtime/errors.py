@@ -183,6 +183,13 @@ class InvalidRequest(InferenceError):
     kind = "invalid_request"
 
 
+class Cancelled(InferenceError):
+    """The caller cancelled the request (:meth:`RunHandle.cancel`): never retried, and not
+    held against the provider's circuit. ``partial`` holds what arrived before."""
+
+    kind = "cancelled"
+
+
 class ConfigError(Exception):
     """A configuration problem: names the dotted path, the value and what is accepted.
 
@@ -216,5 +223,6 @@ ERROR_KINDS: dict[str, type[InferenceError]] = {
         Backpressure,
         BudgetExceeded,
         InvalidRequest,
+        Cancelled,
     )
 }

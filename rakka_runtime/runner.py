@@ -50,6 +50,23 @@ class CallState:
     spend: Spend = field(default_factory=Spend)
     # The runner's pre-call cost estimate for a request (budgets call it when they need it).
     estimator: Callable[[ExecuteBatch], CostEstimate] | None = None
+    # Set by RunHandle.cancel (any thread); the runtime turns the next failure into
+    # Cancelled and starts no further attempt.
+    cancelled: bool = False
+    # How to cut the response being read, registered by the wire client while one is open.
+    _abort: Callable[[], None] | None = None
+
+    def on_cancel(self, abort: Callable[[], None] | None) -> None:
+        """Register (or, with None, clear) how to cut the open response on cancel."""
+        self._abort = abort
+        if abort is not None and self.cancelled:
+            abort()  # cancelled while the request was being sent
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        abort = self._abort
+        if abort is not None:
+            abort()
 
 
 CallNext = Callable[[CallState], Iterator[TokenChunk]]
@@ -140,6 +157,14 @@ class RunHandle:
         if self.state.result is None:  # a layer swallowed the end of the stream
             raise InferenceError("the request ended without a result")
         return self.state.result
+
+    def cancel(self) -> None:
+        """Stop the request from any thread, also while another thread reads it: the open
+        response's connection is cut (the reader gets :class:`Cancelled` at once, with the
+        partial output) and no further attempt starts. A request still waiting for its
+        response headers is cut when they arrive or its ``request_timeout`` fires; one
+        waiting in a rate-limit queue or a retry backoff stops when that wait ends."""
+        self.state.cancel()
 
     def close(self) -> None:
         close = getattr(self._chunks, "close", None)

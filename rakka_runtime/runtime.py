@@ -16,7 +16,13 @@ from typing import Any
 from rakka_runtime import transport
 from rakka_runtime.config.schema import DeploymentConfig, RakkaConfig, RateLimitPolicy
 from rakka_runtime.credentials import credential_resolver, watched_files
-from rakka_runtime.errors import ConfigError, InferenceError, InvalidRequest, Unauthorized
+from rakka_runtime.errors import (
+    Cancelled,
+    ConfigError,
+    InferenceError,
+    InvalidRequest,
+    Unauthorized,
+)
 from rakka_runtime.plugins import PluginHooks
 from rakka_runtime.pricing import (
     CostEstimate,
@@ -139,15 +145,26 @@ class DeploymentRunner:
         yield from self._exchange(state)
 
     def _exchange(self, state: CallState) -> Iterator[TokenChunk]:
+        if state.cancelled:
+            raise Cancelled("cancelled before sending")
         record = Attempt("ok")
         state.attempts.append(record)
         try:
             yield from self.client.send(state)
         except InferenceError as exc:
-            record.kind, record.status = exc.kind, exc.status
+            failure = exc
+            if state.cancelled and not isinstance(exc, Cancelled):
+                # The cut connection surfaces as a network error: say what happened, below
+                # the retry and breaker layers so neither treats it as the provider's fault.
+                failure = Cancelled(
+                    "cancelled by the caller", request_id=exc.request_id, partial=exc.partial
+                )
+            record.kind, record.status = failure.kind, exc.status
             if exc.partial is not None:  # output arrived, so tokens were billed
                 self._charge(state, exc.partial, failed=True)
-            raise
+            if failure is exc:
+                raise
+            raise failure from exc
         record.status = state.status
         if state.result is not None:
             self._charge(state, state.result, failed=False)

@@ -9,6 +9,7 @@ on the socket once the headers are in. A total ``deadline`` clips both.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import socket
 import time
@@ -108,6 +109,17 @@ def post(
         raise Timeout(f"no response within {first_byte:.3g}s ({limit})", limit=limit) from exc
     except (Urllib3ProtocolError, HTTPError, OSError) as exc:
         raise NetworkError(f"connection failed: {_reason(exc)}") from exc
+
+
+def abort(response: urllib3.BaseHTTPResponse) -> None:
+    """Cut an open response's connection, from any thread: a read blocked on it returns at
+    once and fails. Does nothing once the connection went back to the pool (urllib3 then
+    clears ``response.connection``), so a reused connection is never cut."""
+    conn = getattr(response, "connection", None)
+    sock = getattr(conn, "sock", None)
+    if isinstance(sock, socket.socket):
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
 
 
 def set_read_timeout(response: urllib3.BaseHTTPResponse, seconds: float) -> None:

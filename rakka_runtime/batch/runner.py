@@ -9,8 +9,9 @@
 The caller's thread runs :meth:`BatchRunner.run`: it waits, ticks the progress display, and
 on a stop request closes the window (nothing more is sent), lets in-flight requests finish
 for ``grace`` seconds (no retry starts after it), then seals the output. Requests still
-running after that are abandoned, and ones that fail retryably while stopping are dropped:
-their records are never written, so a re-run sends them again.
+running after that are cancelled (their connections cut) and abandoned, and ones that fail
+retryably while stopping are dropped: their records are never written, so a re-run sends
+them again.
 
 :meth:`BatchRunner.request_stop` only sets plain attributes, so it is safe to call from a
 signal handler (an ``Event.set`` there could deadlock on a lock the main thread holds).
@@ -18,7 +19,6 @@ signal handler (an ``Event.set`` there could deadlock on a lock the main thread 
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
@@ -224,10 +224,9 @@ class BatchRunner:
             handles = list(self._inflight.values())
         self._seal()  # from here on a late answer is dropped, not written
         for handle in handles:
-            # A handle another thread is reading cannot be closed under it (a generator
-            # refuses); those are abandoned and their sockets go with the pool or process.
-            with contextlib.suppress(ValueError, RuntimeError):
-                handle.close()
+            # Cut each one (its worker gets Cancelled at once): an abandoned stream stops
+            # generating, and billing, instead of running on to its end unread.
+            handle.cancel()
         return unsent, len(handles)
 
     def _ticked(self) -> None:

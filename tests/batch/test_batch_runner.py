@@ -253,3 +253,27 @@ def test_concurrency_beyond_the_pool_is_warned_about_unless_limits_allow_it(
         result = execute_batch([request_line(i) for i in range(3)], concurrency=65, runtime=limited)
     assert result.summary.outcomes["ok"] == 3
     assert "pooled connections" not in caplog.text
+
+
+def test_abandoned_streams_are_cut_not_left_running(
+    batch_emulator: StartEmulator, batch_runtime: MakeRuntime
+) -> None:
+    # Slow streams (~8 s each): after the grace period they are cancelled, so their
+    # workers end at once instead of reading (and paying for) the rest unseen.
+    emulator = batch_emulator(chunk_delay=0.02)
+    runtime = batch_runtime(emulator)
+    records: list[Record] = []
+    runner = BatchRunner(runtime, lambda _l, r, _e: records.append(r), concurrency=2, grace=0.3)
+    threading.Timer(0.3, runner.request_stop).start()
+    lines = (
+        json.dumps(request_line(i, stream=True, max_tokens=400)).encode() + b"\n" for i in range(4)
+    )
+    outcome = runner.run(read_items(lines))
+    assert outcome.abandoned == 2 and records == []
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline and any(
+        t.name.startswith("rakka-batch-worker") for t in threading.enumerate()
+    ):
+        time.sleep(0.02)
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("rakka-batch-worker")]
+    assert records == []  # a cancelled request is not written either: the re-run sends it

@@ -274,3 +274,57 @@ def test_the_pool_keeps_a_connection_for_every_request_allowed_in_flight(
         # The second wave reuses the first wave's connections: none was discarded.
         assert emu.stats.connections_accepted <= in_flight
         assert "Connection pool is full" not in caplog.text
+
+
+def test_cancel_from_another_thread_cuts_the_stream_it_reads(
+    make_runtime: RuntimeFactory,
+) -> None:
+    import threading
+    import time
+
+    from rakka_runtime.errors import Cancelled
+
+    # 400 chunks 20 ms apart: about 8 s to read in full.
+    with Emulator(keys=[EMULATOR_KEY], chunk_delay=0.02) as emu:
+        runtime = make_runtime(emu)
+        handle = runtime.stream("a long answer", max_tokens=400)
+        got_first = threading.Event()
+        seen: list[str] = []
+        failure: list[BaseException] = []
+
+        def read() -> None:
+            try:
+                for chunk in handle:
+                    seen.append(chunk.text_delta)
+                    got_first.set()
+            except BaseException as exc:
+                failure.append(exc)
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        assert got_first.wait(10)
+        cancelled_at = time.monotonic()
+        handle.cancel()
+        reader.join(timeout=5)
+        assert not reader.is_alive()
+        assert time.monotonic() - cancelled_at < 5  # far sooner than the ~8 s stream
+        [error] = failure
+        assert isinstance(error, Cancelled)
+        assert error.kind == "cancelled" and not error.is_retryable
+        assert [a.kind for a in error.attempts] == ["cancelled"]  # no retry of a cancel
+        assert error.partial is not None and error.partial.text == "".join(seen)
+        assert 0 < len(seen) < 400
+        # Not the provider's fault: the circuit stays closed and the next call succeeds.
+        assert runtime.chat("again", stream=False, max_tokens=4).text
+
+
+def test_cancel_before_sending_sends_nothing(make_runtime: RuntimeFactory) -> None:
+    from rakka_runtime.errors import Cancelled
+
+    with Emulator(keys=[EMULATOR_KEY]) as emu:
+        runtime = make_runtime(emu)
+        handle = runtime.stream("never sent")
+        handle.cancel()
+        with pytest.raises(Cancelled):
+            handle.result()
+        assert emu.stats.requests == 0

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
+from functools import partial
+from typing import Any
 
 from rakka_provider_openai.deployment import AzureVariant, chat_url
 from rakka_provider_openai.wire import (
@@ -71,6 +73,14 @@ class OpenAIWireClient:
             request_timeout=self._request_timeout,
             deadline=request.deadline,
         )
+        state.on_cancel(partial(transport.abort, response))
+        try:
+            yield from self._read(state, response)
+        finally:
+            state.on_cancel(None)  # the connection may go back to the pool: never cut it
+
+    def _read(self, state: CallState, response: Any) -> Iterator[TokenChunk]:
+        request = state.request
         headers = response.headers
         # Lower-cased once here, so every policy and metric looks headers up directly.
         state.response_headers = {key.lower(): value for key, value in headers.items()}
