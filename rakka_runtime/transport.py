@@ -111,6 +111,23 @@ def post(
         raise NetworkError(f"connection failed: {_reason(exc)}") from exc
 
 
+def lowered_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """The response headers as a plain dict with lower-case keys (repeated headers joined
+    with ", "), built once per response so every policy and metric looks them up directly.
+
+    urllib3's ``HTTPHeaderDict`` already keeps ``lower-case name → [name, *values]``; reading
+    that is a few times cheaper than its public ``items()`` (a generator and a lookup per
+    line). Any other mapping takes the public path.
+    """
+    container = getattr(headers, "_container", None)
+    if isinstance(container, dict):
+        return {
+            key: values[1] if len(values) == 2 else ", ".join(values[1:])
+            for key, values in container.items()
+        }
+    return {key.lower(): value for key, value in headers.items()}
+
+
 def abort(response: urllib3.BaseHTTPResponse) -> None:
     """Cut an open response's connection, from any thread: a read blocked on it returns at
     once and fails. Does nothing once the connection went back to the pool (urllib3 then

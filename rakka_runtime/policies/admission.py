@@ -63,6 +63,12 @@ class Admission(Protocol[GrantT]):
         self, dimension: str, *, remaining: int, limit: int | None, reset: float | None
     ) -> None: ...
 
+    def observe_all(self, feedback: Sequence[Feedback]) -> None: ...
+
+
+Feedback = tuple[str, int, int | None, float | None]
+"""One dimension's provider feedback: ``(dimension, remaining, limit, reset)``."""
+
 
 @dataclass(slots=True)
 class Grant:
@@ -221,7 +227,7 @@ class AdmissionQueue:
                 )
                 if used != reserved:
                     bucket.give(reserved - used, now)
-            self._cond.notify_all()
+            self._wake()
 
     def pause(self, seconds: float) -> None:
         """Admit nothing for ``seconds`` (a 429's retry-after); never shortens a pause."""
@@ -241,18 +247,48 @@ class AdmissionQueue:
         that size, then lowered the same way); without a limit, ``remaining == 0`` pauses
         the deployment until ``reset``.
         """
+        self.observe_all([(dimension, remaining, limit, reset)])
+
+    def observe_all(self, feedback: Sequence[Feedback]) -> None:
+        """:meth:`observe` for each dimension of one response, under one lock acquisition,
+        and none when no dimension would change (the usual response, far from a limit)."""
+        now = self._clock.monotonic()
+        if not any(self._changes(item, now) for item in feedback):
+            return
         with self._cond:
             now = self._clock.monotonic()
-            bucket = self._buckets.get(dimension)
-            learn = dimension not in self._configured
-            if learn and limit and (bucket is None or bucket.capacity != limit):
-                bucket = self._buckets[dimension] = TokenBucket.per_minute(limit, now)
-            if bucket is not None:
-                bucket.cap_at(remaining, now)
-            elif remaining <= 0 and reset is not None:
-                self._paused_until = max(self._paused_until, now + reset)
+            for dimension, remaining, limit, reset in feedback:
+                bucket = self._buckets.get(dimension)
+                learn = dimension not in self._configured
+                if learn and limit and (bucket is None or bucket.capacity != limit):
+                    bucket = self._buckets[dimension] = TokenBucket.per_minute(limit, now)
+                if bucket is not None:
+                    bucket.cap_at(remaining, now)
+                elif remaining <= 0 and reset is not None:
+                    self._paused_until = max(self._paused_until, now + reset)
             # A lower level may put a waiter's deadline out of reach: let it fail now.
-            self._cond.notify_all()
+            self._wake()
+
+    def _changes(self, item: Feedback, now: float) -> bool:
+        """Whether ``item`` would change anything, read without the lock (every response
+        would otherwise take it, and at high concurrency it is the contended one).
+
+        A cap that lowers the level by at most 1% of what the provider says remains, or
+        by less than one request or token (refill noise), counts as no change: the header
+        is already off by the requests in flight when it was written. Near a limit the 1%
+        shrinks with ``remaining``, so the cap applies exactly where it matters. A stale
+        read only delays a cap to the next response.
+        """
+        dimension, remaining, limit, reset = item
+        bucket = self._buckets.get(dimension)
+        if bucket is None:
+            return (bool(limit) and dimension not in self._configured) or (
+                remaining <= 0 and reset is not None
+            )
+        if limit and dimension not in self._configured and bucket.capacity != limit:
+            return True
+        excess = bucket.peek(now) - remaining
+        return excess >= 1.0 and excess > 0.01 * remaining
 
     # -- under the lock ---------------------------------------------------------------------
 
@@ -276,6 +312,12 @@ class AdmissionQueue:
             if at > eta.at:
                 eta = _Eta(at, f"{dimension} free in {at - now:.3g}s")
         return eta
+
+    def _wake(self) -> None:
+        # Only queued admissions wait on the condition: with none, skip notify_all's work
+        # (it runs under the lock every request would otherwise contend for).
+        if self._waiting:
+            self._cond.notify_all()
 
     def _slot_free(self) -> bool:
         return self._slots is None or self._in_flight < self._slots

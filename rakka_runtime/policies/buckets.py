@@ -35,6 +35,11 @@ class TokenBucket:
             self._at = now
         return self.level
 
+    def peek(self, now: float) -> float:
+        """The level at ``now`` without updating the bucket (safe to call unlocked: a racing
+        update only makes the answer slightly stale)."""
+        return min(self.capacity, self.level + max(0.0, now - self._at) * self.rate)
+
     def admits(self, amount: float) -> float:
         """The level ``amount`` needs before it may be taken: a request larger than the
         whole bucket waits for a full bucket instead of never fitting."""

@@ -153,6 +153,12 @@ class TripCounter:
         if self._window is not None:
             self._window.clear()
 
+    @property
+    def quiet(self) -> bool:
+        """Whether recording a success would change nothing: no failure streak and no
+        window of calls to count it in."""
+        return self.consecutive == 0 and self._window is None
+
 
 class StateFeed:
     """State changes queued under their owner's lock and delivered in order, outside it,
@@ -225,6 +231,13 @@ class CircuitBreaker:
 
     def acquire(self) -> Permit:
         """A permit for one call, or :class:`CircuitOpen` when the circuit refuses it."""
+        generation = self._generation
+        if self._state == CLOSED and generation == self._generation:
+            # The common case, without the lock (contended by every thread at high
+            # concurrency): every transition bumps the generation, so an unchanged one
+            # around the read means the circuit was closed in between. A permit issued as
+            # the circuit opens carries the old generation and settle() ignores it.
+            return Permit(generation, probe=False)
         refusal: CircuitOpen | None = None
         permit: Permit | None = None
         with self._lock:
@@ -260,6 +273,15 @@ class CircuitBreaker:
 
     def settle(self, permit: Permit, outcome: Outcome) -> None:
         """Record how the call behind ``permit`` ended."""
+        if (
+            not permit.probe
+            and (outcome == "neutral" or (outcome == "success" and self._counter.quiet))
+            and self._state == CLOSED
+        ):
+            # Nothing to record (the lock-free twin of acquire's fast path): a neutral
+            # outcome counts nowhere, and a success only resets a failure count that is
+            # already 0. A failure racing with it ends as if it came second.
+            return
         with self._lock:
             if permit.generation != self._generation:
                 return  # admitted under an earlier state: its outcome is stale

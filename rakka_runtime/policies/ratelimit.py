@@ -196,8 +196,9 @@ class RateLimitMiddleware:
     def _observe(self, headers: Mapping[str, str], before: Mapping[str, str]) -> bool:
         if headers is before:
             return False  # this attempt got no response (yet)
-        for dimension, remaining, limit, reset in _feedback(headers):
-            self.admission.observe(dimension, remaining=remaining, limit=limit, reset=reset)
+        feedback = _feedback(headers)
+        if feedback:
+            self.admission.observe_all(feedback)
         return True
 
 

@@ -111,6 +111,22 @@ def test_buckets_refill_continuously_not_per_window() -> None:
     assert queue.levels()["requests"] == 60  # never above capacity
 
 
+def test_provider_feedback_caps_only_beyond_its_own_precision() -> None:
+    # "remaining" is off by the requests in flight when the server wrote it: a cap of
+    # less than 1% of it is skipped (no lock taken); near a limit the cap is exact.
+    queue = AdmissionQueue(requests_per_minute=10_000, clock=FakeClock())
+    queue.observe("requests", remaining=9_950, limit=None, reset=None)
+    assert queue.levels()["requests"] == 10_000  # 50 over 9,950 is within 1%
+    queue.observe("requests", remaining=9_000, limit=None, reset=None)
+    assert queue.levels()["requests"] == 9_000
+    queue.observe("requests", remaining=5, limit=None, reset=None)
+    assert queue.levels()["requests"] == 5
+    queue.observe("requests", remaining=4, limit=None, reset=None)
+    assert queue.levels()["requests"] == 4  # one request near the limit matters
+    queue.observe("requests", remaining=3, limit=None, reset=None)
+    assert queue.levels()["requests"] == 3
+
+
 def test_request_larger_than_the_bucket_waits_for_a_full_bucket() -> None:
     clock = FakeClock()
     queue = AdmissionQueue(tokens_per_minute=600, clock=clock)

@@ -83,7 +83,7 @@ class OpenAIWireClient:
         request = state.request
         headers = response.headers
         # Lower-cased once here, so every policy and metric looks headers up directly.
-        state.response_headers = {key.lower(): value for key, value in headers.items()}
+        state.response_headers = transport.lowered_headers(headers)
         status = state.status = response.status
         if status >= 300:
             raw = transport.read_body(

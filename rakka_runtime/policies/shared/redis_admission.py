@@ -34,12 +34,18 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from rakka_runtime.errors import Backpressure
-from rakka_runtime.policies.admission import DIMENSIONS, MAX_QUEUE_WAIT, AdmissionQueue, Grant
+from rakka_runtime.policies.admission import (
+    DIMENSIONS,
+    MAX_QUEUE_WAIT,
+    AdmissionQueue,
+    Feedback,
+    Grant,
+)
 from rakka_runtime.policies.clock import SYSTEM_CLOCK, Clock
 from rakka_runtime.policies.shared.redis_buckets import Bucket, RedisBuckets, Reservation
 from rakka_runtime.policies.shared.redis_store import BackendUnavailable, RedisStore
@@ -257,6 +263,10 @@ class SharedAdmission:
             self._shared(lambda: self._redis.pause(reset))
         with self._cond:
             self._cond.notify_all()
+
+    def observe_all(self, feedback: Sequence[Feedback]) -> None:
+        for dimension, remaining, limit, reset in feedback:
+            self.observe(dimension, remaining=remaining, limit=limit, reset=reset)
 
     # -- waiting ----------------------------------------------------------------------------
 
