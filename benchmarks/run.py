@@ -93,12 +93,44 @@ def _env(prefix: str | None = None) -> dict[str, str]:
     return env
 
 
+def _cpus() -> tuple[set[int] | None, set[int] | None]:
+    """``--pin``: CPUs for the bench server and for the measured client, one core each
+    when there are two or more. Left to the scheduler, a ping-pong at concurrency 1 lands
+    on one core in some rounds and on two in others, and the client's CPU per request
+    moves by up to 2x between rounds (seen on this project's 2-core VMs). Pinned, that
+    noise goes, but so does the cross-core cost of handing the GIL between 16 threads,
+    which the floor saves more of than rakka: the default leaves placement to the
+    scheduler, as a deployed client has it."""
+    if not hasattr(os, "sched_getaffinity"):
+        return None, None
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return None, None
+    return {cpus[0]}, set(cpus[1:])
+
+
+@dataclass
+class Pinning:
+    server: set[int] | None = None
+    client: set[int] | None = None
+
+
+PIN = Pinning()  # set by --pin
+
+
+def _pinned(cpus: set[int] | None) -> Any:
+    if cpus is None:
+        return None
+    return lambda: os.sched_setaffinity(0, cpus)
+
+
 class BenchServerProcess:
     """The bench server in a child process; it exits when we close its stdin."""
 
     def __init__(self, chunks: int) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "benchmarks.server", "--chunks", str(chunks)],
+            preexec_fn=_pinned(PIN.server),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             cwd=_workdir(),
@@ -130,6 +162,7 @@ def run_worker(
         env["RAKKA_BENCH_COMPILED"] = compiled
     done = subprocess.run(
         [sys.executable, "-m", "benchmarks.worker", *args],
+        preexec_fn=_pinned(PIN.client),
         cwd=_workdir(),
         env=env,
         capture_output=True,
@@ -445,6 +478,12 @@ def machine() -> dict[str, Any]:
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
+        "pinning": (
+            "none"
+            if PIN.server is None
+            else f"bench server on CPUs {sorted(PIN.server)}, "
+            f"clients on CPUs {sorted(PIN.client or ())}"
+        ),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "loadavg_start": os.getloadavg(),
@@ -469,6 +508,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "rakka_provider_openai/ and conf/ with a patch), as column rakka@NAME",
     )
     parser.add_argument("--cpu-only", action="store_true", help="skip RSS and start-up rows")
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="pin the bench server and the clients to separate cores (less noise for A/B)",
+    )
     parser.add_argument("--rounds", type=int, help="override the plan's rounds")
     parser.add_argument("--chunks", type=int, help="content chunks per stream")
     parser.add_argument("--json", metavar="FILE", help="write the raw results here")
@@ -567,6 +611,8 @@ def collect(plan: Plan, contenders: list[Contender], cpu_only: bool) -> dict[str
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.pin:
+        PIN.server, PIN.client = _cpus()
     plan = SMOKE if args.smoke else FULL
     if args.rounds or args.chunks:
         plan = dataclasses.replace(
@@ -599,7 +645,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"- machine: {info['cpu']}, {info['cores']} cores, Python {info['python']}; "
         f"load average {info['loadavg_start'][0]:.2f} at start, "
-        f"{info['loadavg_end'][0]:.2f} at end; took {info['elapsed_s']:.0f} s"
+        f"{info['loadavg_end'][0]:.2f} at end; took {info['elapsed_s']:.0f} s; "
+        f"pinning: {info['pinning']}"
     )
     print(f"- date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC")
     described = data["described"]
