@@ -34,7 +34,6 @@ pay for them.
 
 from __future__ import annotations
 
-import re
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -43,7 +42,7 @@ from typing import Any
 import rakka_runtime
 from rakka_runtime.config.errors import from_hydra_error, names_a_secret
 from rakka_runtime.config.plain import to_plain
-from rakka_runtime.config.schema import RakkaConfig
+from rakka_runtime.config.schema import URL_PASSWORD, RakkaConfig
 from rakka_runtime.config.validation import validate_config
 from rakka_runtime.errors import ConfigError
 from rakka_runtime.secret_value import MASK
@@ -160,7 +159,6 @@ def load_config(overrides: Sequence[str] = (), config_dir: str | Path | None = N
 # --- Showing a config -------------------------------------------------------------------
 
 
-_URL_PASSWORD = re.compile(r"(\w[\w+.-]*://[^/@\s:]*:)[^/@\s]+@")
 
 
 def dump_config_yaml(config: object) -> str:
@@ -188,7 +186,7 @@ def redacted(value: Any, key: str | None = None) -> Any:
         if key is not None and names_a_secret(key):
             return MASK
         # A URL's userinfo password (redis://:pass@host) is a secret too.
-        return _URL_PASSWORD.sub(rf"\1{MASK}@", value)
+        return URL_PASSWORD.sub(rf"\1{MASK}@", value)
     if value is None or isinstance(value, bool | int | float):
         return value
     # Anything else shows as its str(); for a Secret that is the mask.

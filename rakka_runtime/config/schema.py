@@ -38,6 +38,7 @@ from rakka_runtime.secret_value import Secret
 
 __all__ = [
     "SECRET_MEMBERS",
+    "URL_PASSWORD",
     "ApiKeyAuth",
     "AuthConfig",
     "BreakerRedisBackend",
@@ -65,11 +66,13 @@ __all__ = [
 ]
 
 NonEmptyStr = Annotated[str, MinLen(1)]
-_URL_PASSWORD = re.compile(r"^\w[\w+.-]*://[^/@\s:]*:[^/@\s]+@")
 NonNegativeInt = Annotated[int, Ge(0)]
 PositiveInt = Annotated[int, Gt(0)]
 NonNegativeFloat = Annotated[float, Ge(0)]
 PositiveFloat = Annotated[float, Gt(0)]
+
+URL_PASSWORD = re.compile(r"(\w[\w+.-]*://[^/@\s:]*:)[^/@\s]+@")
+"""A URL's userinfo password (``redis://:pass@host``); group 1 is what precedes it."""
 
 
 class ConfigModel:
@@ -266,7 +269,7 @@ class RedisBackend(ConfigModel):
     lease: PositiveDuration = 30.0
 
     def __post_init__(self) -> None:
-        if self.password is not None and _URL_PASSWORD.match(self.url):
+        if self.password is not None and URL_PASSWORD.match(self.url):
             raise ValueError("the URL carries a password and `password` is set: keep one")
 
 
