@@ -21,7 +21,13 @@ from typing import TYPE_CHECKING, Any, cast
 
 import click
 
-from rakka_runtime.cli.common import EXIT_FAILED, config_dir_option, fail, open_runtime
+from rakka_runtime.cli.common import (
+    EXIT_FAILED,
+    compiled_option,
+    config_dir_option,
+    fail,
+    open_runtime,
+)
 
 if TYPE_CHECKING:
     from rakka_runtime.batch.progress import ProgressMode
@@ -86,6 +92,7 @@ if TYPE_CHECKING:
     help="Serve Prometheus metrics on this loopback port while the batch runs.",
 )
 @config_dir_option
+@compiled_option
 def batch(
     input_path: str,
     overrides: tuple[str, ...],
@@ -98,13 +105,15 @@ def batch(
     progress_interval: str,
     metrics_port: int | None,
     config_dir: str | None,
+    compiled: str | None,
 ) -> None:
     """Send every request in INPUT (JSONL) and write one result line per request to OUTPUT.
 
     INPUT lines are OpenAI Batch API lines ({custom_id, method, url, body}) or plain
     requests ({custom_id?, messages, model?, ...}); `-` reads stdin. Running again with the
     same OUTPUT skips the custom_ids it already holds. OVERRIDES are Hydra overrides;
-    `policy=batch` applies unless another policy is named.
+    `policy=batch` applies unless another policy is named (with --compiled, compile with
+    `policy=batch` for that).
     """
     from rakka_runtime.batch.api import batch_overrides
     from rakka_runtime.batch.input import InputError, count_requests, open_input, read_items
@@ -126,7 +135,10 @@ def batch(
         summary_json,
         grace,
         read_ahead,
-        config_dir,
+        [
+            *(["--config-dir", config_dir] if config_dir is not None else []),
+            *(["--compiled", compiled] if compiled is not None else []),
+        ],
         overrides,
     )
     _check_paths(input_path, output_path)
@@ -135,7 +147,10 @@ def batch(
     except InputError as exc:
         fail(str(exc))
     with stream:
-        runtime = open_runtime(batch_overrides(overrides), config_dir)
+        if compiled is not None:
+            runtime = open_runtime(overrides, config_dir, compiled)
+        else:
+            runtime = open_runtime(batch_overrides(overrides), config_dir)
         metrics = _serve_metrics(metrics_port)
         summary = Summary()
         try:
@@ -306,7 +321,7 @@ def _resume_command(
     summary_json: str | None,
     grace: str,
     read_ahead: int | None,
-    config_dir: str | None,
+    config_words: list[str],
     overrides: tuple[str, ...],
 ) -> str:
     # Rebuilt from the parsed options rather than sys.argv, which may be `python -m ...`.
@@ -317,9 +332,7 @@ def _resume_command(
         words += ["--grace", grace]
     if read_ahead is not None:
         words += ["--read-ahead", str(read_ahead)]
-    if config_dir is not None:
-        words += ["--config-dir", config_dir]
-    return shlex.join([*words, *overrides])
+    return shlex.join([*words, *config_words, *overrides])
 
 
 def _write_summary(

@@ -17,6 +17,7 @@ from batch_support import (
     assert_exactly_once,
     batch_command,
     count_lines,
+    endpoint_overrides,
     outcome_counts,
     read_records,
     run_batch,
@@ -164,3 +165,32 @@ def test_metrics_port_serves_prometheus_while_running(tmp_path: Path) -> None:
             assert response.status == 200
             assert b"rakka" in response.read()
         assert proc.wait(timeout=60) == 0, log.read_text()
+
+
+def test_a_batch_runs_from_a_compiled_config_and_its_resume_hint_keeps_it(
+    tmp_path: Path, emulator_process: StartEmulator
+) -> None:
+    emulator = emulator_process(
+        {"rules": [{"fault": "stall;seconds=0.5", "requests": list(range(1, 5))}]}
+    )
+    compiled = tmp_path / "batch.json"
+    compile_words = [RAKKA, "config", "compile", "policy=batch"]
+    done = run_batch([*compile_words, *endpoint_overrides(emulator.url), "-o", str(compiled)])
+    assert done.returncode == 0, done.stderr
+    source = write_requests(tmp_path / "in.jsonl", 12)
+    output = tmp_path / "out.jsonl"
+    command = [RAKKA, "batch", str(source), "-o", str(output), "-c", "2", "--compiled"]
+    proc = start_batch([*command, str(compiled)])
+    wait_for_lines(output, 2, proc, timeout=30)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 143, stderr
+    words = resume_words(stderr)
+    assert words[words.index("--compiled") + 1] == str(compiled)
+    resumed = run_batch(words)
+    assert resumed.returncode == 0, resumed.stderr
+    assert_exactly_once(read_records(output), (f"req-{i}" for i in range(12)))
+
+    mixed = run_batch([*command, str(compiled), "deployment.model=x"])
+    assert mixed.returncode == 2
+    assert "--compiled takes no overrides" in mixed.stderr
