@@ -15,6 +15,7 @@ the aggregate result). The chain is composed once per deployment, not per reques
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -55,6 +56,17 @@ class CallState:
     cancelled: bool = False
     # How to cut the response being read, registered by the wire client while one is open.
     _abort: Callable[[], None] | None = None
+    # Set on cancel; made only when a layer waits on it (a retry backoff, a budget wait).
+    _cancel_event: threading.Event | None = None
+
+    def cancel_event(self) -> threading.Event:
+        """An event set when the request is cancelled, for waits that should end early."""
+        event = self._cancel_event
+        if event is None:
+            event = self._cancel_event = threading.Event()
+            if self.cancelled:  # a cancel that ran before the event existed
+                event.set()
+        return event
 
     def on_cancel(self, abort: Callable[[], None] | None) -> None:
         """Register (or, with None, clear) how to cut the open response on cancel."""
@@ -64,6 +76,9 @@ class CallState:
 
     def cancel(self) -> None:
         self.cancelled = True
+        event = self._cancel_event
+        if event is not None:
+            event.set()
         abort = self._abort
         if abort is not None:
             abort()
@@ -161,9 +176,10 @@ class RunHandle:
     def cancel(self) -> None:
         """Stop the request from any thread, also while another thread reads it: the open
         response's connection is cut (the reader gets :class:`Cancelled` at once, with the
-        partial output) and no further attempt starts. A request still waiting for its
-        response headers is cut when they arrive or its ``request_timeout`` fires; one
-        waiting in a rate-limit queue or a retry backoff stops when that wait ends."""
+        partial output), a retry backoff or budget wait ends at once, and no further
+        attempt starts. A request still waiting for its response headers is cut when they
+        arrive or its ``request_timeout`` fires; one waiting in a rate-limit queue stops
+        when that wait ends."""
         self.state.cancel()
 
     def close(self) -> None:

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from rakka_runtime.errors import BudgetExceeded
+from rakka_runtime.errors import BudgetExceeded, Cancelled
 from rakka_runtime.hookspecs import hookimpl
 from rakka_runtime.policies.clock import SYSTEM_CLOCK, Clock, ClockedPlugin
 from rakka_runtime.types import TokenChunk
@@ -178,7 +178,8 @@ class BudgetMiddleware:
                     why = f"freeing enough takes {longest:.0f}s, past the request's deadline"
                     raise self._exceeded(window, now, usd, why)
             # Sleep outside the lock; others may spend meanwhile, so check again after.
-            self.clock.sleep(longest)
+            if self.clock.wait(state.cancel_event(), longest):
+                raise Cancelled("cancelled while waiting for the spend budget")
 
     def _deadline(self, state: CallState) -> float | None:
         # The request's deadline is on time.monotonic(); carry the time left over to the

@@ -18,6 +18,10 @@ class Clock(Protocol):
 
     def sleep(self, seconds: float) -> None: ...
 
+    def wait(self, event: threading.Event, seconds: float) -> bool:
+        """Sleep up to ``seconds``, ending early when ``event`` is set; True if it was."""
+        ...
+
     def random(self) -> float: ...
 
     def wall(self) -> float:
@@ -29,6 +33,11 @@ class SystemClock:
     monotonic = staticmethod(time.monotonic)
     sleep = staticmethod(time.sleep)
     random = staticmethod(random.random)
+
+    @staticmethod
+    def wait(event: threading.Event, seconds: float) -> bool:
+        return event.wait(max(0.0, seconds))
+
     wall = staticmethod(time.time)
 
 
@@ -64,6 +73,13 @@ class FakeClock:
         with self._lock:
             self.slept.append(seconds)
             self.now += max(0.0, seconds)
+
+    def wait(self, event: threading.Event, seconds: float) -> bool:
+        # Time passes at once, as in sleep(), unless the event is already set.
+        if event.is_set():
+            return True
+        self.sleep(seconds)
+        return event.is_set()
 
     def random(self) -> float:
         with self._lock:

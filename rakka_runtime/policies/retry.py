@@ -30,7 +30,13 @@ from collections.abc import Iterator
 from dataclasses import replace
 from typing import TYPE_CHECKING, Literal
 
-from rakka_runtime.errors import InferenceError, RateLimited, StreamInterrupted, Timeout
+from rakka_runtime.errors import (
+    Cancelled,
+    InferenceError,
+    RateLimited,
+    StreamInterrupted,
+    Timeout,
+)
 from rakka_runtime.hookspecs import hookimpl
 from rakka_runtime.policies.clock import SYSTEM_CLOCK, Clock, ClockedPlugin
 from rakka_runtime.types import Attempt, ChatResult, TokenChunk
@@ -102,7 +108,8 @@ class RetryMiddleware:
                 close = getattr(chunks, "close", None)
                 if close is not None:
                     close()
-            clock.sleep(wait)
+            if clock.wait(state.cancel_event(), wait):
+                raise Cancelled("cancelled during a retry backoff")
             retry += 1
 
     def _deadline(self, state: CallState) -> float | None:

@@ -328,3 +328,41 @@ def test_cancel_before_sending_sends_nothing(make_runtime: RuntimeFactory) -> No
         with pytest.raises(Cancelled):
             handle.result()
         assert emu.stats.requests == 0
+
+
+def test_cancel_ends_a_retry_backoff_at_once(make_runtime: RuntimeFactory) -> None:
+    import threading
+    import time
+
+    from rakka_runtime.errors import Cancelled
+
+    scenario = {"rules": [{"fault": "server_error"}]}  # every attempt fails, retryably
+    with Emulator(keys=[EMULATOR_KEY], scenario=scenario) as emu:
+        runtime = make_runtime(
+            emu,
+            "deployment.retry.initial_backoff=30s",
+            "deployment.retry.max_backoff=60s",
+            "deployment.retry.jitter=none",
+        )
+        handle = runtime.stream("hello")
+        failure: list[BaseException] = []
+        reader = threading.Thread(target=lambda: _collect(handle, failure))
+        reader.start()
+        deadline = time.monotonic() + 10
+        while emu.stats.requests < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.1)  # the first attempt failed; the 30 s backoff is under way
+        handle.cancel()
+        reader.join(timeout=5)
+        assert not reader.is_alive()  # not 30 s later
+        [error] = failure
+        assert isinstance(error, Cancelled)
+        assert "retry backoff" in error.message
+        assert emu.stats.requests == 1  # no attempt after the cancel
+
+
+def _collect(handle: Any, failure: list[BaseException]) -> None:
+    try:
+        handle.result()
+    except BaseException as exc:
+        failure.append(exc)
