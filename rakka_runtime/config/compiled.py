@@ -103,8 +103,15 @@ def load_compiled(path: str | Path, hooks: PluginHooks) -> RakkaConfig:
     if not isinstance(raw, dict) or not isinstance(raw.get("deployment"), dict):
         _fail(where, 'a compiled config needs a "config" object with a "deployment"')
     body = {key: data.get(key) for key in ("format", "rakka_version", "config")}
+    provider = hooks.providers.get(str(raw["deployment"].get("provider")))
+    if provider is None:
+        # Not installed (or blocked): validation passes the raw deployment on, and the
+        # runtime names the unknown kind and the installed ones.
+        from rakka_runtime.config.validation import validate_config
+
+        return validate_config(raw)
     if data.get("digest") == _digest(body) and data.get("rakka_version") == __version__:
-        built = _rebuild(raw, hooks)
+        built = _rebuild(raw, provider.config_model)
         if built is not None:
             return built
         reason = "its classes changed since it was compiled"
@@ -118,13 +125,10 @@ def load_compiled(path: str | Path, hooks: PluginHooks) -> RakkaConfig:
     return validate_config(raw)
 
 
-def _rebuild(raw: Mapping[str, Any], hooks: PluginHooks) -> RakkaConfig | None:
-    provider = hooks.providers.get(str(raw["deployment"].get("provider")))
-    if provider is None:
-        return None  # full validation names the unknown kind
+def _rebuild(raw: Mapping[str, Any], model: type[DeploymentConfig]) -> RakkaConfig | None:
     try:
         return RakkaConfig(
-            deployment=from_plain(provider.config_model, raw["deployment"]),
+            deployment=from_plain(model, raw["deployment"]),
             pricing=from_plain(PricingTable, raw.get("pricing", {})),
             env=from_plain(EnvConfig, raw.get("env", {})),
         )

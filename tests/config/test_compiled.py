@@ -193,3 +193,14 @@ def test_plain_round_trip_keeps_secret_references() -> None:
     plain: dict[str, Any] = to_plain(deployment)
     assert plain["api_key"] == {"from": "env", "name": "K"}
     assert from_plain(OpenAIDeployment, plain) == deployment
+
+
+def test_a_compiled_config_for_a_provider_not_installed_names_the_kind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = _compile(tmp_path, "deployment=local")
+    monkeypatch.setenv("RAKKA_DISABLE_PLUGINS", "openai")
+    with pytest.raises(ConfigError) as info:
+        Runtime.from_compiled(path)
+    assert info.value.path == "deployment.provider"
+    assert "'openai' is not a registered provider kind" in info.value.message
