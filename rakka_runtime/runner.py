@@ -176,10 +176,10 @@ class RunHandle:
     def cancel(self) -> None:
         """Stop the request from any thread, also while another thread reads it: the open
         response's connection is cut (the reader gets :class:`Cancelled` at once, with the
-        partial output), a retry backoff or budget wait ends at once, and no further
-        attempt starts. A request still waiting for its response headers is cut when they
-        arrive or its ``request_timeout`` fires; one waiting in a rate-limit queue stops
-        when that wait ends."""
+        partial output), a retry backoff or budget wait ends at once, a request queued
+        for rate-limit capacity leaves the line within 100 ms, and no further attempt
+        starts. A request still waiting for its response headers is cut when they arrive
+        or its ``request_timeout`` fires."""
         self.state.cancel()
 
     def close(self) -> None:

@@ -22,11 +22,11 @@ from __future__ import annotations
 import math
 import threading
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
-from rakka_runtime.errors import Backpressure
+from rakka_runtime.errors import Backpressure, Cancelled
 from rakka_runtime.policies.buckets import TokenBucket
 from rakka_runtime.policies.clock import SYSTEM_CLOCK, Clock
 
@@ -42,6 +42,20 @@ thread indefinitely."""
 
 _EPSILON = 1e-9  # float slack when a predicted time is "now"
 _SLICE = 0.05  # longest the head waits on the condition before looking at the clock again
+CANCEL_POLL = 0.1  # how often a queued request looks at its ``cancelled`` flag
+
+Cancelled_ = Callable[[], bool]
+"""Whether the caller cancelled the request (``RunHandle.cancel``): a queued one leaves."""
+
+
+def leave_if_cancelled(cancelled: Cancelled_ | None) -> None:
+    if cancelled is not None and cancelled():
+        raise Cancelled("cancelled while queued for rate-limit capacity")
+
+
+def cancel_poll(timeout: float, cancelled: Cancelled_ | None) -> float:
+    """``timeout``, cut to :data:`CANCEL_POLL` for a wait that must notice a cancel."""
+    return timeout if cancelled is None else min(timeout, CANCEL_POLL)
 
 
 GrantT = TypeVar("GrantT")
@@ -53,7 +67,14 @@ class Admission(Protocol[GrantT]):
     (:mod:`rakka_runtime.policies.shared.redis_admission`). See :class:`AdmissionQueue`
     for the meaning of each call."""
 
-    def admit(self, tokens: int, *, deadline: float | None = None, wait: bool = True) -> GrantT: ...
+    def admit(
+        self,
+        tokens: int,
+        *,
+        deadline: float | None = None,
+        wait: bool = True,
+        cancelled: Cancelled_ | None = None,
+    ) -> GrantT: ...
 
     def release(self, grant: GrantT, *, requests_used: int, tokens_used: int) -> None: ...
 
@@ -151,10 +172,19 @@ class AdmissionQueue:
 
     # -- admission --------------------------------------------------------------------------
 
-    def admit(self, tokens: int, *, deadline: float | None = None, wait: bool = True) -> Grant:
+    def admit(
+        self,
+        tokens: int,
+        *,
+        deadline: float | None = None,
+        wait: bool = True,
+        cancelled: Cancelled_ | None = None,
+    ) -> Grant:
         """Reserve one request and ``tokens`` tokens, waiting in line when ``wait``.
 
         :param deadline: absolute time on the queue's clock; ``None``: ``max_wait`` from now.
+        :param cancelled: polled while waiting; when it turns true the request leaves the
+            line with :class:`~rakka_runtime.errors.Cancelled`.
         :raises Backpressure: at once when ``wait`` is false and capacity is short, or when
             the request would not be admitted before its deadline.
         """
@@ -188,9 +218,12 @@ class AdmissionQueue:
                         return self._grant(tokens, now)
                     if now >= limit:
                         raise self._refusal(f"deadline passed in the queue ({self._busy()})", None)
+                    leave_if_cancelled(cancelled)
                     timing = head and eta.at > now
                     timeout = min(limit, eta.at) - now if timing else limit - now
-                    woken = self._cond.wait(min(timeout, _SLICE) if timing else timeout)
+                    woken = self._cond.wait(
+                        cancel_poll(min(timeout, _SLICE) if timing else timeout, cancelled)
+                    )
                     later = clock.monotonic()
                     if timing and not woken and later == now:
                         # A clock that stood still through a real wait is a test's fake,

@@ -159,7 +159,10 @@ class RateLimitMiddleware:
             input_tokens = state.estimated_input_tokens = estimate_input_tokens(request.messages)
         admission = self.admission
         grant = admission.admit(
-            reserved_tokens(request, input_tokens), deadline=request.deadline, wait=self._wait
+            reserved_tokens(request, input_tokens),
+            deadline=request.deadline,
+            wait=self._wait,
+            cancelled=lambda: state.cancelled,
         )
         # What earlier attempts left on the state, so this attempt's own are told apart.
         result_before, headers_before = state.result, state.response_headers

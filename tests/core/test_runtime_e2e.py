@@ -366,3 +366,30 @@ def _collect(handle: Any, failure: list[BaseException]) -> None:
         handle.result()
     except BaseException as exc:
         failure.append(exc)
+
+
+def test_cancel_takes_a_request_out_of_the_rate_limit_queue(
+    make_runtime: RuntimeFactory,
+) -> None:
+    import threading
+    import time
+
+    from rakka_runtime.errors import Cancelled
+
+    with Emulator(keys=[EMULATOR_KEY], chunk_delay=0.02) as emu:
+        runtime = make_runtime(emu, "deployment.rate_limits.concurrent_requests=1")
+        first = runtime.stream("a long answer", max_tokens=300)  # ~6 s: holds the one slot
+        next(first)
+        queued = runtime.stream("waiting")
+        failure: list[BaseException] = []
+        waiter = threading.Thread(target=lambda: _collect(queued, failure))
+        waiter.start()
+        time.sleep(0.2)  # it is in line now, behind the held slot
+        queued.cancel()
+        waiter.join(timeout=3)
+        assert not waiter.is_alive()
+        [error] = failure
+        assert isinstance(error, Cancelled)
+        assert "queued" in error.message
+        first.close()
+        assert emu.stats.requests == 1  # the cancelled one was never sent

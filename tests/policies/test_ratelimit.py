@@ -127,6 +127,21 @@ def test_provider_feedback_caps_only_beyond_its_own_precision() -> None:
     assert queue.levels()["requests"] == 3
 
 
+def test_a_cancelled_request_leaves_the_line() -> None:
+    from rakka_runtime.errors import Cancelled
+
+    queue = AdmissionQueue(concurrent_requests=1)  # the real clock: this wait is real
+    held = queue.admit(0)
+    flag = threading.Event()
+    threading.Timer(0.2, flag.set).start()
+    started = time.monotonic()
+    with pytest.raises(Cancelled, match="queued"):
+        queue.admit(0, deadline=time.monotonic() + 30, cancelled=flag.is_set)
+    assert time.monotonic() - started < 2  # within a poll of the cancel, not 30 s
+    queue.release(held, requests_used=1, tokens_used=0)
+    queue.release(queue.admit(0, wait=False), requests_used=1, tokens_used=0)  # slot free
+
+
 def test_request_larger_than_the_bucket_waits_for_a_full_bucket() -> None:
     clock = FakeClock()
     queue = AdmissionQueue(tokens_per_minute=600, clock=clock)

@@ -43,8 +43,11 @@ from rakka_runtime.policies.admission import (
     DIMENSIONS,
     MAX_QUEUE_WAIT,
     AdmissionQueue,
+    Cancelled_,
     Feedback,
     Grant,
+    cancel_poll,
+    leave_if_cancelled,
 )
 from rakka_runtime.policies.clock import SYSTEM_CLOCK, Clock
 from rakka_runtime.policies.shared.redis_buckets import Bucket, RedisBuckets, Reservation
@@ -192,7 +195,12 @@ class SharedAdmission:
     # -- admission --------------------------------------------------------------------------
 
     def admit(
-        self, tokens: int, *, deadline: float | None = None, wait: bool = True
+        self,
+        tokens: int,
+        *,
+        deadline: float | None = None,
+        wait: bool = True,
+        cancelled: Cancelled_ | None = None,
     ) -> SharedGrant:
         """Reserve one request and ``tokens`` tokens in Redis (see the module docstring).
 
@@ -200,7 +208,7 @@ class SharedAdmission:
             with ``on_backend_failure: reject``.
         """
         if not self._store.usable():
-            return self._fallback(tokens, deadline, wait)
+            return self._fallback(tokens, deadline, wait, cancelled)
         probing = not self._store.healthy  # this call is the periodic reconnection attempt
         try:
             if not wait:
@@ -208,9 +216,9 @@ class SharedAdmission:
                 if grant is None:
                     raise self._refusal(f"capacity exhausted ({self._why(reply)})", reply.wait)
                 return grant
-            return self._wait_in_line(tokens, deadline, probing=probing)
+            return self._wait_in_line(tokens, deadline, probing=probing, cancelled=cancelled)
         except BackendUnavailable:
-            return self._fallback(tokens, deadline, wait)
+            return self._fallback(tokens, deadline, wait, cancelled)
 
     def release(self, grant: SharedGrant, *, requests_used: int, tokens_used: int) -> None:
         """Free the slot and reconcile the reservation where it was made.
@@ -270,7 +278,14 @@ class SharedAdmission:
 
     # -- waiting ----------------------------------------------------------------------------
 
-    def _wait_in_line(self, tokens: int, deadline: float | None, *, probing: bool) -> SharedGrant:
+    def _wait_in_line(
+        self,
+        tokens: int,
+        deadline: float | None,
+        *,
+        probing: bool,
+        cancelled: Cancelled_ | None,
+    ) -> SharedGrant:
         clock = self._clock
         limit = deadline if deadline is not None else clock.monotonic() + self._max_wait
         waiter = _Waiter(tokens)
@@ -292,7 +307,8 @@ class SharedAdmission:
                             )
                         if now >= limit:
                             raise self._refusal("deadline passed in the queue", None)
-                        self._cond.wait(limit - now)
+                        leave_if_cancelled(cancelled)
+                        self._cond.wait(cancel_poll(limit - now, cancelled))
                 if not (probing or self._store.healthy):
                     # Redis went down while this request waited: the head before it found
                     # out, and asking again would only repeat the wait for a timeout.
@@ -309,10 +325,11 @@ class SharedAdmission:
                     )
                 if now >= limit:
                     raise self._refusal(f"deadline passed in the queue ({self._why(reply)})", None)
+                leave_if_cancelled(cancelled)
                 nap = SLOT_POLL if reply.wait is None else min(reply.wait, POLL)
                 with self._cond:
                     # A release in this process wakes the head early.
-                    self._cond.wait(min(nap, limit - now))
+                    self._cond.wait(cancel_poll(min(nap, limit - now), cancelled))
         finally:
             with self._cond:
                 if waiter in self._line:
@@ -380,14 +397,16 @@ class SharedAdmission:
 
     # -- Redis down, leases -----------------------------------------------------------------
 
-    def _fallback(self, tokens: int, deadline: float | None, wait: bool) -> SharedGrant:
+    def _fallback(
+        self, tokens: int, deadline: float | None, wait: bool, cancelled: Cancelled_ | None
+    ) -> SharedGrant:
         if self._reject_when_down:
             raise Backpressure(
                 f"deployment {self.name!r}: the shared rate limits are unreachable "
                 f"(Redis at {self._store.url})",
                 retry_after=self._store.retry_in(),
             )
-        grant = self.local.admit(tokens, deadline=deadline, wait=wait)
+        grant = self.local.admit(tokens, deadline=deadline, wait=wait, cancelled=cancelled)
         with self._cond:
             self._in_flight += 1
         return SharedGrant(tokens, (), None, local=grant)
