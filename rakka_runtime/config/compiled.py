@@ -73,7 +73,7 @@ def write_compiled(compiled: Mapping[str, Any], path: str | Path) -> None:
     """Write a compiled config atomically (a reader never sees half a file)."""
     target = Path(path)
     text = json.dumps(compiled, indent=2, sort_keys=False, ensure_ascii=False) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent or Path("."))
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as out:
             out.write(text)

@@ -169,18 +169,15 @@ def _build_secret_ref(value: Any) -> Any:
 
 
 def _build_class(cls: type[Any], value: Any) -> Any:
+    # Keys as to_plain writes them (aliases: "from"); a missing one keeps its default.
     data = _expect(value, Mapping)
     fields = _fields(cls)
-    known = {key for _, key, _ in fields} | {name for name, _, _ in fields}
-    unknown = set(data) - known
+    unknown = set(data) - {key for _, key, _ in fields}
     if unknown:
         raise ValueError(f"{cls.__name__} has no field {sorted(unknown)[0]!r}")
-    kwargs = {}
-    for name, key, annotation in fields:
-        if key in data:
-            kwargs[name] = _build(annotation, data[key])
-        elif name in data:
-            kwargs[name] = _build(annotation, data[name])
+    kwargs = {
+        name: _build(annotation, data[key]) for name, key, annotation in fields if key in data
+    }
     return cls(**kwargs)
 
 
