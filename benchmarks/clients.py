@@ -160,9 +160,9 @@ class RakkaClient:
         hooks = self.runtime.hooks
         return {
             "plugins": [f"{p.name} ({p.source})" for p in hooks.describe()],
-            "middlewares": [
+            "policies": [
                 getattr(m, "name", type(m).__name__)
-                for m in hooks.middlewares(self.runtime.deployment)
+                for m in hooks.policies(self.runtime.deployment)
             ],
         }
 

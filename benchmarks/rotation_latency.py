@@ -31,7 +31,6 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -67,8 +66,8 @@ class Probe:
     """Plugin: timestamps snapshot swaps and the first request to use each credential."""
 
     name = "rotation-probe"
-    stage = "attempt"
-    order = 1_000_000  # innermost: right before the wire client
+    scope = "attempt"
+    order = 1_000_000  # innermost: right before the exchange
 
     def __init__(self) -> None:
         self.session: Session | None = None
@@ -76,7 +75,7 @@ class Probe:
         self.first_use: dict[str, float] = {}
 
     @hookimpl
-    def rakka_request_middleware(self, deployment: Any, hooks: Any) -> Probe:
+    def rakka_request_policy(self, deployment: Any, hooks: Any) -> Probe:
         return self
 
     @hookimpl
@@ -86,12 +85,14 @@ class Probe:
         if new.credential is not None:
             self.swapped.setdefault(new.credential.reveal(), time.perf_counter())
 
-    def __call__(self, state: Any, call_next: Any) -> Iterator[Any]:
+    def enter(self, state: Any) -> None:
         assert self.session is not None
         credential = self.session.snapshot.credential
         if credential is not None:
             self.first_use.setdefault(credential.reveal(), time.perf_counter())
-        yield from call_next(state)
+
+    def leave(self, state: Any, ticket: None, outcome: Any) -> None:
+        return None
 
 
 def percentile(values: list[float], q: float) -> float:

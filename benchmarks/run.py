@@ -652,7 +652,7 @@ def main(argv: list[str] | None = None) -> int:
     described = data["described"]
     rakka = described.get("rakka", {})
     print(f"- rakka plugins: {', '.join(rakka.get('plugins', [])) or 'none'}")
-    print(f"- rakka middlewares: {', '.join(rakka.get('middlewares', [])) or 'none'}")
+    print(f"- rakka policies: {', '.join(rakka.get('policies', [])) or 'none'}")
     for c in contenders:
         if c.kind != "rakka":
             versions = ", ".join(f"{k} {v}" for k, v in described.get(c.label, {}).items())

@@ -190,6 +190,14 @@ class Cancelled(InferenceError):
     kind = "cancelled"
 
 
+class PluginError(InferenceError):
+    """A plugin (a provider's codec, a policy) failed with an error of its own, a bug rather
+    than anything the provider said; the original exception is the ``__cause__``. Never
+    retried and not held against the provider's circuit."""
+
+    kind = "plugin_error"
+
+
 class ConfigError(Exception):
     """A configuration problem: names the dotted path, the value and what is accepted.
 

@@ -17,10 +17,10 @@ if TYPE_CHECKING:
     import click
 
     from rakka_runtime.config.schema import DeploymentConfig, PluginSecret
+    from rakka_runtime.core.policy import Policy
     from rakka_runtime.errors import InferenceError
     from rakka_runtime.plugins import PluginHooks
     from rakka_runtime.registry import ProviderRegistry
-    from rakka_runtime.runner import Middleware
     from rakka_runtime.session import SessionSnapshot
     from rakka_runtime.tokens import TokenProvider
     from rakka_runtime.types import ChatResult, ExecuteBatch
@@ -42,19 +42,20 @@ def rakka_register_providers(registry: ProviderRegistry) -> None:
 
 
 @hookspec
-def rakka_request_middleware(deployment: DeploymentConfig, hooks: PluginHooks) -> Middleware | None:
-    """Return a middleware that wraps every call to ``deployment``, or ``None``.
+def rakka_request_policy(deployment: DeploymentConfig, hooks: PluginHooks) -> Policy | None:
+    """Return a policy applied to every call to ``deployment``, or ``None``.
 
-    Called once per deployment when its call chain is built, never per request. Each
-    middleware says where it sits (``stage`` "outer": once per logical request, around
-    retries; "attempt": once per attempt) and its ``order`` within the stage, so the chain
-    does not depend on registration order. Unlike a pluggy wrapper, a middleware may call
-    the next layer several times, which is what retry needs.
+    Called once per deployment when its policy chain is built, never per request. A policy
+    is a set of decisions with no I/O and no blocking wait (see
+    :mod:`rakka_runtime.core.policy`): it says where it sits (``scope`` "request": once per
+    logical request, around retries; "attempt": once per attempt) and its ``order``, and
+    answers ``enter`` with a ticket, a ``Wait`` or a refusal. The thread driver and the
+    asyncio driver apply the same object, so a policy is written once.
 
     :param deployment: the validated deployment the chain is built for.
-    :param hooks: the typed hook facade, for middlewares that fire events
+    :param hooks: the typed hook facade, for policies that fire events
         (e.g. ``hooks.breaker_state_changed``).
-    :return: a :class:`rakka_runtime.runner.Middleware`, or ``None`` to stay out.
+    :return: a :class:`rakka_runtime.core.policy.Policy`, or ``None`` to stay out.
     """
 
 

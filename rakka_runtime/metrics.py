@@ -31,15 +31,16 @@ from rakka_runtime.metrics_store import BoundedLabels, MetricsStore
 
 if TYPE_CHECKING:
     from rakka_runtime.config.schema import DeploymentConfig
+    from rakka_runtime.core.policy import Outcome, Policy
+    from rakka_runtime.core.state import CallState
     from rakka_runtime.plugins import PluginHooks
-    from rakka_runtime.runner import CallNext, CallState, Middleware
     from rakka_runtime.session import SessionSnapshot
-    from rakka_runtime.types import ChatResult, ExecuteBatch, TokenChunk
+    from rakka_runtime.types import ChatResult, ExecuteBatch
 
 __all__ = [
     "MAX_MODELS_PER_DEPLOYMENT",
-    "MetricsMiddleware",
     "MetricsPlugin",
+    "MetricsRecorder",
     "MetricsServer",
     "MetricsUnavailable",
     "metrics_snapshot",
@@ -76,29 +77,29 @@ class _DeploymentLabels:
         return self.models(self.base_model or requested or self.model)
 
 
-class MetricsMiddleware:
-    """The metrics layer of one deployment (a :class:`rakka_runtime.runner.Middleware`)."""
+class MetricsRecorder:
+    """The metrics policy of one deployment (a :class:`~rakka_runtime.core.policy.Policy`)."""
 
     name = "metrics"
-    stage: Literal["outer", "attempt"] = "outer"
+    scope: Literal["request", "attempt"] = "request"
     order = 0
 
     def __init__(self, store: MetricsStore, labels: _DeploymentLabels) -> None:
         self.store = store
         self.labels = labels
 
-    def __call__(self, state: CallState, call_next: CallNext) -> Iterator[TokenChunk]:
-        store, deployment = self.store, (self.labels.name,)
-        store.inc("rakka_requests_in_flight", deployment)
-        outcome = "cancelled"  # the caller closed the stream before it ended
-        try:
-            yield from call_next(state)
-            outcome = "ok"
-        except InferenceError as exc:
-            outcome = outcome_label(exc.kind)
-            raise
-        finally:
-            self._record(state, outcome)  # also ends the in-flight count
+    def enter(self, state: CallState) -> None:
+        self.store.inc("rakka_requests_in_flight", (self.labels.name,))
+
+    def leave(self, state: CallState, ticket: None, outcome: Outcome) -> None:
+        error = outcome.error
+        if isinstance(error, InferenceError):
+            label = outcome_label(error.kind)
+        elif error is None and not outcome.abandoned:
+            label = "ok"
+        else:
+            label = "cancelled"  # the caller closed the stream before it ended
+        self._record(state, label)  # also ends the in-flight count
 
     def _record(self, state: CallState, outcome: str) -> None:
         deployment = self.labels.name
@@ -157,16 +158,16 @@ class MetricsPlugin:
         self._labels: dict[str, _DeploymentLabels] = {}
 
     @hookimpl
-    def rakka_request_middleware(
+    def rakka_request_policy(
         self, deployment: DeploymentConfig, hooks: PluginHooks
-    ) -> Middleware | None:
+    ) -> Policy | None:
         labels = self._labels.get(deployment.name)
         if labels is None or (labels.model, labels.base_model) != (
             deployment.model,
             deployment.base_model,
         ):
             labels = self._labels[deployment.name] = _DeploymentLabels(deployment)
-        return MetricsMiddleware(self.store, labels)
+        return MetricsRecorder(self.store, labels)
 
     @hookimpl
     def rakka_breaker_state_changed(

@@ -22,8 +22,8 @@ if TYPE_CHECKING:
     import click
 
     from rakka_runtime.config.schema import DeploymentConfig, PluginSecret
+    from rakka_runtime.core.policy import Policy
     from rakka_runtime.errors import InferenceError
-    from rakka_runtime.runner import Middleware
     from rakka_runtime.session import SessionSnapshot
     from rakka_runtime.tokens import TokenProvider
     from rakka_runtime.types import ChatResult, ExecuteBatch
@@ -100,9 +100,9 @@ class PluginHooks:
             self._registry = registry
         return self._registry
 
-    def middlewares(self, deployment: DeploymentConfig) -> list[Middleware]:
-        found = self.pm.hook.rakka_request_middleware(deployment=deployment, hooks=self)
-        return [m for m in found if m is not None]
+    def policies(self, deployment: DeploymentConfig) -> list[Policy]:
+        found = self.pm.hook.rakka_request_policy(deployment=deployment, hooks=self)
+        return [p for p in found if p is not None]
 
     def resolve_secret(self, ref: PluginSecret) -> str | None:
         value: str | None = self.pm.hook.rakka_secret_source(ref=ref)

@@ -2,9 +2,9 @@
 
 Config names a provider kind (``deployment.provider``); the registry maps it to the
 config class (a :class:`DeploymentConfig` dataclass) the deployment node is validated
-into and the factory that builds its wire client. Kinds are looked up here rather than
-through Hydra's ``_target_``, so a config file can never make the runtime import
-arbitrary code.
+into and the factory that builds its codec (:mod:`rakka_runtime.provider`). Kinds are
+looked up here rather than through Hydra's ``_target_``, so a config file can never make
+the runtime import arbitrary code.
 """
 
 from __future__ import annotations
@@ -15,25 +15,11 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from rakka_runtime.config.schema import DeploymentConfig
-    from rakka_runtime.runner import WireClient
-    from rakka_runtime.session import HeaderBuilder, Session
+    from rakka_runtime.provider import ProviderCodec, ProviderContext
 
 
-class ProviderContext:
-    """What the runtime hands a provider factory: a way to open the deployment's session.
-
-    The provider knows how a credential becomes headers (Bearer vs ``api-key``); the
-    runtime owns the pool, the secret resolution and the snapshot cell.
-    """
-
-    def __init__(self, open_session: Callable[[HeaderBuilder], Session]) -> None:
-        self._open_session = open_session
-
-    def open_session(self, build_headers: HeaderBuilder) -> Session:
-        return self._open_session(build_headers)
-
-
-WireClientFactory = Callable[["DeploymentConfig", ProviderContext], "WireClient"]
+WireClientFactory = Callable[["DeploymentConfig", "ProviderContext"], "ProviderCodec"]
+"""``factory(deployment, context) -> codec`` (see :mod:`rakka_runtime.provider`)."""
 
 
 @dataclass(frozen=True, slots=True)

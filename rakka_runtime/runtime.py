@@ -8,46 +8,29 @@ the middlewares plugins contribute.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rakka_runtime import transport
 from rakka_runtime.config.schema import DeploymentConfig, RakkaConfig, RateLimitPolicy
+from rakka_runtime.core.flow import DeploymentCore
 from rakka_runtime.credentials import credential_resolver, watched_files
-from rakka_runtime.errors import (
-    Cancelled,
-    ConfigError,
-    InferenceError,
-    InvalidRequest,
-    Unauthorized,
-)
+from rakka_runtime.drivers import sync, sync_transport
+from rakka_runtime.errors import ConfigError, InvalidRequest
 from rakka_runtime.plugins import PluginHooks
-from rakka_runtime.pricing import (
-    CostEstimate,
-    PriceTable,
-    cost_from_usage,
-    estimate_cost,
-    estimate_input_tokens,
-    estimate_output_tokens,
-    price_table_for,
-)
-from rakka_runtime.registry import ProviderContext, ProviderKind
-from rakka_runtime.runner import CallState, RunHandle, WireClient, compose
-from rakka_runtime.session import HeaderBuilder, Session
+from rakka_runtime.pricing import CostEstimate, price_table_for
+from rakka_runtime.provider import HeaderBuilder, ProviderContext
+from rakka_runtime.registry import ProviderKind
+from rakka_runtime.session import Session
 from rakka_runtime.types import (
-    Attempt,
+    ChatRequest,
     ChatResult,
-    ExecuteBatch,
     Message,
     SamplingParams,
-    TokenChunk,
-    Usage,
     check_messages,
 )
 
-DEFAULT_MAX_OUTPUT_TOKENS = 4096  # bounds an estimate when a request sets no max
+RunHandle = sync.RunHandle
 
 
 def resolve_deployment(
@@ -80,167 +63,10 @@ def resolve_deployment(
     return provider, validate_deployment(deployment, provider.config_model)
 
 
-class DeploymentRunner:
-    """A deployment's call chain (implements :class:`rakka_runtime.runner.ModelRunner`)."""
-
-    def __init__(
-        self,
-        deployment: DeploymentConfig,
-        client: WireClient,
-        hooks: PluginHooks,
-        prices: PriceTable,
-        session: Session | None = None,
-    ) -> None:
-        self.deployment = deployment
-        self.client = client
-        self.session = session
-        self.prices = prices
-        self._hooks = hooks
-        self._default_deadline = deployment.timeouts.deadline
-        self._estimator = self.estimate_cost  # bound once, handed to every CallState
-        self._middlewares = hooks.middlewares(deployment)
-        self._call = compose(self._middlewares, self._attempt)
-
-    def execute(self, request: ExecuteBatch) -> RunHandle:
-        if request.deadline is None and self._default_deadline is not None:
-            request.deadline = time.monotonic() + self._default_deadline
-        state = CallState(
-            request=request,
-            deployment=self.deployment.name,
-            model=request.model or self.deployment.model,
-            estimator=self._estimator,
-        )
-        return RunHandle(state, self._run(state))
-
-    def estimate_cost(self, request: ExecuteBatch) -> CostEstimate:
-        sampling = request.sampling
-        max_output = sampling.max_tokens or DEFAULT_MAX_OUTPUT_TOKENS
-        # Azure ignores request.model (the deployment is in the URL): base_model decides.
-        model = self.deployment.base_model or request.model or self.deployment.model
-        return estimate_cost(self.prices, model, request.messages, max_output)
-
-    @property
-    def rate_limits(self) -> RateLimitPolicy:
-        return self.deployment.rate_limits
-
-    def _attempt(self, state: CallState) -> Iterator[TokenChunk]:
-        """Innermost layer: one wire exchange, recorded in ``state.attempts``.
-
-        A 401 response may only mean the key rotated and the watcher missed it: the
-        session re-resolves the credential once and, if it changed, the exchange is
-        repeated once with the new one (a second record in ``state.attempts``).
-        """
-        session = self.session
-        used = None if session is None else session.cell.current
-        try:
-            yield from self._exchange(state)
-        except Unauthorized as exc:
-            # Only a 401 status (before any body): an error event mid-stream has no status.
-            if session is None or used is None or exc.status != 401:
-                raise
-            if not session.reauthorize(used):
-                raise
-        else:
-            return
-        yield from self._exchange(state)
-
-    def _exchange(self, state: CallState) -> Iterator[TokenChunk]:
-        if state.cancelled:
-            raise Cancelled("cancelled before sending")
-        record = Attempt("ok")
-        state.attempts.append(record)
-        try:
-            yield from self.client.send(state)
-        except InferenceError as exc:
-            failure = exc
-            if state.cancelled and not isinstance(exc, Cancelled):
-                # The cut connection surfaces as a network error: say what happened, below
-                # the retry and breaker layers so neither treats it as the provider's fault.
-                failure = Cancelled(
-                    "cancelled by the caller", request_id=exc.request_id, partial=exc.partial
-                )
-            record.kind, record.status = failure.kind, exc.status
-            if exc.partial is not None:  # output arrived, so tokens were billed
-                self._charge(state, exc.partial, failed=True)
-            if failure is exc:
-                raise
-            raise failure from exc
-        record.status = state.status
-        if state.result is not None:
-            self._charge(state, state.result, failed=False)
-
-    def _charge(self, state: CallState, result: ChatResult, *, failed: bool) -> None:
-        """Price one attempt's result and add it to the request's spend.
-
-        A failed attempt without usage (a stream cut before its usage chunk) is costed from
-        the estimated input plus ``ceil(chars / 4)`` of the output that arrived, and flagged
-        as estimated. A complete answer without usage comes from a server that does not
-        report it at all: its cost stays unknown rather than guessed.
-        """
-        usage = result.usage
-        estimated = usage is None and failed
-        if estimated:
-            if not state.estimated_input_tokens:
-                state.estimated_input_tokens = estimate_input_tokens(state.request.messages)
-            usage = Usage(state.estimated_input_tokens, estimate_output_tokens(result))
-        rates = self.prices.get(self._priced_model(result.model, state.model))
-        cost = None if rates is None or usage is None else cost_from_usage(rates, usage)
-        state.spend.add(cost, usage, estimated=estimated)
-        result.cost_usd, result.cost_estimated = cost, estimated
-
-    def _priced_model(self, reported: str | None, requested: str) -> str:
-        """Azure hides the model behind the deployment name: base_model decides. Otherwise
-        the model the server says answered, unless it has no price and the requested one does."""
-        if self.deployment.base_model:
-            return self.deployment.base_model
-        if reported and (
-            self.prices.get(reported) is not None or self.prices.get(requested) is None
-        ):
-            return reported
-        return requested
-
-    def _run(self, state: CallState) -> Iterator[TokenChunk]:
-        """Outermost layer: timings, cost, attempt count and the finished event."""
-        first = True
-        try:
-            for chunk in self._call(state):
-                if first:
-                    state.first_chunk_at = time.monotonic()
-                    first = False
-                yield chunk
-        except InferenceError as exc:
-            if not exc.attempts:
-                exc.attempts = list(state.attempts)
-            if exc.partial is not None and state.spend.charged:
-                exc.partial.cost_usd = state.spend.total
-                exc.partial.cost_estimated = state.spend.estimated
-            self._hooks.request_finished(self.deployment.name, state.request, None, exc)
-            raise
-        result = state.result
-        if result is None:
-            raise InferenceError("the call chain ended without a result")
-        finished = time.monotonic()
-        result.latency_ms = (finished - state.started_at) * 1000
-        first_at = state.first_chunk_at if state.request.stream else finished
-        result.ttft_ms = None if first_at is None else (first_at - state.started_at) * 1000
-        result.attempts = max(1, len(state.attempts))
-        result.attempt_history = list(state.attempts)
-        if state.spend.charged:
-            # The whole request's cost: every attempt that consumed tokens, not just this one.
-            result.cost_usd = state.spend.total
-            result.cost_estimated = state.spend.estimated
-        self._hooks.request_finished(self.deployment.name, state.request, result, None)
-
-    def close(self) -> None:
-        self.client.close()
-        for middleware in self._middlewares:
-            close = getattr(middleware, "close", None)
-            if close is not None:
-                close()
-
-
 class Runtime:
-    """Calls one composed deployment. Use as a context manager, or call :meth:`close`."""
+    """Calls one composed deployment from threads. Use as a context manager, or call
+    :meth:`close`. :class:`~rakka_runtime.aio.AsyncRuntime` is its asyncio twin: same
+    config, plugins, results and errors."""
 
     def __init__(self, config: RakkaConfig, *, hooks: PluginHooks | None = None) -> None:
         self.config = config
@@ -250,13 +76,20 @@ class Runtime:
         self._resolve_credential = credential_resolver(self.deployment, self.hooks)
         self._sessions: list[Session] = []
         try:
-            client = provider.factory(self.deployment, ProviderContext(self._open_session))
+            codec = provider.factory(self.deployment, ProviderContext(self._open_session))
+            if self.session is None:  # a provider that needs no credential still has a pool
+                self._open_session(lambda _secret: {})
+            self.core = DeploymentCore(
+                self.deployment,
+                codec,
+                self.hooks,
+                self.prices,
+                self.session,
+                self.hooks.policies(self.deployment),
+            )
         except BaseException:
             self._close_sessions()  # a watcher thread must not outlive a failed start
             raise
-        self.runner = DeploymentRunner(
-            self.deployment, client, self.hooks, self.prices, self.session
-        )
 
     @classmethod
     def from_overrides(
@@ -294,10 +127,10 @@ class Runtime:
         in_flight = deployment.rate_limits.concurrent_requests or 0
         session = Session(
             deployment.name,
-            pool=transport.make_pool(
+            pool=sync_transport.make_pool(
                 connect=timeouts.connect,
                 request_timeout=timeouts.request_timeout,
-                maxsize=max(transport.POOL_SIZE, in_flight),
+                maxsize=max(sync_transport.POOL_SIZE, in_flight),
             ),
             resolve_credential=self._resolve_credential,
             build_headers=build_headers,
@@ -323,8 +156,9 @@ class Runtime:
         model: str | None = None,
         system: str | None = None,
         **fields: Any,
-    ) -> ExecuteBatch:
-        """Build a checked request from a prompt or OpenAI-shaped messages."""
+    ) -> ChatRequest:
+        """Build a checked request from a prompt or OpenAI-shaped messages. ``deadline``
+        (seconds) bounds the whole request each time it runs, waits included."""
         messages: list[Message] = []
         if system is not None:
             messages.append({"role": "system", "content": system})
@@ -339,20 +173,22 @@ class Runtime:
         sampling_fields = {k: fields.pop(k) for k in list(fields) if k in _SAMPLING_FIELDS}
         deadline = fields.pop("deadline", None)
         try:
-            return ExecuteBatch(
+            return ChatRequest(
                 messages=messages,
                 model=model,
                 sampling=SamplingParams(**sampling_fields),
                 stream=stream,
-                deadline=None if deadline is None else time.monotonic() + float(deadline),
+                timeout=None if deadline is None else float(deadline),
                 **fields,
             )
         except TypeError as exc:
             raise InvalidRequest(f"unknown request field: {exc}") from exc
 
-    def execute(self, request: ExecuteBatch) -> RunHandle:
-        """Start ``request``; iterate the handle for chunks or call ``result()``."""
-        return self.runner.execute(request)
+    def execute(self, request: ChatRequest, *, deadline: float | None = None) -> RunHandle:
+        """Start ``request``; iterate the handle for chunks or call ``result()``.
+        ``deadline`` (absolute ``time.monotonic()``) may shorten this run's."""
+        state = self.core.new_state(request, deadline)
+        return RunHandle(state, sync.run(self.core, state))
 
     def stream(self, prompt: str | Sequence[Message], **kw: Any) -> RunHandle:
         return self.execute(self.request(prompt, stream=True, **kw))
@@ -362,12 +198,17 @@ class Runtime:
     ) -> ChatResult:
         return self.execute(self.request(prompt, stream=stream, **kw)).result()
 
-    def estimate_cost(self, request: ExecuteBatch) -> CostEstimate:
-        return self.runner.estimate_cost(request)
+    def estimate_cost(self, request: ChatRequest) -> CostEstimate:
+        return self.core.estimate_cost(request)
+
+    @property
+    def rate_limits(self) -> RateLimitPolicy:
+        """The deployment's configured limits (the rate-limit plugin enforces them)."""
+        return self.deployment.rate_limits
 
     def close(self) -> None:
         try:
-            self.runner.close()
+            self.core.close()
         finally:
             # Idempotent; stops the watcher even if a provider's client forgot its session.
             self._close_sessions()

@@ -82,13 +82,15 @@ class SamplingParams:
     n: int | None = None
 
 
-@dataclass(slots=True)
-class ExecuteBatch:
-    """One chat request as the runtime executes it (the seed crate's name is kept).
+@dataclass(slots=True, frozen=True)
+class ChatRequest:
+    """One chat request, immutable: running it never changes it, so it can be run again.
 
-    ``model`` overrides the deployment's model; ``deadline`` is an absolute
-    ``time.monotonic()`` value after which no further attempt is started.
-    ``extra_headers`` are added to the session's headers (and win over them).
+    ``model`` overrides the deployment's model. ``timeout`` (seconds, counted from when
+    the request starts) and ``deadline`` (an absolute ``time.monotonic()`` value) bound the
+    whole request, attempts and waits included; the earlier of the two wins, and so does a
+    deployment's own ``timeouts.deadline``. ``extra_headers`` are added to the session's
+    headers (and win over them).
     """
 
     messages: Sequence[Message]
@@ -104,6 +106,11 @@ class ExecuteBatch:
     extra_body: dict[str, Any] | None = None
     # Sent on top of the session's headers (e.g. tracing, or an emulator fault in tests).
     extra_headers: Mapping[str, str] | None = None
+    timeout: float | None = None
+
+
+ExecuteBatch = ChatRequest
+"""The seed crate's name for :class:`ChatRequest`, kept for existing callers."""
 
 
 @dataclass(slots=True)

@@ -39,11 +39,11 @@ from rakka_runtime.batch.records import (
     unsent_record,
 )
 from rakka_runtime.batch.window import Window
+from rakka_runtime.drivers.sync_transport import POOL_SIZE
 from rakka_runtime.errors import InferenceError
-from rakka_runtime.transport import POOL_SIZE
 
 if TYPE_CHECKING:
-    from rakka_runtime.runner import RunHandle
+    from rakka_runtime.drivers.sync import RunHandle
     from rakka_runtime.runtime import Runtime
 
 Sink = Callable[[int, Record, bytes], None]
@@ -211,9 +211,9 @@ class BatchRunner:
         for handle in handles:
             # No attempt may run past the grace period: every later attempt reads the
             # deadline (transport, rate-limit queue); the one in progress keeps its limits.
-            request = handle.state.request
-            if request.deadline is None or request.deadline > ends:
-                request.deadline = ends
+            state = handle.state  # the run's own state: the caller's request is frozen
+            if state.deadline is None or state.deadline > ends:
+                state.deadline = ends
         while not self._finished.wait(_POLL):
             self._ticked()
             if self._force or time.monotonic() >= ends:

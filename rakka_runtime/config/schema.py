@@ -324,7 +324,19 @@ class Timeouts(ConfigModel):
     request_timeout: PositiveDuration = 30.0
     # Longest silence between two reads (stream chunks).
     read_timeout: PositiveDuration = 10.0
-    deadline: PositiveDuration | None = None
+    # The whole request, attempts and waits included. Finite by default (as the official
+    # SDK's 10 minutes): a server trickling bytes must not hold a request for ever.
+    deadline: PositiveDuration | None = 600.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResponseLimits(ConfigModel):
+    """Bounds on what one response may make the client hold, counted after decoding;
+    far above any real answer. Past one, the attempt fails with ``protocol``."""
+
+    max_body_bytes: PositiveInt = 64 * 1024 * 1024
+    # One server-sent event (or one line that never ends) of a stream.
+    max_event_bytes: PositiveInt = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -411,6 +423,7 @@ class DeploymentConfig(ConfigModel):
     circuit_breaker: CircuitBreakerPolicy = field(default_factory=CircuitBreakerPolicy)
     rate_limits: RateLimitPolicy = field(default_factory=RateLimitPolicy)
     timeouts: Timeouts = field(default_factory=Timeouts)
+    limits: ResponseLimits = field(default_factory=ResponseLimits)
     budget: BudgetPolicy = field(default_factory=BudgetPolicy)
     # Overrides the price row of `priced_model` for this deployment (negotiated rates).
     pricing: PriceOverride | None = None

@@ -26,11 +26,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
+from rakka_runtime.core.notify import Notifier
+from rakka_runtime.core.policy import Wait
 from rakka_runtime.errors import Backpressure, Cancelled
 from rakka_runtime.policies.buckets import TokenBucket
 from rakka_runtime.policies.clock import SYSTEM_CLOCK, Clock
 
-__all__ = ["DIMENSIONS", "MAX_QUEUE_WAIT", "Admission", "AdmissionQueue", "Grant"]
+__all__ = ["DIMENSIONS", "MAX_QUEUE_WAIT", "Admission", "AdmissionQueue", "Grant", "Pending"]
 
 DIMENSIONS = ("requests", "tokens")
 
@@ -103,6 +105,16 @@ class Grant:
 @dataclass(slots=True, eq=False)
 class _Waiter:
     tokens: int
+    limit: float = math.inf  # when it stops waiting, on the queue's clock
+
+
+@dataclass(slots=True)
+class Pending:
+    """A place in line: ask again (:meth:`AdmissionQueue.reserve` with ``waiter``) after
+    ``wait``, or earlier when the queue's notifier fires."""
+
+    waiter: _Waiter
+    wait: Wait
 
 
 @dataclass(slots=True)
@@ -145,6 +157,8 @@ class AdmissionQueue:
         self._paused_until = -math.inf
         self._waiting: deque[_Waiter] = deque()
         self._cond = threading.Condition(threading.Lock())
+        # Fired on every change that may let a waiter go (threads and tasks wait on it).
+        self.changed = Notifier()
 
     # -- reading (tests, metrics) -----------------------------------------------------------
 
@@ -180,7 +194,8 @@ class AdmissionQueue:
         wait: bool = True,
         cancelled: Cancelled_ | None = None,
     ) -> Grant:
-        """Reserve one request and ``tokens`` tokens, waiting in line when ``wait``.
+        """Reserve one request and ``tokens`` tokens, waiting in line (on this thread) when
+        ``wait``: :meth:`reserve` until granted. The drivers call :meth:`reserve` themselves.
 
         :param deadline: absolute time on the queue's clock; ``None``: ``max_wait`` from now.
         :param cancelled: polled while waiting; when it turns true the request leaves the
@@ -188,59 +203,94 @@ class AdmissionQueue:
         :raises Backpressure: at once when ``wait`` is false and capacity is short, or when
             the request would not be admitted before its deadline.
         """
-        clock = self._clock
+        waiter: _Waiter | None = None
+        try:
+            while True:
+                step = self.reserve(tokens, waiter=waiter, deadline=deadline, wait=wait)
+                if isinstance(step, Grant):
+                    waiter = None
+                    return step
+                waiter = step.waiter
+                leave_if_cancelled(cancelled)
+                pause = step.wait
+                before = self._clock.monotonic()
+                timeout = cancel_poll(min(pause.seconds, _SLICE), cancelled)
+                woken = self.changed.wait(pause.seen, timeout)
+                if pause.timed and not woken and self._clock.monotonic() == before:
+                    self._clock.sleep(pause.seconds)  # a test's fake clock: see Wait.timed
+        finally:
+            if waiter is not None:
+                self.leave_line(waiter)
+
+    def reserve(
+        self,
+        tokens: int,
+        *,
+        waiter: _Waiter | None = None,
+        deadline: float | None = None,
+        wait: bool = True,
+    ) -> Grant | Pending:
+        """One non-blocking step of admission: a :class:`Grant`, or a :class:`Pending`
+        place in line with how long to wait before asking again (passing its ``waiter``).
+
+        :raises Backpressure: when ``wait`` is false and capacity is short, or when the
+            request would not be admitted before its deadline (it has then left the line).
+        """
         with self._cond:
-            now = clock.monotonic()
-            if not self._waiting:
-                eta = self._eta(tokens, (), now)
-                if eta.at <= now + _EPSILON and self._slot_free():
-                    return self._grant(tokens, now)
-            else:
-                eta = self._eta(tokens, self._waiting, now)
-            if not wait:
-                why = eta.why if eta.at > now + _EPSILON else self._busy()
-                raise self._refusal(f"capacity exhausted ({why})", eta.at - now)
-            limit = deadline if deadline is not None else now + self._max_wait
-            waiter = _Waiter(tokens)
-            self._waiting.append(waiter)
-            try:
-                while True:
-                    ahead = self._ahead(waiter)
-                    eta = self._eta(tokens, ahead, now)
-                    if eta.at > limit:
-                        raise self._refusal(
-                            f"capacity would not be free before the deadline ({eta.why})",
-                            eta.at - now,
-                        )
-                    head = not ahead
-                    if head and eta.at <= now + _EPSILON and self._slot_free():
-                        self._waiting.popleft()
+            now = self._clock.monotonic()
+            if waiter is None:
+                if not self._waiting:
+                    eta = self._eta(tokens, (), now)
+                    if eta.at <= now + _EPSILON and self._slot_free():
                         return self._grant(tokens, now)
-                    if now >= limit:
-                        raise self._refusal(f"deadline passed in the queue ({self._busy()})", None)
-                    leave_if_cancelled(cancelled)
-                    timing = head and eta.at > now
-                    timeout = min(limit, eta.at) - now if timing else limit - now
-                    woken = self._cond.wait(
-                        cancel_poll(min(timeout, _SLICE) if timing else timeout, cancelled)
-                    )
-                    later = clock.monotonic()
-                    if timing and not woken and later == now:
-                        # A clock that stood still through a real wait is a test's fake,
-                        # whose time passes only by sleeping on it: if every caller were
-                        # queued here, nobody else would move it.
-                        self._cond.release()
-                        try:
-                            clock.sleep(timeout)
-                        finally:
-                            self._cond.acquire()
-                        later = clock.monotonic()
-                    now = later
-            finally:
-                if waiter in self._waiting:
-                    self._waiting.remove(waiter)
-                # Whether this waiter left admitted or refused, the next one may go now.
-                self._cond.notify_all()
+                else:
+                    eta = self._eta(tokens, self._waiting, now)
+                if not wait:
+                    why = eta.why if eta.at > now + _EPSILON else self._busy()
+                    raise self._refusal(f"capacity exhausted ({why})", eta.at - now)
+                limit = deadline if deadline is not None else now + self._max_wait
+                waiter = _Waiter(tokens, limit)
+                self._waiting.append(waiter)
+            limit = waiter.limit
+            ahead = self._ahead(waiter)
+            eta = self._eta(tokens, ahead, now)
+            if eta.at > limit:
+                self._drop(waiter)
+                raise self._refusal(
+                    f"capacity would not be free before the deadline ({eta.why})", eta.at - now
+                )
+            head = not ahead
+            if head and eta.at <= now + _EPSILON and self._slot_free():
+                self._drop(waiter)
+                return self._grant(tokens, now)
+            if now >= limit:
+                self._drop(waiter)
+                raise self._refusal(f"deadline passed in the queue ({self._busy()})", None)
+            timed = head and eta.at > now
+            seconds = min(limit, eta.at) - now if timed else limit - now
+            return Pending(
+                waiter,
+                Wait(
+                    seconds,
+                    eta.why if timed else self._busy(),
+                    notifier=self.changed,
+                    seen=self.changed.version,
+                    timed=timed,
+                    clock=self._clock,
+                ),
+            )
+
+    def leave_line(self, waiter: _Waiter) -> None:
+        """A waiter gives up its place (cancelled); the next one may go now."""
+        with self._cond:
+            self._drop(waiter)
+
+    def _drop(self, waiter: _Waiter) -> None:
+        if waiter in self._waiting:
+            self._waiting.remove(waiter)
+        # Whether this waiter left admitted or refused, the next one may go now.
+        self._cond.notify_all()
+        self.changed.notify()
 
     def release(self, grant: Grant, *, requests_used: int, tokens_used: int) -> None:
         """End an admitted request: free its slot and reconcile its reservations.
@@ -269,6 +319,7 @@ class AdmissionQueue:
             if until > self._paused_until:
                 self._paused_until = until
                 self._cond.notify_all()
+                self.changed.notify()
 
     def observe(
         self, dimension: str, *, remaining: int, limit: int | None, reset: float | None
@@ -347,10 +398,11 @@ class AdmissionQueue:
         return eta
 
     def _wake(self) -> None:
-        # Only queued admissions wait on the condition: with none, skip notify_all's work
-        # (it runs under the lock every request would otherwise contend for).
+        # Only queued admissions wait: with none, skip the notifications' work (it runs
+        # under the lock every request would otherwise contend for).
         if self._waiting:
             self._cond.notify_all()
+            self.changed.notify()
 
     def _slot_free(self) -> bool:
         return self._slots is None or self._in_flight < self._slots

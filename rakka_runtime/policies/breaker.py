@@ -1,7 +1,7 @@
 """Built-in policy plugin ``circuit_breaker``: stop calling a deployment that keeps failing.
 
-One :class:`~rakka_runtime.policies.circuit.CircuitBreaker` per deployment, in the
-attempt stage at order 10: it runs once per attempt, outside the rate limiter, so an open
+One :class:`~rakka_runtime.policies.circuit.CircuitBreaker` per deployment, an
+attempt-scope policy at order 10: it runs once per attempt, outside the rate limiter, so an open
 circuit fails at once without taking rate-limit capacity or touching the network.
 
 What an attempt counts as:
@@ -22,29 +22,29 @@ State changes are reported through the ``rakka_breaker_state_changed`` hook.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Literal
 
 from rakka_runtime.errors import InferenceError, Timeout
 from rakka_runtime.hookspecs import hookimpl
-from rakka_runtime.policies.circuit import Breaker, CircuitBreaker, Outcome
+from rakka_runtime.policies.circuit import Breaker, CircuitBreaker
+from rakka_runtime.policies.circuit import Outcome as Outcome_
 from rakka_runtime.policies.clock import ClockedPlugin
-from rakka_runtime.types import TokenChunk
 
 if TYPE_CHECKING:
     from rakka_runtime.config.schema import DeploymentConfig
+    from rakka_runtime.core.policy import Outcome, Policy
+    from rakka_runtime.core.state import CallState
     from rakka_runtime.plugins import PluginHooks
-    from rakka_runtime.runner import CallNext, CallState, Middleware
 
 __all__ = [
-    "BreakerMiddleware",
+    "BreakerGate",
     "CircuitBreakerPlugin",
     "outcome_of",
     "plugin",
 ]
 
 
-def outcome_of(exc: BaseException) -> Outcome:
+def outcome_of(exc: BaseException) -> Outcome_:
     """What a failed attempt means for the circuit (see the module docstring)."""
     if not isinstance(exc, InferenceError) or not exc.counts_as_circuit_failure:
         return "neutral"
@@ -53,15 +53,17 @@ def outcome_of(exc: BaseException) -> Outcome:
     return "failure"
 
 
-class BreakerMiddleware:
-    """The breaker layer of one deployment (a :class:`rakka_runtime.runner.Middleware`)."""
+class BreakerGate:
+    """The circuit-breaker policy of one deployment (a core ``Policy``)."""
 
     name = "circuit_breaker"
-    stage: Literal["outer", "attempt"] = "attempt"
+    scope: Literal["request", "attempt"] = "attempt"
     order = 10
 
     def __init__(self, breaker: Breaker[Any]) -> None:
         self.breaker = breaker
+        # The Redis-shared breaker talks to Redis on every call.
+        self.blocking = not isinstance(breaker, CircuitBreaker)
 
     def close(self) -> None:
         """Release what the backend holds (a shared store's connections); idempotent."""
@@ -69,29 +71,25 @@ class BreakerMiddleware:
         if close is not None:
             close()
 
-    def __call__(self, state: CallState, call_next: CallNext) -> Iterator[TokenChunk]:
-        breaker = self.breaker
-        permit = breaker.acquire()
-        # Neutral unless proven otherwise: a caller closing the handle early raises
-        # GeneratorExit at the yield, and the finally below must still free the probe slot.
-        outcome: Outcome = "neutral"
-        try:
-            yield from call_next(state)
-            outcome = "success"
-        except BaseException as exc:
-            outcome = outcome_of(exc)
-            raise
-        finally:
-            breaker.settle(permit, outcome)
+    def enter(self, state: CallState) -> Any:
+        return self.breaker.acquire()  # raises CircuitOpen
+
+    def leave(self, state: CallState, ticket: Any, outcome: Outcome) -> None:
+        # A caller closing the stream early is neutral: it says nothing about the server.
+        if outcome.error is not None:
+            result: Outcome_ = outcome_of(outcome.error)
+        else:
+            result = "neutral" if outcome.abandoned else "success"
+        self.breaker.settle(ticket, result)
 
 
 class CircuitBreakerPlugin(ClockedPlugin):
     """The plugin object; tests register one with a fake clock (the built-in blocked)."""
 
     @hookimpl
-    def rakka_request_middleware(
+    def rakka_request_policy(
         self, deployment: DeploymentConfig, hooks: PluginHooks
-    ) -> Middleware | None:
+    ) -> Policy | None:
         policy = deployment.circuit_breaker
         if not policy.enabled:
             return None
@@ -109,7 +107,7 @@ class CircuitBreakerPlugin(ClockedPlugin):
             )
         else:
             breaker = CircuitBreaker(policy, name=name, clock=self.clock, on_change=notify)
-        return BreakerMiddleware(breaker)
+        return BreakerGate(breaker)
 
 
 plugin = CircuitBreakerPlugin()

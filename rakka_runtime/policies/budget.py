@@ -1,6 +1,6 @@
 """Built-in policy plugin ``budget``: cap a deployment's spend per hour and per day.
 
-It sits in the outer stage at order 50: inside metrics (which then sees a refusal as a
+A request-scope policy at order 50: inside metrics (which then sees a refusal as a
 ``budget_exceeded`` request) and outside retry, so a request's spend includes every
 attempt it made.
 
@@ -18,25 +18,24 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections import deque
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from rakka_runtime.errors import BudgetExceeded, Cancelled
+from rakka_runtime.core.policy import Wait
+from rakka_runtime.errors import BudgetExceeded
 from rakka_runtime.hookspecs import hookimpl
 from rakka_runtime.policies.clock import SYSTEM_CLOCK, Clock, ClockedPlugin
-from rakka_runtime.types import TokenChunk
 
 if TYPE_CHECKING:
     from rakka_runtime.config.schema import BudgetPolicy, DeploymentConfig
+    from rakka_runtime.core.policy import Outcome, Policy
+    from rakka_runtime.core.state import CallState
     from rakka_runtime.plugins import PluginHooks
-    from rakka_runtime.runner import CallNext, CallState, Middleware
 
 __all__ = [
+    "BudgetGate",
     "BudgetLedger",
-    "BudgetMiddleware",
     "BudgetPlugin",
     "BudgetWindow",
     "plugin",
@@ -65,7 +64,7 @@ class BudgetWindow:
 class BudgetLedger:
     """Spend stamped with the time it was admitted, summed over sliding windows.
 
-    Not thread-safe on its own: :class:`BudgetMiddleware` holds its lock around every use.
+    Not thread-safe on its own: :class:`BudgetGate` holds its lock around every use.
     """
 
     def __init__(self, horizon: float = DAY) -> None:
@@ -100,11 +99,11 @@ class BudgetLedger:
         return None  # unreachable while usd <= limit; kept for safety
 
 
-class BudgetMiddleware:
-    """The budget layer of one deployment (a :class:`rakka_runtime.runner.Middleware`)."""
+class BudgetGate:
+    """The budget policy of one deployment (a :class:`~rakka_runtime.core.policy.Policy`)."""
 
     name = "budget"
-    stage: Literal["outer", "attempt"] = "outer"
+    scope: Literal["request", "attempt"] = "request"
     order = 50
 
     def __init__(self, deployment: str, policy: BudgetPolicy, clock: Clock = SYSTEM_CLOCK) -> None:
@@ -124,18 +123,43 @@ class BudgetMiddleware:
         self._warned_at: dict[str, float] = {}
         self._uncounted_warned = False
 
-    def __call__(self, state: CallState, call_next: CallNext) -> Iterator[TokenChunk]:
-        estimate = self._estimate(state)
-        entry = self._admit(state, estimate)
-        try:
-            yield from call_next(state)
-        finally:
-            spend = state.spend
-            with self._lock:
-                # Settled at the actual spend: what every attempt consumed, failed ones too.
-                entry.usd = spend.usd
-            if spend.unknown:
-                self._warn_uncounted(state.model)
+    def enter(self, state: CallState) -> _Entry | Wait:
+        """Reserve the request's estimate, or a :class:`Wait` until enough spend ages out
+        of the window (``throttle``), or refuse with ``budget_exceeded``."""
+        usd = self._estimate(state)
+        mode = self.policy.on_exceeded
+        deadline = self._deadline(state)
+        with self._lock:
+            now = self.clock.monotonic()
+            over = [
+                (window, wait)
+                for window in self._windows
+                if (wait := self.ledger.wait_for(now, window, usd)) != 0.0
+            ]
+            if not over or mode == "warn":
+                for window, _ in over:
+                    self._warn(window, now, usd)
+                return self.ledger.reserve(now, usd)
+            window = over[0][0]
+            if mode == "reject":
+                raise self._exceeded(window, now, usd)
+            waits = [wait for _, wait in over if wait is not None]
+            if len(waits) < len(over):
+                raise self._exceeded(window, now, usd, "the request alone is over the limit")
+            longest = max(waits)
+            if deadline is not None and now + longest > deadline:
+                why = f"freeing enough takes {longest:.0f}s, past the request's deadline"
+                raise self._exceeded(window, now, usd, why)
+        # Others may spend meanwhile, so the driver asks again after the wait.
+        return Wait(longest, "the spend budget", clock=self.clock)
+
+    def leave(self, state: CallState, ticket: _Entry, outcome: Outcome) -> None:
+        spend = state.spend
+        with self._lock:
+            # Settled at the actual spend: what every attempt consumed, failed ones too.
+            ticket.usd = spend.usd
+        if spend.unknown:
+            self._warn_uncounted(state.model)
 
     def spent(self, window: Literal["hour", "day"]) -> float:
         """USD spent (and reserved by requests in flight) in the current window."""
@@ -151,42 +175,11 @@ class BudgetMiddleware:
             return 0.0
         return usd
 
-    def _admit(self, state: CallState, usd: float) -> _Entry:
-        """Reserve ``usd`` in the ledger, first waiting or refusing as the policy says."""
-        mode = self.policy.on_exceeded
-        deadline = self._deadline(state)
-        while True:
-            with self._lock:
-                now = self.clock.monotonic()
-                over = [
-                    (window, wait)
-                    for window in self._windows
-                    if (wait := self.ledger.wait_for(now, window, usd)) != 0.0
-                ]
-                if not over or mode == "warn":
-                    for window, _ in over:
-                        self._warn(window, now, usd)
-                    return self.ledger.reserve(now, usd)
-                window = over[0][0]
-                if mode == "reject":
-                    raise self._exceeded(window, now, usd)
-                waits = [wait for _, wait in over if wait is not None]
-                if len(waits) < len(over):
-                    raise self._exceeded(window, now, usd, "the request alone is over the limit")
-                longest = max(waits)
-                if deadline is not None and now + longest > deadline:
-                    why = f"freeing enough takes {longest:.0f}s, past the request's deadline"
-                    raise self._exceeded(window, now, usd, why)
-            # Sleep outside the lock; others may spend meanwhile, so check again after.
-            if self.clock.wait(state.cancel_event(), longest):
-                raise Cancelled("cancelled while waiting for the spend budget")
-
     def _deadline(self, state: CallState) -> float | None:
         # The request's deadline is on time.monotonic(); carry the time left over to the
         # injected clock, as the retry policy does.
-        if state.request.deadline is None:
-            return None
-        return self.clock.monotonic() + (state.request.deadline - time.monotonic())
+        left = state.time_left()
+        return None if left is None else self.clock.monotonic() + left
 
     def _exceeded(
         self, window: BudgetWindow, now: float, usd: float, why: str | None = None
@@ -224,13 +217,13 @@ class BudgetPlugin(ClockedPlugin):
     """The plugin object; tests register one with a fake clock (the built-in blocked)."""
 
     @hookimpl
-    def rakka_request_middleware(
+    def rakka_request_policy(
         self, deployment: DeploymentConfig, hooks: PluginHooks
-    ) -> Middleware | None:
+    ) -> Policy | None:
         policy = deployment.budget
         if not policy.limited:
             return None
-        return BudgetMiddleware(deployment.name, policy, clock=self.clock)
+        return BudgetGate(deployment.name, policy, clock=self.clock)
 
 
 plugin = BudgetPlugin()

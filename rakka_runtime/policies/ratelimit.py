@@ -1,21 +1,22 @@
 """Built-in policy plugin ``rate_limits``: stay within a deployment's request, token and
 concurrency limits on the client side, and follow what the provider says about them.
 
-One :class:`~rakka_runtime.policies.admission.AdmissionQueue` per deployment, in the
-attempt stage at order 20 (inside the circuit breaker): every attempt is admitted, and
+One :class:`~rakka_runtime.policies.admission.AdmissionQueue` per deployment, an
+attempt-scope policy at order 20 (inside the circuit breaker): every attempt is admitted, and
 later reconciled, on its own.
 
 Per attempt:
 
-1. **Reserve** one request and ``estimate_input_tokens(messages)`` plus the most the answer
-   may use: ``max_tokens`` (times ``n``), or :data:`DEFAULT_OUTPUT_RESERVATION` when the
-   request sets none.
+1. **Reserve** one request and the request's one estimate of its tokens
+   (:func:`rakka_runtime.core.flow.estimated_tokens`: the provider's prompt estimate plus
+   ``max_tokens`` times ``n``, or the default when the request sets none).
 2. **Admit**: ``on_capacity_exhausted: queue`` waits first come, first served, bounded by
    the request's deadline (else :data:`~rakka_runtime.policies.admission.MAX_QUEUE_WAIT`),
    failing at once with ``backpressure`` when it could not be admitted in time; ``reject``
    fails at once whenever the request does not fit now.
-3. **Follow the provider**: ``x-ratelimit-remaining-*`` lowers the local buckets (never
-   above config), ``x-ratelimit-limit-*`` teaches a dimension the config leaves unset, and
+3. **Follow the provider** (what its codec reads from the response headers): a remaining
+   count lowers the local buckets (never above config), a limit teaches a dimension the
+   config leaves unset, and
    a 429 pauses the whole deployment for its retry-after
    (:data:`PAUSE_WITHOUT_RETRY_AFTER` when it gave none).
 4. **Reconcile** when the attempt ends, however it ends (finished, failed, or the caller
@@ -30,37 +31,29 @@ that uses it (:mod:`rakka_runtime.policies.shared.redis_admission`, imported onl
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from functools import lru_cache
+import time
 from typing import TYPE_CHECKING, Any, Literal
 
-from rakka_runtime.config.durations import parse_duration
+from rakka_runtime.core.flow import estimated_tokens
 from rakka_runtime.errors import InferenceError, RateLimited
 from rakka_runtime.hookspecs import hookimpl
-from rakka_runtime.policies.admission import DIMENSIONS, Admission, AdmissionQueue
+from rakka_runtime.policies.admission import Admission, AdmissionQueue, Pending
 from rakka_runtime.policies.clock import ClockedPlugin
-from rakka_runtime.pricing import estimate_input_tokens
-from rakka_runtime.types import ChatResult, ExecuteBatch, TokenChunk
+from rakka_runtime.types import ChatRequest, ChatResult
 
 if TYPE_CHECKING:
     from rakka_runtime.config.schema import DeploymentConfig, RateLimitPolicy
+    from rakka_runtime.core.policy import Outcome, Policy
+    from rakka_runtime.core.state import CallState
     from rakka_runtime.plugins import PluginHooks
-    from rakka_runtime.runner import CallNext, CallState, Middleware
 
 __all__ = [
-    "DEFAULT_OUTPUT_RESERVATION",
     "PAUSE_WITHOUT_RETRY_AFTER",
-    "RateLimitMiddleware",
+    "RateLimitGate",
     "RateLimitPlugin",
     "plugin",
-    "ratelimit_feedback",
     "reserved_tokens",
 ]
-
-DEFAULT_OUTPUT_RESERVATION = 1024
-"""Output tokens reserved for a request that sets no ``max_tokens``. Reserving the model's
-whole output window would serialise a tokens-per-minute budget needlessly; reconciling
-with the reported usage corrects the guess either way."""
 
 PAUSE_WITHOUT_RETRY_AFTER = 1.0
 """Seconds a 429 without ``retry-after``/``retry-after-ms`` pauses the deployment."""
@@ -68,83 +61,32 @@ PAUSE_WITHOUT_RETRY_AFTER = 1.0
 _PREFIX = "x-ratelimit-"
 
 
-def reserved_tokens(request: ExecuteBatch, input_tokens: int) -> int:
+def reserved_tokens(request: ChatRequest, input_tokens: int) -> int:
     """Tokens to reserve for ``request`` whose prompt is estimated at ``input_tokens``."""
-    sampling = request.sampling
-    output = DEFAULT_OUTPUT_RESERVATION if sampling.max_tokens is None else sampling.max_tokens
-    return input_tokens + output * max(1, sampling.n or 1)
+    return estimated_tokens(request, input_tokens)
 
 
-def ratelimit_feedback(
-    headers: Mapping[str, str],
-) -> list[tuple[str, int, int | None, float | None]]:
-    """``(dimension, remaining, limit, reset seconds)`` for each dimension the headers report.
+class RateLimitGate:
+    """The rate-limit policy of one deployment (a :class:`~rakka_runtime.core.policy.Policy`).
 
-    Reset durations are Go-style text (``1s``, ``6m0s``, ``20ms``); a value that does not
-    parse is ignored rather than trusted.
+    Its ticket is the attempt's grant. With the local queue, waiting in line is a
+    :class:`~rakka_runtime.core.policy.Wait` the driver carries out; the Redis-shared
+    admission still waits inside its own ``admit`` (``blocking``: the asyncio driver runs
+    it in a worker thread).
     """
-    return _feedback({key.lower(): value for key, value in headers.items()})
-
-
-# The header names, built once: the hot path looks each one up directly.
-_HEADER_NAMES = tuple(
-    (
-        dimension,
-        f"{_PREFIX}remaining-{dimension}",
-        f"{_PREFIX}limit-{dimension}",
-        f"{_PREFIX}reset-{dimension}",
-    )
-    for dimension in DIMENSIONS
-)
-
-
-def _feedback(lowered: Mapping[str, str]) -> list[tuple[str, int, int | None, float | None]]:
-    """:func:`ratelimit_feedback` on headers whose keys are already lower-case
-    (``CallState.response_headers``): no copy, no scan."""
-    out = []
-    for dimension, remaining_name, limit_name, reset_name in _HEADER_NAMES:
-        remaining = _count(lowered.get(remaining_name))
-        if remaining is None:
-            continue
-        out.append(
-            (
-                dimension,
-                remaining,
-                _count(lowered.get(limit_name)),
-                _seconds(lowered.get(reset_name)),
-            )
-        )
-    return out
-
-
-def _count(value: str | None) -> int | None:
-    if value is None:
-        return None
-    value = value.strip()
-    return int(value) if value.isdigit() else None
-
-
-@lru_cache(maxsize=256)  # providers repeat a handful of reset values ("1s", "6ms", ...)
-def _seconds(value: str | None) -> float | None:
-    if value is None:
-        return None
-    try:
-        return parse_duration(value)
-    except ValueError:
-        return None
-
-
-class RateLimitMiddleware:
-    """The rate-limit layer of one deployment (a :class:`rakka_runtime.runner.Middleware`)."""
 
     name = "rate_limits"
-    stage: Literal["outer", "attempt"] = "attempt"
+    scope: Literal["request", "attempt"] = "attempt"
     order = 20
 
     def __init__(self, policy: RateLimitPolicy, admission: Admission[Any]) -> None:
         self.policy = policy
         self.admission = admission
         self._wait = policy.on_capacity_exhausted == "queue"
+        self._queue = admission if isinstance(admission, AdmissionQueue) else None
+        self.blocking = self._queue is None
+        # Per request: its place in line while it waits (keyed by the state object).
+        self._waiters: dict[int, Any] = {}
 
     def close(self) -> None:
         """Release what the backend holds (a shared store's connections); idempotent."""
@@ -152,57 +94,75 @@ class RateLimitMiddleware:
         if close is not None:
             close()
 
-    def __call__(self, state: CallState, call_next: CallNext) -> Iterator[TokenChunk]:
-        request = state.request
-        input_tokens = state.estimated_input_tokens
-        if input_tokens <= 0:  # estimated once per logical request, reused by retries
-            input_tokens = state.estimated_input_tokens = estimate_input_tokens(request.messages)
-        admission = self.admission
-        grant = admission.admit(
-            reserved_tokens(request, input_tokens),
-            deadline=request.deadline,
+    def enter(self, state: CallState) -> Any:
+        tokens = reserved_tokens(state.request, state.estimated_input_tokens)
+        queue = self._queue
+        if queue is None:
+            grant = self.admission.admit(
+                tokens,
+                deadline=_on_clock(state, self.admission),
+                wait=self._wait,
+                cancelled=lambda: state.cancelled,
+            )
+            return _Ticket(grant, state.result)
+        key = id(state)
+        step = queue.reserve(
+            tokens,
+            waiter=self._waiters.pop(key, None),
+            deadline=_on_clock(state, queue),
             wait=self._wait,
-            cancelled=lambda: state.cancelled,
         )
-        # What earlier attempts left on the state, so this attempt's own are told apart.
-        result_before, headers_before = state.result, state.response_headers
-        requests_used, tokens_used = 1, -1
-        delivered = 0
-        observed = False
-        chunks = call_next(state)
-        try:
-            for chunk in chunks:
-                if not delivered:  # headers are in: apply them before a long stream ends
-                    observed = self._observe(state.response_headers, headers_before)
-                delivered += 1
-                yield chunk
-        except RateLimited as exc:
-            requests_used = tokens_used = 0
-            pause = exc.retry_after
-            admission.pause(PAUSE_WITHOUT_RETRY_AFTER if pause is None else pause)
-            raise
-        except InferenceError as exc:
-            partial = exc.partial
-            if partial is not None and partial.usage is not None:
-                tokens_used = partial.usage.input_tokens + partial.usage.output_tokens
-            raise
-        finally:
-            close = getattr(chunks, "close", None)
-            if close is not None:
-                close()  # the connection goes before the slot does
-            if not observed:
-                self._observe(state.response_headers, headers_before)
-            if tokens_used < 0:
-                tokens_used = _usage_or_guess(state.result, result_before, input_tokens, delivered)
-            admission.release(grant, requests_used=requests_used, tokens_used=tokens_used)
+        if isinstance(step, Pending):
+            self._waiters[key] = step.waiter
+            return step.wait
+        return _Ticket(step, state.result)
 
-    def _observe(self, headers: Mapping[str, str], before: Mapping[str, str]) -> bool:
-        if headers is before:
-            return False  # this attempt got no response (yet)
-        feedback = _feedback(headers)
+    def abandon(self, state: CallState) -> None:
+        waiter = self._waiters.pop(id(state), None)
+        if waiter is not None and self._queue is not None:
+            self._queue.leave_line(waiter)
+
+    def on_response(self, state: CallState, ticket: _Ticket) -> None:
+        feedback = state.rate_limit_feedback
         if feedback:
             self.admission.observe_all(feedback)
-        return True
+
+    def leave(self, state: CallState, ticket: _Ticket, outcome: Outcome) -> None:
+        requests_used, tokens_used = 1, -1
+        error = outcome.error
+        if isinstance(error, RateLimited):
+            requests_used = tokens_used = 0
+            pause = error.retry_after
+            self.admission.pause(PAUSE_WITHOUT_RETRY_AFTER if pause is None else pause)
+        elif isinstance(error, InferenceError):
+            partial = error.partial
+            if partial is not None and partial.usage is not None:
+                tokens_used = partial.usage.input_tokens + partial.usage.output_tokens
+        if tokens_used < 0:
+            tokens_used = _usage_or_guess(
+                outcome.result,
+                ticket.result_before,
+                state.estimated_input_tokens,
+                outcome.delivered,
+            )
+        self.admission.release(ticket.grant, requests_used=requests_used, tokens_used=tokens_used)
+
+
+class _Ticket:
+    __slots__ = ("grant", "result_before")
+
+    def __init__(self, grant: Any, result_before: ChatResult | None) -> None:
+        self.grant = grant
+        self.result_before = result_before
+
+
+def _on_clock(state: CallState, admission: object) -> float | None:
+    """The request's deadline on the admission's clock (a test's fake clock may differ)."""
+    left = state.time_left()
+    if left is None:
+        return None
+    clock = getattr(admission, "_clock", None)
+    return (time.monotonic() if clock is None else clock.monotonic()) + left
 
 
 def _usage_or_guess(
@@ -217,9 +177,9 @@ class RateLimitPlugin(ClockedPlugin):
     """The plugin object; tests register one with a fake clock (the built-in blocked)."""
 
     @hookimpl
-    def rakka_request_middleware(
+    def rakka_request_policy(
         self, deployment: DeploymentConfig, hooks: PluginHooks
-    ) -> Middleware | None:
+    ) -> Policy | None:
         policy = deployment.rate_limits
         if not policy.enabled:
             return None
@@ -236,7 +196,7 @@ class RateLimitPlugin(ClockedPlugin):
                 concurrent_requests=policy.concurrent_requests,
                 clock=self.clock,
             )
-        return RateLimitMiddleware(policy, admission)
+        return RateLimitGate(policy, admission)
 
 
 plugin = RateLimitPlugin()

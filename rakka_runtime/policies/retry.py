@@ -1,7 +1,7 @@
 """Built-in policy plugin ``retry``: try a transient failure again, with backoff.
 
-It sits in the outer stage, innermost there (order 100), so metrics and budgets see one
-logical request around it while the breaker and rate limits run once per attempt inside it.
+A request-scope policy (order 100): metrics and budgets see one logical request around it,
+while the breaker and rate limits are entered once per attempt.
 
 The decision for a failed attempt, in order:
 
@@ -26,12 +26,10 @@ one middleware serves every thread of a deployment.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from dataclasses import replace
 from typing import TYPE_CHECKING, Literal
 
+from rakka_runtime.core.policy import Outcome, Wait
 from rakka_runtime.errors import (
-    Cancelled,
     InferenceError,
     RateLimited,
     StreamInterrupted,
@@ -39,14 +37,15 @@ from rakka_runtime.errors import (
 )
 from rakka_runtime.hookspecs import hookimpl
 from rakka_runtime.policies.clock import SYSTEM_CLOCK, Clock, ClockedPlugin
-from rakka_runtime.types import Attempt, ChatResult, TokenChunk
+from rakka_runtime.types import ChatResult
 
 if TYPE_CHECKING:
     from rakka_runtime.config.schema import DeploymentConfig, RetryPolicy
+    from rakka_runtime.core.policy import Policy
+    from rakka_runtime.core.state import CallState
     from rakka_runtime.plugins import PluginHooks
-    from rakka_runtime.runner import CallNext, CallState, Middleware
 
-__all__ = ["RetryMiddleware", "RetryPlugin", "backoff", "plugin"]
+__all__ = ["RetryPlugin", "RetryRule", "backoff", "plugin"]
 
 
 def backoff(policy: RetryPolicy, retry: int, roll: float) -> float:
@@ -68,78 +67,50 @@ def backoff(policy: RetryPolicy, retry: int, roll: float) -> float:
     return roll * base
 
 
-class RetryMiddleware:
-    """The retry layer of one deployment (a :class:`rakka_runtime.runner.Middleware`)."""
+class RetryRule:
+    """The retry policy of one deployment (a :class:`rakka_runtime.core.policy.Policy`).
+
+    Its ticket is the request's deadline on this policy's clock. ``retry_wait`` decides
+    after each failed attempt: a :class:`Wait` before the next one, or the error to raise.
+    """
 
     name = "retry"
-    stage: Literal["outer", "attempt"] = "outer"
+    scope: Literal["request", "attempt"] = "request"
     order = 100
 
     def __init__(self, policy: RetryPolicy, clock: Clock = SYSTEM_CLOCK) -> None:
         self.policy = policy
         self.clock = clock
 
-    def __call__(self, state: CallState, call_next: CallNext) -> Iterator[TokenChunk]:
-        clock = self.clock
-        deadline = self._deadline(state)
-        retry = 0
-        while True:
-            recorded = len(state.attempts)
-            delivered = 0
-            chunks: Iterator[TokenChunk] | None = None
-            try:
-                # Inside the try: a layer that refuses (breaker, rate limit) may raise here.
-                chunks = call_next(state)
-                for chunk in chunks:
-                    delivered += 1
-                    yield chunk
-                return
-            except InferenceError as exc:
-                record = self._record(state, recorded, exc)
-                if delivered:
-                    interrupted = _after_delivery(exc, delivered, state)
-                    if interrupted is None:
-                        raise
-                    raise interrupted from exc
-                wait = self._wait(exc, retry, deadline)
-                record.wait = wait
-            finally:
-                # Release the attempt's connection and permits now, not when collected.
-                close = getattr(chunks, "close", None)
-                if close is not None:
-                    close()
-            if clock.wait(state.cancel_event(), wait):
-                raise Cancelled("cancelled during a retry backoff")
-            retry += 1
-
-    def _deadline(self, state: CallState) -> float | None:
-        """The request's time budget on this middleware's clock (``None``: unbounded)."""
-        request = state.request
-        now = self.clock.monotonic()
-        if request.deadline is not None:
-            # The request's deadline is on time.monotonic(); carry the time left over to
-            # the injected clock so a fake clock and the transport agree on it.
-            return now + (request.deadline - time.monotonic())
+    def enter(self, state: CallState) -> float | None:
+        """The request's time budget on this policy's clock (``None``: unbounded). The
+        policy's own ``deadline`` shortens the request's, for every layer (transport,
+        queues), without touching the caller's request."""
         budget = self.policy.deadline
-        if budget is None:
-            return None
-        # The attempts see it too (transport, rate-limit queue), so no single attempt
-        # outlives the budget. A copy: the caller's request object is left as it was.
-        state.request = replace(request, deadline=time.monotonic() + budget)
-        return now + budget
+        if budget is not None:
+            ends = time.monotonic() + budget
+            if state.deadline is None or ends < state.deadline:
+                state.deadline = ends
+        left = state.time_left()
+        return None if left is None else self.clock.monotonic() + left
 
-    @staticmethod
-    def _record(state: CallState, recorded: int, exc: InferenceError) -> Attempt:
-        """The attempt record of the failure, added when no wire exchange made one."""
-        if len(state.attempts) == recorded:
-            # Refused before the wire (breaker open, rate limit): still an attempt.
-            record = Attempt(exc.kind, exc.status)
-            state.attempts.append(record)
-            return record
-        record = state.attempts[-1]
-        if record.kind == "ok":  # the exchange went through but a later layer failed it
-            record.kind = exc.kind
-        return record
+    def leave(self, state: CallState, ticket: object, outcome: Outcome) -> None:
+        return None
+
+    def retry_wait(
+        self, state: CallState, exc: InferenceError, retries: int, delivered: int
+    ) -> Wait:
+        """The wait before retry number ``retries + 1``; raises when there is none."""
+        if delivered:
+            interrupted = _after_delivery(exc, delivered, state)
+            if interrupted is None:
+                raise exc
+            raise interrupted from exc
+        deadline = None
+        left = state.time_left()
+        if left is not None:
+            deadline = self.clock.monotonic() + left
+        return Wait(self._wait(exc, retries, deadline), "retry backoff", clock=self.clock)
 
     def _wait(self, exc: InferenceError, retry: int, deadline: float | None) -> float:
         """Seconds to wait before the next attempt; raises when there is none to make."""
@@ -213,13 +184,13 @@ class RetryPlugin(ClockedPlugin):
     """The plugin object; tests register one with a fake clock (the built-in blocked)."""
 
     @hookimpl
-    def rakka_request_middleware(
+    def rakka_request_policy(
         self, deployment: DeploymentConfig, hooks: PluginHooks
-    ) -> Middleware | None:
+    ) -> Policy | None:
         policy = deployment.retry
         if not policy.enabled:
             return None
-        return RetryMiddleware(policy, clock=self.clock)
+        return RetryRule(policy, clock=self.clock)
 
 
 plugin = RetryPlugin()

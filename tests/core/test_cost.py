@@ -7,9 +7,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -20,11 +21,13 @@ from rakka_provider_openai.emulator import Emulator
 from rakka_runtime import hookimpl
 from rakka_runtime.cli import cli
 from rakka_runtime.config.schema import DeploymentConfig
+from rakka_runtime.core.flow import DEFAULT_MAX_OUTPUT_TOKENS
+from rakka_runtime.core.policy import Outcome, Policy, Wait
+from rakka_runtime.core.state import CallState
 from rakka_runtime.errors import InferenceError, StreamInterrupted
 from rakka_runtime.plugins import PluginHooks, make_plugin_manager
-from rakka_runtime.runner import CallNext, CallState, Middleware
+from rakka_runtime.policies.ratelimit import reserved_tokens
 from rakka_runtime.runtime import Runtime
-from rakka_runtime.types import TokenChunk
 
 # The conftest `make_runtime` fixture: builds a Runtime aimed at an emulator.
 RuntimeFactory = Callable[..., Runtime]
@@ -85,21 +88,26 @@ class _RetryOnce:
     """A second attempt after any failure (the built-in retry never repeats a filter)."""
 
     name = "retry-once"
-    stage: Literal["outer", "attempt"] = "outer"
+    scope: Literal["request", "attempt"] = "request"
     order = 90
 
-    def __call__(self, state: CallState, call_next: CallNext) -> Iterator[TokenChunk]:
-        try:
-            yield from call_next(state)
-        except InferenceError:
-            yield from call_next(state)
+    def enter(self, state: CallState) -> None:
+        return None
+
+    def leave(self, state: CallState, ticket: None, outcome: Outcome) -> None:
+        return None
+
+    def retry_wait(
+        self, state: CallState, error: InferenceError, retries: int, delivered: int
+    ) -> Wait:
+        if retries:
+            raise error
+        return Wait(0.0)
 
 
 class _RetryOncePlugin:
     @hookimpl
-    def rakka_request_middleware(
-        self, deployment: DeploymentConfig, hooks: PluginHooks
-    ) -> Middleware | None:
+    def rakka_request_policy(self, deployment: DeploymentConfig, hooks: PluginHooks) -> Policy:
         return _RetryOnce()
 
 
@@ -135,7 +143,7 @@ def test_azure_base_model_decides_estimate_and_actual_cost(
     # 3 + 4 + ceil(8 / 4) = 9 input tokens at 2.50, 10 output at 10.00
     assert (estimate.input_tokens, estimate.output_tokens_max) == (9, 10)
     assert estimate.usd == pytest.approx((9 * 2.50 + 10 * 10.00) / 1e6)
-    request.extra_headers = usage_header(1000)
+    request = dataclasses.replace(request, extra_headers=usage_header(1000))
     result = runtime.execute(request).result()
     assert result.model == "gpt-4o-mini"
     assert result.cost_usd == pytest.approx((1000 * 2.50 + 10 * 10.00) / 1e6)
@@ -146,8 +154,19 @@ def test_estimate_without_max_tokens_bounds_output_at_the_default(
 ) -> None:
     runtime = make_runtime(emulator)
     estimate = runtime.estimate_cost(runtime.request("abcd"))
-    assert (estimate.input_tokens, estimate.output_tokens_max) == (8, 4096)
-    assert estimate.usd == pytest.approx((8 * 0.15 + 4096 * 0.60) / 1e6)
+    # The one default behind rate-limit reservations, budgets and this estimate.
+    assert (estimate.input_tokens, estimate.output_tokens_max) == (8, DEFAULT_MAX_OUTPUT_TOKENS)
+    assert estimate.usd == pytest.approx((8 * 0.15 + DEFAULT_MAX_OUTPUT_TOKENS * 0.60) / 1e6)
+
+
+def test_one_estimate_feeds_cost_and_rate_limits_and_counts_every_choice(
+    emulator: Emulator, make_runtime: RuntimeFactory
+) -> None:
+    runtime = make_runtime(emulator)
+    request = runtime.request("abcd", max_tokens=50, n=3)
+    estimate = runtime.estimate_cost(request)
+    assert estimate.output_tokens_max == 150
+    assert reserved_tokens(request, estimate.input_tokens) == estimate.input_tokens + 150
 
 
 def test_env_prod_negotiated_rate_prices_a_call(

@@ -16,7 +16,7 @@ from rakka_runtime.registry import DuplicateProviderError, ProviderRegistry
 
 def test_every_hook_is_documented_with_each_parameter() -> None:
     names = hookspecs.hook_names()
-    assert "rakka_register_providers" in names and "rakka_request_middleware" in names
+    assert "rakka_register_providers" in names and "rakka_request_policy" in names
     for name in names:
         spec = getattr(hookspecs, name)
         doc = inspect.getdoc(spec) or ""

@@ -231,7 +231,7 @@ def test_runner_offers_the_model_runner_protocol(
     emulator: Emulator, make_runtime: RuntimeFactory
 ) -> None:
     runtime = make_runtime(emulator, "deployment.rate_limits.requests_per_minute=120")
-    runner = runtime.runner
+    runner = runtime
     assert runner.rate_limits.requests_per_minute == 120
     request = runtime.request("estimate me", max_tokens=100)
     estimate = runner.estimate_cost(request)

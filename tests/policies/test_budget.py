@@ -143,9 +143,9 @@ def test_throttle_fails_when_the_wait_passes_the_deadline(
         runtime.chat("hi", max_tokens=30)  # estimated at 8 + 30 = $38 > $20: never fits
 
 
-def test_no_budget_no_middleware(make_runtime: RuntimeFactory, emulator: Emulator) -> None:
+def test_no_budget_no_policy(make_runtime: RuntimeFactory, emulator: Emulator) -> None:
     runtime = make_runtime(emulator)
-    names = [m.name for m in runtime.hooks.middlewares(runtime.deployment)]
+    names = [m.name for m in runtime.hooks.policies(runtime.deployment)]
     assert "budget" not in names and "metrics" in names
 
 

@@ -15,22 +15,18 @@ from typing import Any
 
 import pytest
 
+from rakka_provider_openai.codec import ratelimit_feedback
 from rakka_provider_openai.emulator import Emulator
 from rakka_runtime.config.schema import DeploymentConfig
+from rakka_runtime.core.flow import DEFAULT_MAX_OUTPUT_TOKENS as DEFAULT_OUTPUT_RESERVATION
+from rakka_runtime.core.policy import Policy
 from rakka_runtime.errors import Backpressure, RateLimited, ServerError
 from rakka_runtime.hookspecs import hookimpl
 from rakka_runtime.plugins import BUILTIN_PLUGINS, PluginHooks, make_plugin_manager
 from rakka_runtime.policies.admission import AdmissionQueue
 from rakka_runtime.policies.clock import SYSTEM_CLOCK, Clock, FakeClock
-from rakka_runtime.policies.ratelimit import (
-    DEFAULT_OUTPUT_RESERVATION,
-    RateLimitMiddleware,
-    RateLimitPlugin,
-    ratelimit_feedback,
-    reserved_tokens,
-)
+from rakka_runtime.policies.ratelimit import RateLimitGate, RateLimitPlugin, reserved_tokens
 from rakka_runtime.pricing import estimate_input_tokens
-from rakka_runtime.runner import Middleware
 from rakka_runtime.runtime import Runtime
 from rakka_runtime.types import ExecuteBatch, SamplingParams
 
@@ -40,20 +36,20 @@ RuntimeFactory = Callable[..., Runtime]
 
 
 class RecordingLimits(RateLimitPlugin):
-    """The rate-limit plugin, keeping the middlewares it builds so tests can read levels."""
+    """The rate-limit plugin, keeping the gates it builds so tests can read levels."""
 
     def __init__(self, clock: Clock = SYSTEM_CLOCK) -> None:
         super().__init__(clock)
-        self.built: list[RateLimitMiddleware] = []
+        self.built: list[RateLimitGate] = []
 
     @hookimpl
-    def rakka_request_middleware(
+    def rakka_request_policy(
         self, deployment: DeploymentConfig, hooks: PluginHooks
-    ) -> Middleware | None:
-        middleware = super().rakka_request_middleware(deployment, hooks)
-        if isinstance(middleware, RateLimitMiddleware):
-            self.built.append(middleware)
-        return middleware
+    ) -> Policy | None:
+        gate = super().rakka_request_policy(deployment, hooks)
+        if isinstance(gate, RateLimitGate):
+            self.built.append(gate)
+        return gate
 
     @property
     def admission(self) -> AdmissionQueue:

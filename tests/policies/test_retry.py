@@ -19,6 +19,7 @@ import pytest
 from rakka_provider_openai.emulator import Emulator
 from rakka_runtime import hookimpl
 from rakka_runtime.config.schema import DeploymentConfig, RetryPolicy
+from rakka_runtime.core.state import CallState
 from rakka_runtime.errors import (
     ERROR_KINDS,
     Backpressure,
@@ -32,10 +33,9 @@ from rakka_runtime.errors import (
 )
 from rakka_runtime.plugins import BUILTIN_PLUGINS, PluginHooks, make_plugin_manager
 from rakka_runtime.policies.clock import FakeClock
-from rakka_runtime.policies.retry import RetryMiddleware, backoff
-from rakka_runtime.runner import CallNext, CallState
+from rakka_runtime.policies.retry import RetryRule, backoff
 from rakka_runtime.runtime import Runtime
-from rakka_runtime.types import ChatResult, TokenChunk
+from rakka_runtime.types import ChatResult
 from rakka_testing import config_at
 
 FakeRuntime = Callable[..., Runtime]
@@ -226,21 +226,23 @@ class _Refuse:
         self.left = times
 
     @hookimpl
-    def rakka_request_middleware(self, deployment: DeploymentConfig) -> Any:
+    def rakka_request_policy(self, deployment: DeploymentConfig) -> Any:
         refuse = self
 
-        class Layer:
+        class Gate:
             name = "refuse"
-            stage: Literal["outer", "attempt"] = "attempt"
+            scope: Literal["request", "attempt"] = "attempt"
             order = 0
 
-            def __call__(self, state: CallState, call_next: CallNext) -> Iterator[TokenChunk]:
+            def enter(self, state: CallState) -> None:
                 if refuse.left > 0:
                     refuse.left -= 1
                     raise refuse.error()
-                return call_next(state)
 
-        return Layer()
+            def leave(self, state: CallState, ticket: None, outcome: object) -> None:
+                return None
+
+        return Gate()
 
 
 @pytest.mark.parametrize(
@@ -383,11 +385,11 @@ def test_the_builtin_is_registered_and_can_be_disabled_by_name(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     deployment = DeploymentConfig(provider="openai", model="m")
-    (layer,) = [m for m in PluginHooks().middlewares(deployment) if m.name == "retry"]
-    assert isinstance(layer, RetryMiddleware)
-    assert (layer.stage, layer.order) == ("outer", 100)
+    (layer,) = [m for m in PluginHooks().policies(deployment) if m.name == "retry"]
+    assert isinstance(layer, RetryRule)
+    assert (layer.scope, layer.order) == ("request", 100)
     monkeypatch.setenv("RAKKA_DISABLE_PLUGINS", "retry")
-    assert not [m for m in PluginHooks().middlewares(deployment) if m.name == "retry"]
+    assert not [m for m in PluginHooks().policies(deployment) if m.name == "retry"]
 
 
 # --- streams --------------------------------------------------------------------------------

@@ -14,23 +14,27 @@ from rakka_runtime import hookimpl
 if TYPE_CHECKING:
     import click
 
-    from rakka_provider_openai.client import OpenAIWireClient
+    from rakka_provider_openai.codec import OpenAICodec
     from rakka_runtime.config.schema import DeploymentConfig
-    from rakka_runtime.registry import ProviderContext, ProviderRegistry
+    from rakka_runtime.provider import ProviderContext
+    from rakka_runtime.registry import ProviderRegistry
 
 # Imports stay inside the hooks: `rakka --help` loads this module, and should not pay
 # for pydantic models or the emulator it does not use.
 
 
-def make_client(deployment: DeploymentConfig, context: ProviderContext) -> OpenAIWireClient:
-    from rakka_provider_openai.client import OpenAIWireClient
-    from rakka_provider_openai.deployment import auth_headers
+def make_codec(deployment: DeploymentConfig, context: ProviderContext) -> OpenAICodec:
+    from rakka_provider_openai.codec import OpenAICodec
+    from rakka_provider_openai.deployment import AzureVariant, DirectVariant, auth_headers
 
+    variant = getattr(deployment, "variant", None)
+    if not isinstance(variant, DirectVariant | AzureVariant):  # the registered classes have one
+        raise TypeError(f"{type(deployment).__name__} has no OpenAI variant")
     session = context.open_session(partial(auth_headers, deployment))
     if not deployment.embedded_emulator:
-        return OpenAIWireClient(deployment, session)
+        return OpenAICodec(deployment, variant)
     # The default `local` deployment: an in-process emulator on an ephemeral loopback port,
-    # owned by this client and stopped with it.
+    # owned by this codec and stopped with it.
     from rakka_provider_openai.emulator import Emulator
 
     credential = session.snapshot.credential
@@ -41,11 +45,10 @@ def make_client(deployment: DeploymentConfig, context: ProviderContext) -> OpenA
         requests_per_minute=1_000_000,
         tokens_per_minute=1_000_000_000,
     ).start()
-    variant = getattr(deployment, "variant", None)
-    azure = variant is not None and getattr(variant, "kind", "direct") == "azure"
-    return OpenAIWireClient(
+    azure = isinstance(variant, AzureVariant)
+    return OpenAICodec(
         deployment,
-        session,
+        variant,
         endpoint_override=emulator.url if azure else emulator.url + "/v1",
         on_close=emulator.stop,
     )
@@ -55,8 +58,8 @@ def make_client(deployment: DeploymentConfig, context: ProviderContext) -> OpenA
 def rakka_register_providers(registry: ProviderRegistry) -> None:
     from rakka_provider_openai.deployment import AzureDeployment, OpenAIDeployment
 
-    registry.register("openai", OpenAIDeployment, make_client)
-    registry.register("azure", AzureDeployment, make_client)
+    registry.register("openai", OpenAIDeployment, make_codec)
+    registry.register("azure", AzureDeployment, make_codec)
 
 
 @hookimpl

@@ -24,12 +24,12 @@ from redis_support import RedisServer, redis_overrides
 
 from rakka_provider_openai.emulator import Emulator
 from rakka_runtime.config.schema import DeploymentConfig, RateLimitPolicy, RedisBackend
+from rakka_runtime.core.policy import Policy
 from rakka_runtime.errors import Backpressure, InferenceError
 from rakka_runtime.hookspecs import hookimpl
 from rakka_runtime.plugins import BUILTIN_PLUGINS, PluginHooks, make_plugin_manager
-from rakka_runtime.policies.ratelimit import RateLimitMiddleware, RateLimitPlugin
+from rakka_runtime.policies.ratelimit import RateLimitGate, RateLimitPlugin
 from rakka_runtime.policies.shared.redis_admission import SharedAdmission
-from rakka_runtime.runner import Middleware
 from rakka_testing import EMULATOR_KEY, RuntimeFactory
 
 WORKER = Path(__file__).with_name("fleet_worker.py")
@@ -236,16 +236,16 @@ def test_a_trip_in_one_process_reaches_the_others_within_100ms(
 class RecordingLimits(RateLimitPlugin):
     def __init__(self) -> None:
         super().__init__()
-        self.built: list[RateLimitMiddleware] = []
+        self.built: list[RateLimitGate] = []
 
     @hookimpl
-    def rakka_request_middleware(
+    def rakka_request_policy(
         self, deployment: DeploymentConfig, hooks: PluginHooks
-    ) -> Middleware | None:
-        middleware = super().rakka_request_middleware(deployment, hooks)
-        assert isinstance(middleware, RateLimitMiddleware)
-        self.built.append(middleware)
-        return middleware
+    ) -> Policy | None:
+        gate = super().rakka_request_policy(deployment, hooks)
+        assert isinstance(gate, RateLimitGate)
+        self.built.append(gate)
+        return gate
 
 
 def run_threads(count: int, target: Callable[[], None]) -> list[threading.Thread]:

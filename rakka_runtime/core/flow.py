@@ -1,0 +1,261 @@
+"""What happens around each exchange of a request, decided once for both drivers.
+
+:class:`DeploymentCore` is one deployment as the drivers see it: its codec, session,
+prices, hooks and policy chain. Its methods are the request's bookkeeping — attempt
+records, billing, what a failure becomes, whether and how long to wait before the next
+attempt, the finished result — with no I/O and no waiting, so the thread driver and the
+asyncio driver call the same code and differ only in how they wait and read.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from rakka_runtime.core.policy import Outcome, Policy, Wait, retry_wait_of
+from rakka_runtime.core.state import CallState
+from rakka_runtime.errors import Cancelled, InferenceError, PluginError
+from rakka_runtime.pricing import (
+    CostEstimate,
+    PriceTable,
+    cost_from_usage,
+    estimate_cost,
+    estimate_output_tokens,
+)
+from rakka_runtime.types import Attempt, ChatRequest, ChatResult, Usage
+
+if TYPE_CHECKING:
+    from rakka_runtime.config.schema import DeploymentConfig
+    from rakka_runtime.plugins import PluginHooks
+    from rakka_runtime.provider import ProviderCodec
+    from rakka_runtime.session import Session
+
+__all__ = ["DEFAULT_MAX_OUTPUT_TOKENS", "DeploymentCore", "estimated_tokens"]
+
+DEFAULT_MAX_OUTPUT_TOKENS = 1024
+"""Output tokens assumed for a request that sets no ``max_tokens``: the one default
+behind rate-limit reservations, budget admission and the pre-call cost estimate.
+Reserving a model's whole output window would serialise a tokens-per-minute budget
+needlessly; reconciling with the reported usage corrects the guess either way."""
+
+
+def estimated_tokens(request: ChatRequest, input_tokens: int) -> int:
+    """The one estimate of what ``request`` will use: its prompt plus the most the answer
+    may use (``max_tokens`` times ``n``, or the default)."""
+    sampling = request.sampling
+    output = DEFAULT_MAX_OUTPUT_TOKENS if sampling.max_tokens is None else sampling.max_tokens
+    return input_tokens + output * max(1, sampling.n or 1)
+
+
+class DeploymentCore:
+    """One deployment's codec, session, prices and policies, shared by both drivers."""
+
+    def __init__(
+        self,
+        deployment: DeploymentConfig,
+        codec: ProviderCodec,
+        hooks: PluginHooks,
+        prices: PriceTable,
+        session: Session | None,
+        policies: Sequence[Policy],
+    ) -> None:
+        self.deployment = deployment
+        self.codec = codec
+        self.hooks = hooks
+        self.prices = prices
+        self.session = session
+        self.policies = list(policies)
+        by_order = sorted(self.policies, key=lambda p: p.order)
+        self.request_policies = [p for p in by_order if p.scope == "request"]
+        self.attempt_policies = [p for p in by_order if p.scope != "request"]
+        self.retry_policy = next(
+            (p for p in self.request_policies if retry_wait_of(p) is not None), None
+        )
+        self.responders = [
+            (i, p.on_response)  # type: ignore[attr-defined]
+            for i, p in enumerate(self.attempt_policies)
+            if getattr(p, "on_response", None) is not None
+        ]
+        timeouts = deployment.timeouts
+        self.connect = timeouts.connect
+        self.request_timeout = timeouts.request_timeout
+        self.read_timeout = timeouts.read_timeout
+        self.limits = deployment.limits
+        self._default_deadline = timeouts.deadline
+        self._estimator = self.estimate_cost  # bound once, handed to every state
+
+    # -- a request's life -------------------------------------------------------------------
+
+    def new_state(self, request: ChatRequest, deadline: float | None = None) -> CallState:
+        """The state of one run of ``request``; ``deadline`` (absolute) may shorten it."""
+        now = time.monotonic()
+        limits = [d for d in (request.deadline, deadline) if d is not None]
+        if request.timeout is not None:
+            limits.append(now + request.timeout)
+        if self._default_deadline is not None:
+            limits.append(now + self._default_deadline)
+        return CallState(
+            request=request,
+            deployment=self.deployment.name,
+            model=request.model or self.deployment.model,
+            deadline=min(limits) if limits else None,
+            started_at=now,
+            estimated_input_tokens=self.codec.estimate_input_tokens(request),
+            estimator=self._estimator,
+        )
+
+    def begin_exchange(self, state: CallState) -> Attempt:
+        if state.cancelled:
+            raise Cancelled("cancelled before sending")
+        record = Attempt("ok")
+        state.attempts.append(record)
+        return record
+
+    def exchange_ok(self, state: CallState, record: Attempt, result: ChatResult) -> None:
+        record.status = state.status
+        self._charge(state, result, failed=False)
+
+    def exchange_failed(
+        self, state: CallState, record: Attempt, error: BaseException
+    ) -> InferenceError:
+        """What a failed exchange becomes (the caller raises it)."""
+        if not isinstance(error, InferenceError):
+            failure: InferenceError = PluginError(
+                f"the provider's codec failed: {type(error).__name__}: {error}"
+            )
+            failure.__cause__ = error
+            error = failure
+        failure = error
+        if state.cancelled and not isinstance(error, Cancelled):
+            # The cut connection surfaces as a network error: say what happened, below the
+            # retry and breaker policies so neither holds it against the provider.
+            failure = Cancelled(
+                "cancelled by the caller", request_id=error.request_id, partial=error.partial
+            )
+            failure.__cause__ = error
+        record.kind, record.status = failure.kind, error.status
+        if error.partial is not None:  # output arrived, so tokens were billed
+            self._charge(state, error.partial, failed=True)
+        return failure
+
+    def reauthorize(self, state: CallState, error: InferenceError, used: Any) -> bool:
+        """After a 401: whether the key rotated under us and the exchange is worth
+        repeating once with the new one (the session re-reads the credential)."""
+        session = self.session
+        if session is None or used is None or error.status != 401 or error.kind != "unauthorized":
+            return False
+        return session.reauthorize(used)
+
+    def credential_in_use(self) -> Any:
+        session = self.session
+        return None if session is None else session.cell.current
+
+    def after_failure(
+        self, state: CallState, error: InferenceError, retries: int, recorded: int, delivered: int
+    ) -> Wait:
+        """Record a failed attempt, then the wait before the next one; raises when there is
+        none (no retry policy, or it gives up)."""
+        if len(state.attempts) == recorded:
+            # Refused before the wire (breaker open, rate limit): still an attempt.
+            state.attempts.append(Attempt(error.kind, error.status))
+        elif state.attempts[-1].kind == "ok":  # the exchange went through, a policy failed it
+            state.attempts[-1].kind = error.kind
+        if isinstance(error, Cancelled | PluginError):
+            raise error
+        policy = self.retry_policy
+        if policy is None:
+            raise error
+        wait: Wait = policy.retry_wait(state, error, retries, delivered)  # type: ignore[attr-defined]
+        state.attempts[-1].wait = wait.seconds
+        return wait
+
+    def finished(self, state: CallState) -> ChatResult:
+        """The request succeeded: timings, attempts and cost on its result."""
+        result = state.result
+        if result is None:
+            raise InferenceError("the request ended without a result")
+        finished = time.monotonic()
+        result.latency_ms = (finished - state.started_at) * 1000
+        first_at = state.first_chunk_at if state.request.stream else finished
+        result.ttft_ms = None if first_at is None else (first_at - state.started_at) * 1000
+        result.attempts = max(1, len(state.attempts))
+        result.attempt_history = list(state.attempts)
+        if state.spend.charged:
+            # The whole request's cost: every attempt that consumed tokens, not just this one.
+            result.cost_usd = state.spend.total
+            result.cost_estimated = state.spend.estimated
+        self.hooks.request_finished(self.deployment.name, state.request, result, None)
+        return result
+
+    def failed(self, state: CallState, error: InferenceError) -> None:
+        if not error.attempts:
+            error.attempts = list(state.attempts)
+        if error.partial is not None and state.spend.charged:
+            error.partial.cost_usd = state.spend.total
+            error.partial.cost_estimated = state.spend.estimated
+        self.hooks.request_finished(self.deployment.name, state.request, None, error)
+
+    @staticmethod
+    def leave_all(
+        state: CallState, entered: list[tuple[Policy, Any]], outcome: Outcome
+    ) -> BaseException | None:
+        """Leave every entered policy, innermost first; every one is left even when one
+        fails (a plugin's bug), and the first such failure is returned."""
+        problem: BaseException | None = None
+        while entered:
+            policy, ticket = entered.pop()
+            try:
+                policy.leave(state, ticket, outcome)
+            except Exception as exc:
+                if problem is None:
+                    problem = exc
+        return problem
+
+    # -- cost -------------------------------------------------------------------------------
+
+    def estimate_cost(self, request: ChatRequest) -> CostEstimate:
+        sampling = request.sampling
+        max_output = (sampling.max_tokens or DEFAULT_MAX_OUTPUT_TOKENS) * max(1, sampling.n or 1)
+        # Azure ignores request.model (the deployment is in the URL): base_model decides.
+        model = self.deployment.base_model or request.model or self.deployment.model
+        return estimate_cost(self.prices, model, request.messages, max_output)
+
+    def _charge(self, state: CallState, result: ChatResult, *, failed: bool) -> None:
+        """Price one attempt's result and add it to the request's spend.
+
+        A failed attempt without usage (a stream cut before its usage chunk) is costed from
+        the estimated input plus ``ceil(chars / 4)`` of the output that arrived, and flagged
+        as estimated. A complete answer without usage comes from a server that does not
+        report it at all: its cost stays unknown rather than guessed.
+        """
+        usage = result.usage
+        estimated = usage is None and failed
+        if estimated:
+            if not state.estimated_input_tokens:
+                state.estimated_input_tokens = self.codec.estimate_input_tokens(state.request)
+            usage = Usage(state.estimated_input_tokens, estimate_output_tokens(result))
+        rates = self.prices.get(self._priced_model(result.model, state.model))
+        cost = None if rates is None or usage is None else cost_from_usage(rates, usage)
+        state.spend.add(cost, usage, estimated=estimated)
+        result.cost_usd, result.cost_estimated = cost, estimated
+
+    def _priced_model(self, reported: str | None, requested: str) -> str:
+        """Azure hides the model behind the deployment name: base_model decides. Otherwise
+        the model the server says answered, unless it has no price and the requested one does."""
+        if self.deployment.base_model:
+            return self.deployment.base_model
+        if reported and (
+            self.prices.get(reported) is not None or self.prices.get(requested) is None
+        ):
+            return reported
+        return requested
+
+    def close(self) -> None:
+        try:
+            self.codec.close()
+        finally:
+            for policy in self.policies:
+                close = getattr(policy, "close", None)
+                if close is not None:
+                    close()

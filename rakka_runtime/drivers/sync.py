@@ -1,0 +1,277 @@
+"""The thread driver: runs a request on the calling thread over urllib3.
+
+It carries out what the core decides: enters policies (waiting as they ask, on the
+thread), runs each exchange (send, read, decode through :class:`Exchange`), asks the core
+what a failure means and how long to wait, and leaves every policy however the request
+ends. A request is a generator of chunks, so a stream is read as the caller consumes it
+and closing it early releases the connection and every permit at once.
+
+Cancellation (:meth:`RunHandle.cancel`, any thread) cuts the socket in any phase, ends a
+wait at once, and no further attempt starts.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from rakka_runtime.core.exchange import Exchange
+from rakka_runtime.core.flow import DeploymentCore
+from rakka_runtime.core.policy import Outcome, Policy, Wait
+from rakka_runtime.core.state import CallState
+from rakka_runtime.drivers import sync_transport
+from rakka_runtime.errors import Cancelled, InferenceError, PluginError, Unauthorized
+from rakka_runtime.policies.clock import SYSTEM_CLOCK
+from rakka_runtime.types import ChatResult, TokenChunk
+
+__all__ = ["CANCEL_POLL", "RunHandle", "run", "wait"]
+
+CANCEL_POLL = 0.1  # longest a thread waiting on a notifier goes without looking at cancel
+
+
+def run(core: DeploymentCore, state: CallState) -> Iterator[TokenChunk]:
+    """The whole request: request policies around attempts around exchanges."""
+    entered: list[tuple[Policy, Any]] = []
+    outcome = Outcome()
+    try:
+        for policy in core.request_policies:
+            entered.append((policy, enter(policy, state)))
+        retries = 0
+        first = True
+        while True:
+            recorded = len(state.attempts)
+            attempt = Outcome()
+            try:
+                for chunk in _attempt(core, state, attempt):
+                    if first:
+                        state.first_chunk_at = time.monotonic()
+                        first = False
+                    outcome.delivered += 1
+                    yield chunk
+                break
+            except InferenceError as exc:
+                pause = core.after_failure(state, exc, retries, recorded, attempt.delivered)
+            wait(pause, state, "during a retry backoff")
+            retries += 1
+        outcome.result = state.result
+    except GeneratorExit:
+        outcome.abandoned = True
+        raise
+    except BaseException as exc:
+        outcome.error = exc
+        if isinstance(exc, InferenceError):
+            core.failed(state, exc)
+        raise
+    finally:
+        problem = core.leave_all(state, entered, outcome)
+        if problem is not None and outcome.error is None and not outcome.abandoned:
+            raise _plugin_failure(problem)
+    core.finished(state)
+
+
+def _attempt(core: DeploymentCore, state: CallState, outcome: Outcome) -> Iterator[TokenChunk]:
+    entered: list[tuple[Policy, Any]] = []
+    try:
+        for policy in core.attempt_policies:
+            entered.append((policy, enter(policy, state)))
+        used = core.credential_in_use()
+        try:
+            yield from _exchange(core, state, outcome, entered)
+        except Unauthorized as exc:
+            # A 401 may only mean the key rotated and the watcher missed it: the session
+            # re-reads the credential and, if it changed, the exchange is repeated once.
+            if outcome.delivered or not core.reauthorize(state, exc, used):
+                raise
+            yield from _exchange(core, state, outcome, entered)
+    except GeneratorExit:
+        outcome.abandoned = True
+        raise
+    except BaseException as exc:
+        outcome.error = exc
+        raise
+    finally:
+        problem = core.leave_all(state, entered, outcome)
+        if problem is not None and outcome.error is None and not outcome.abandoned:
+            raise _plugin_failure(problem)
+
+
+def _exchange(
+    core: DeploymentCore,
+    state: CallState,
+    outcome: Outcome,
+    entered: list[tuple[Policy, Any]],
+) -> Iterator[TokenChunk]:
+    record = core.begin_exchange(state)
+    how = "abandoned"
+    response: sync_transport.Response | None = None
+    try:
+        session = core.session
+        assert session is not None
+        request = state.request
+        http = core.codec.build_request(request, state.model, session.snapshot.headers)
+        exchange = Exchange(core.codec, state, core.limits)
+        response = sync_transport.send(
+            session.pool,
+            http.method,
+            http.url,
+            http.body,
+            http.headers,
+            connect=core.connect,
+            request_timeout=core.request_timeout,
+            deadline=state.deadline,
+            on_cancel=state.on_cancel,
+        )
+        mode = exchange.head(response.status, response.headers)
+        outcome.responded = True
+        for index, on_response in core.responders:
+            if index < len(entered):
+                on_response(state, entered[index][1])
+        blocks = response.blocks(core.read_timeout, state.deadline)
+        try:
+            if mode == "stream":
+                for block in blocks:
+                    for chunk in exchange.feed(block):
+                        outcome.delivered += 1
+                        yield chunk
+                    if exchange.done:
+                        how = "ended"
+                        break
+                else:
+                    how = "complete"
+                result = exchange.end()
+            else:
+                for block in blocks:
+                    if not exchange.collect(block):
+                        break
+                else:
+                    how = "complete"
+                if mode == "error":
+                    raise exchange.error()
+                result = exchange.result()
+        except InferenceError as exc:
+            raise exchange.broken(exc)  # noqa: B904 - the same error, or what it means here
+        outcome.result = result
+    except GeneratorExit:
+        raise
+    except BaseException as exc:
+        if not isinstance(exc, Exception):
+            raise
+        raise core.exchange_failed(state, record, exc) from exc
+    finally:
+        state.on_cancel(None)  # the connection may go back to the pool: never cut it
+        if response is not None:
+            response.finish(how)
+    core.exchange_ok(state, record, result)
+
+
+def enter(policy: Policy, state: CallState) -> Any:
+    """``policy.enter`` until it grants, waiting as it asks (on this thread)."""
+    while True:
+        decision = policy.enter(state)
+        if not isinstance(decision, Wait):
+            return decision
+        try:
+            wait(decision, state, f"while queued for {policy.name} ({decision.why})")
+        except BaseException:
+            abandon = getattr(policy, "abandon", None)
+            if abandon is not None:
+                abandon(state)
+            raise
+
+
+def wait(decision: Wait, state: CallState, what: str) -> None:
+    """Carry out a wait on this thread; raises :class:`Cancelled` when the request is
+    cancelled meanwhile (at once, or within :data:`CANCEL_POLL` on a notifier)."""
+    clock = decision.clock or SYSTEM_CLOCK
+    if state.cancelled:
+        raise Cancelled(f"cancelled {what}")
+    notifier = decision.notifier
+    if notifier is None:
+        if clock.wait(state.cancel_event(), decision.seconds):
+            raise Cancelled(f"cancelled {what}")
+        return
+    before = clock.monotonic()
+    woken = notifier.wait(decision.seen, min(decision.seconds, CANCEL_POLL))
+    if state.cancelled:
+        raise Cancelled(f"cancelled {what}")
+    if decision.timed and not woken and clock.monotonic() == before:
+        # A clock that stood still through a real wait is a test's fake, whose time passes
+        # only by sleeping on it: if every caller waited here, nobody else would move it.
+        clock.sleep(decision.seconds)
+
+
+def _plugin_failure(problem: BaseException) -> InferenceError:
+    if isinstance(problem, InferenceError):
+        return problem
+    error = PluginError(f"a policy failed: {type(problem).__name__}: {problem}")
+    error.__cause__ = problem
+    return error
+
+
+class RunHandle:
+    """A request in flight: iterate for chunks, or call :meth:`result` for the aggregate.
+
+    Nothing is sent until the handle is iterated (or :meth:`result` is called). Closing
+    the handle early releases the connection and every permit the policies hold.
+    """
+
+    __slots__ = ("_chunks", "_done", "_error", "state")
+
+    def __init__(self, state: CallState, chunks: Iterator[TokenChunk]) -> None:
+        self.state = state
+        self._chunks = chunks
+        self._done = False
+        self._error: BaseException | None = None
+
+    @property
+    def request_id(self) -> str:
+        return self.state.request.request_id
+
+    def __iter__(self) -> RunHandle:
+        # The handle is its own iterator: breaking out of a ``for`` loop leaves the stream
+        # open, so ``result()`` can still drain it (a wrapper generator would close it).
+        return self
+
+    def __next__(self) -> TokenChunk:
+        if self._error is not None:
+            raise self._error
+        try:
+            return next(self._chunks)
+        except StopIteration:
+            self._done = True
+            raise
+        except BaseException as exc:
+            self._done = True
+            self._error = exc
+            raise
+
+    def result(self) -> ChatResult:
+        """Drain the rest of the stream and return the aggregate (raises on failure)."""
+        if self._error is not None:
+            raise self._error
+        if not self._done:
+            for _ in self:
+                pass
+        if self.state.result is None:
+            raise InferenceError("the request ended without a result")
+        return self.state.result
+
+    def cancel(self) -> None:
+        """Stop the request from any thread, also while another thread reads it or it
+        waits for response headers: the connection is cut (the reader gets
+        :class:`Cancelled` at once, with the partial output), a wait (backoff, budget,
+        rate-limit queue) ends at once, and no further attempt starts."""
+        self.state.cancel()
+
+    def close(self) -> None:
+        close = getattr(self._chunks, "close", None)
+        if close is not None:
+            close()
+        self._done = True
+
+    def __enter__(self) -> RunHandle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

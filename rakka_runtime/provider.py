@@ -1,0 +1,208 @@
+"""The provider interface: everything a provider plugin needs, and nothing else.
+
+A provider is a **codec**: it turns a :class:`ChatRequest` into an :class:`HttpRequest`,
+and the response (a whole body, or a stream of server-sent events) back into
+:class:`TokenChunk` values and a :class:`ChatResult`, classifying failures into the
+:class:`InferenceError` tree. It never does I/O: the runtime's drivers (threads + urllib3,
+asyncio + aiohttp) own connections, timeouts, cancellation and waiting, and run the same
+codec. Only primitives cross the boundary: method, URL, headers and body bytes out;
+status, lower-cased headers and body bytes (or decoded SSE events) in.
+
+A provider plugin imports this module only::
+
+    from rakka_runtime.provider import ProviderCodec, ProviderContext, hookimpl, ...
+
+    @hookimpl
+    def rakka_register_providers(registry):
+        registry.register("myprovider", MyDeployment, make_codec)
+
+    def make_codec(deployment: MyDeployment, context: ProviderContext) -> MyCodec:
+        context.open_session(lambda secret: {"x-api-key": secret.reveal() if secret else ""})
+        return MyCodec(deployment)
+
+See ``providers/openai`` for the worked example.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
+
+from rakka_runtime.config.schema import DeploymentConfig
+from rakka_runtime.errors import (
+    Backpressure,
+    BadRequest,
+    ContentFiltered,
+    ContextLengthExceeded,
+    Forbidden,
+    InferenceError,
+    NotFound,
+    ProtocolError,
+    QuotaExceeded,
+    RateLimited,
+    ServerError,
+    StreamInterrupted,
+    Unauthorized,
+)
+from rakka_runtime.hookspecs import hookimpl
+from rakka_runtime.secret_value import Secret
+from rakka_runtime.sse import SSEEvent
+from rakka_runtime.types import (
+    ChatRequest,
+    ChatResult,
+    ExecuteBatch,
+    Message,
+    TokenChunk,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
+)
+
+if TYPE_CHECKING:
+    from rakka_runtime.session import Session
+
+__all__ = [
+    "Backpressure",
+    "BadRequest",
+    "ChatRequest",
+    "ChatResult",
+    "ContentFiltered",
+    "ContextLengthExceeded",
+    "DeploymentConfig",
+    "ExecuteBatch",
+    "Feedback",
+    "Forbidden",
+    "HeaderBuilder",
+    "HttpRequest",
+    "InferenceError",
+    "Message",
+    "NotFound",
+    "ProtocolError",
+    "ProviderCodec",
+    "ProviderContext",
+    "ProviderFactory",
+    "QuotaExceeded",
+    "RateLimited",
+    "SSEEvent",
+    "Secret",
+    "ServerError",
+    "StreamDecoder",
+    "StreamInterrupted",
+    "TokenChunk",
+    "ToolCall",
+    "ToolCallDelta",
+    "Unauthorized",
+    "Usage",
+    "hookimpl",
+]
+
+ConfigT = TypeVar("ConfigT", bound=DeploymentConfig)
+ConfigT_contra = TypeVar("ConfigT_contra", bound=DeploymentConfig, contravariant=True)
+
+HeaderBuilder = Callable[[Secret | None], Mapping[str, str]]
+"""How a credential (``None`` when the deployment has none) becomes request headers; run
+once per credential change, never per request."""
+
+Feedback = tuple[str, int, int | None, float | None]
+"""One rate-limit dimension the provider reported: ``(dimension, remaining, limit,
+reset_seconds)`` with dimension ``"requests"`` or ``"tokens"``."""
+
+
+@dataclass(frozen=True, slots=True)
+class HttpRequest:
+    """What a codec asks the driver to send. ``headers`` already hold the session's."""
+
+    method: str
+    url: str
+    headers: Mapping[str, str]
+    body: bytes
+
+
+class StreamDecoder(Protocol):
+    """A provider's reading of one streamed response, fed one SSE event at a time."""
+
+    @property
+    def done(self) -> bool:
+        """The provider's end-of-stream marker arrived: the driver stops reading."""
+        ...
+
+    def event(self, event: SSEEvent) -> TokenChunk | None:
+        """Fold one event in; return what the caller sees, if anything. Raises an
+        :class:`InferenceError` for an error event or a malformed one."""
+        ...
+
+    def partial(self) -> ChatResult:
+        """What arrived so far (carried by an error that cuts the stream)."""
+        ...
+
+    def finish(self) -> ChatResult:
+        """The stream ended: the whole result, or :class:`StreamInterrupted` (carrying the
+        partial result) when the provider's end was never seen."""
+        ...
+
+
+class ProviderCodec(Protocol):
+    """One deployment's wire format; built by the provider's factory, used by every driver."""
+
+    def build_request(
+        self, request: ChatRequest, model: str, headers: Mapping[str, str]
+    ) -> HttpRequest:
+        """The HTTP request for one attempt; ``headers`` are the session's current ones.
+        Raises :class:`InferenceError` (``invalid_request``) for what cannot be encoded."""
+        ...
+
+    def decode_body(
+        self, request: ChatRequest, status: int, headers: Mapping[str, str], body: bytes
+    ) -> ChatResult:
+        """A whole successful (2xx) body as a result; raises ``protocol`` when malformed."""
+        ...
+
+    def stream_decoder(self, request: ChatRequest) -> StreamDecoder:
+        """A decoder for one streamed response to ``request``."""
+        ...
+
+    def classify_error(
+        self, status: int, headers: Mapping[str, str], body: bytes
+    ) -> InferenceError:
+        """A non-2xx response as an error of the right kind (retry-after, request id...)."""
+        ...
+
+    def check_result(self, result: ChatResult) -> InferenceError | None:
+        """An error a complete answer stands for (a content filter's finish reason), or None."""
+        ...
+
+    def request_id(self, headers: Mapping[str, str]) -> str | None:
+        """The provider's request id from the response headers (lower-cased keys)."""
+        ...
+
+    def rate_limit_feedback(self, headers: Mapping[str, str]) -> Sequence[Feedback]:
+        """What the response headers say about the deployment's rate limits."""
+        ...
+
+    def estimate_input_tokens(self, request: ChatRequest) -> int:
+        """Tokens the request's prompt will count as (for rate limits, budgets, cost)."""
+        ...
+
+    def close(self) -> None:
+        """Release what the codec owns (an embedded emulator, ...). Idempotent."""
+        ...
+
+
+class ProviderContext:
+    """What the runtime hands a provider factory: a way to open the deployment's session
+    (credential resolution, rotation and the connection pool are the runtime's; how a
+    credential becomes headers is the provider's) and, once opened, the session's
+    endpoint override (an embedded emulator's URL)."""
+
+    def __init__(self, open_session: Callable[[HeaderBuilder], Session]) -> None:
+        self._open_session = open_session
+
+    def open_session(self, build_headers: HeaderBuilder) -> Session:
+        return self._open_session(build_headers)
+
+
+class ProviderFactory(Protocol, Generic[ConfigT_contra]):
+    """``factory(deployment, context) -> codec``, registered with the provider's config class."""
+
+    def __call__(self, deployment: ConfigT_contra, context: ProviderContext) -> ProviderCodec: ...
