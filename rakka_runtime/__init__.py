@@ -24,6 +24,7 @@ from rakka_runtime.errors import (
     InvalidRequest,
     NetworkError,
     NotFound,
+    PluginError,
     ProtocolError,
     QuotaExceeded,
     RateLimited,
@@ -35,6 +36,7 @@ from rakka_runtime.errors import (
 from rakka_runtime.hookspecs import hookimpl
 from rakka_runtime.types import (
     Attempt,
+    ChatRequest,
     ChatResult,
     ExecuteBatch,
     SamplingParams,
@@ -45,15 +47,18 @@ from rakka_runtime.types import (
 )
 
 if TYPE_CHECKING:
+    from rakka_runtime.aio import AsyncRuntime
     from rakka_runtime.batch import execute_batch
     from rakka_runtime.runtime import Runtime
 
 __all__ = [
+    "AsyncRuntime",
     "Attempt",
     "Backpressure",
     "BadRequest",
     "BudgetExceeded",
     "Cancelled",
+    "ChatRequest",
     "ChatResult",
     "CircuitOpen",
     "ConfigError",
@@ -65,6 +70,7 @@ __all__ = [
     "InvalidRequest",
     "NetworkError",
     "NotFound",
+    "PluginError",
     "ProtocolError",
     "QuotaExceeded",
     "RateLimited",
@@ -90,6 +96,10 @@ def __getattr__(name: str) -> object:
         from rakka_runtime.runtime import Runtime
 
         return Runtime
+    if name == "AsyncRuntime":
+        from rakka_runtime.aio import AsyncRuntime
+
+        return AsyncRuntime
     if name == "execute_batch":
         from rakka_runtime.batch import execute_batch
 

@@ -6,7 +6,9 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
+from driver_clients import client_at  # noqa: F401 - fixtures, for every test folder
 from hypothesis import settings
+from raw_http import raw_server  # noqa: F401
 
 from rakka_provider_openai.emulator import Emulator
 from rakka_runtime.config.loader import load_config

@@ -6,7 +6,6 @@ and raw sockets scripted here byte by byte. Limits are real and short (0.2-0.5 s
 
 from __future__ import annotations
 
-import contextlib
 import json
 import socket
 import struct
@@ -16,6 +15,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from raw_http import RawServer, Script
 
 from rakka_provider_openai.emulator import Emulator
 from rakka_runtime.errors import InferenceError, NetworkError, Timeout
@@ -34,85 +34,6 @@ EMULATOR_KEY = "sk-policy-test-key"
 def emulator() -> Iterator[Emulator]:
     with Emulator(keys=[EMULATOR_KEY]) as emu:
         yield emu
-
-
-# --- a server scripted byte by byte ---------------------------------------------------------
-
-# Writes one answer; returning False closes the connection at once.
-Script = Callable[[socket.socket, threading.Event], bool | None]
-
-
-class RawServer:
-    """Loopback HTTP/1.1: reads each request, then runs ``script(sock, stopping)``."""
-
-    def __init__(self, script: Script) -> None:
-        self.script = script
-        self.stopping = threading.Event()
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.connections = 0
-        self._open: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                sock, _ = self.listener.accept()
-            except OSError:
-                return
-            self.connections += 1
-            self._open.append(sock)
-            threading.Thread(target=self._serve, args=(sock,), daemon=True).start()
-
-    def _serve(self, sock: socket.socket) -> None:
-        reader = sock.makefile("rb")
-        try:
-            while _read_request(reader) and self.script(sock, self.stopping) is not False:
-                pass
-        except OSError:
-            pass  # the client gave up on the connection
-        finally:
-            # The reader holds the descriptor too: close both, or no FIN/RST is sent.
-            reader.close()
-            sock.close()
-
-    def close(self) -> None:
-        self.stopping.set()
-        self.listener.close()
-        for sock in self._open:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-
-
-def _read_request(reader: Any) -> bool:
-    length = 0
-    line = reader.readline()
-    if not line:
-        return False
-    while line not in (b"\r\n", b""):
-        name, _, value = line.decode("latin-1").partition(":")
-        if name.strip().lower() == "content-length":
-            length = int(value)
-        line = reader.readline()
-    reader.read(length)
-    return True
-
-
-@pytest.fixture
-def raw_server() -> Iterator[Callable[[Script], RawServer]]:
-    servers: list[RawServer] = []
-
-    def start(script: Script) -> RawServer:
-        servers.append(RawServer(script))
-        return servers[-1]
-
-    yield start
-    for server in servers:
-        server.close()
 
 
 SSE_HEAD = (

@@ -1,0 +1,337 @@
+"""The asyncio driver: runs a request as part of the calling task, over aiohttp.
+
+The same steps as :mod:`rakka_runtime.drivers.sync`, with the same core decisions; only
+the waiting and the reading are asyncio's. A request is an async generator of chunks.
+
+Cancellation is asyncio's own: ``task.cancel()`` or ``asyncio.timeout()`` raise
+``CancelledError`` wherever the request is (waiting for headers, reading, in a backoff,
+queued for capacity, waiting for budget); every policy is left on the way out (slot
+freed, tokens reconciled) and the connection is closed. :meth:`AsyncRunHandle.cancel`
+(from any thread) cancels the task that is running the request and surfaces as
+:class:`~rakka_runtime.errors.Cancelled`, as on the thread driver. A policy that does
+blocking I/O (``blocking = True``: the Redis-shared backends) is called in a worker
+thread, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from rakka_runtime.core.exchange import Exchange
+from rakka_runtime.core.flow import DeploymentCore
+from rakka_runtime.core.policy import Outcome, Policy, Wait
+from rakka_runtime.core.state import CallState
+from rakka_runtime.errors import Cancelled, InferenceError, PluginError, Unauthorized
+from rakka_runtime.policies.clock import SYSTEM_CLOCK
+from rakka_runtime.types import ChatResult, TokenChunk
+
+if TYPE_CHECKING:
+    from rakka_runtime.drivers.aio_transport import AioTransport, Response
+
+__all__ = ["AsyncRunHandle", "run"]
+
+T = TypeVar("T")
+
+
+async def run(
+    core: DeploymentCore, transport: AioTransport, state: CallState
+) -> AsyncIterator[TokenChunk]:
+    """The whole request: request policies around attempts around exchanges."""
+    entered: list[tuple[Policy, Any]] = []
+    outcome = Outcome()
+    try:
+        for policy in core.request_policies:
+            entered.append((policy, await enter(policy, state)))
+        retries = 0
+        first = True
+        while True:
+            recorded = len(state.attempts)
+            attempt = Outcome()
+            try:
+                async for chunk in _attempt(core, transport, state, attempt):
+                    if first:
+                        state.first_chunk_at = time.monotonic()
+                        first = False
+                    outcome.delivered += 1
+                    yield chunk
+                break
+            except InferenceError as exc:
+                pause = core.after_failure(state, exc, retries, recorded, attempt.delivered)
+            await wait(pause, state, "during a retry backoff")
+            retries += 1
+        outcome.result = state.result
+    except GeneratorExit:
+        outcome.abandoned = True
+        raise
+    except BaseException as exc:
+        outcome.error = exc
+        if isinstance(exc, InferenceError):
+            core.failed(state, exc)
+        elif isinstance(exc, asyncio.CancelledError):
+            core.failed(state, Cancelled("the task was cancelled", partial=state.result))
+        raise
+    finally:
+        problem = await _leave_all(state, entered, outcome)
+        if problem is not None and outcome.error is None and not outcome.abandoned:
+            raise _plugin_failure(problem)
+    core.finished(state)
+
+
+async def _attempt(
+    core: DeploymentCore, transport: AioTransport, state: CallState, outcome: Outcome
+) -> AsyncIterator[TokenChunk]:
+    entered: list[tuple[Policy, Any]] = []
+    try:
+        for policy in core.attempt_policies:
+            entered.append((policy, await enter(policy, state)))
+        used = core.credential_in_use()
+        try:
+            async for chunk in _exchange(core, transport, state, outcome, entered):
+                yield chunk
+        except Unauthorized as exc:
+            # A 401 may only mean the key rotated and the watcher missed it: the session
+            # re-reads the credential (in a worker thread: it may read a file or call a
+            # token provider) and, if it changed, the exchange is repeated once.
+            if outcome.delivered or not await asyncio.to_thread(
+                core.reauthorize, state, exc, used
+            ):
+                raise
+            async for chunk in _exchange(core, transport, state, outcome, entered):
+                yield chunk
+    except GeneratorExit:
+        outcome.abandoned = True
+        raise
+    except BaseException as exc:
+        outcome.error = exc
+        raise
+    finally:
+        problem = await _leave_all(state, entered, outcome)
+        if problem is not None and outcome.error is None and not outcome.abandoned:
+            raise _plugin_failure(problem)
+
+
+async def _exchange(
+    core: DeploymentCore,
+    transport: AioTransport,
+    state: CallState,
+    outcome: Outcome,
+    entered: list[tuple[Policy, Any]],
+) -> AsyncIterator[TokenChunk]:
+    record = core.begin_exchange(state)
+    how = "abandoned"
+    response: Response | None = None
+    try:
+        session = core.session
+        assert session is not None
+        request = state.request
+        http = core.codec.build_request(request, state.model, session.snapshot.headers)
+        exchange = Exchange(core.codec, state, core.limits)
+        response = await transport.send(
+            http.method,
+            http.url,
+            http.body,
+            http.headers,
+            request_timeout=core.request_timeout,
+            deadline=state.deadline,
+        )
+        mode = exchange.head(response.status, response.headers)
+        outcome.responded = True
+        for index, on_response in core.responders:
+            if index < len(entered):
+                on_response(state, entered[index][1])
+        try:
+            if mode == "stream":
+                async for block in response.blocks(state.deadline):
+                    for chunk in exchange.feed(block):
+                        outcome.delivered += 1
+                        yield chunk
+                    if exchange.done:
+                        how = "ended"
+                        break
+                else:
+                    how = "complete"
+                result = exchange.end()
+            else:
+                async for block in response.blocks(state.deadline):
+                    if not exchange.collect(block):
+                        break
+                else:
+                    how = "complete"
+                if mode == "error":
+                    raise exchange.error()
+                result = exchange.result()
+        except InferenceError as exc:
+            raise exchange.broken(exc)  # noqa: B904 - the same error, or what it means here
+        outcome.result = result
+    except (GeneratorExit, asyncio.CancelledError):
+        raise
+    except Exception as exc:
+        raise core.exchange_failed(state, record, exc) from exc
+    finally:
+        if response is not None:
+            await response.finish(how)
+    core.exchange_ok(state, record, result)
+
+
+async def enter(policy: Policy, state: CallState) -> Any:
+    """``policy.enter`` until it grants, waiting as it asks (without blocking the loop)."""
+    blocking = getattr(policy, "blocking", False)
+    while True:
+        if blocking:
+            decision = await asyncio.to_thread(policy.enter, state)
+        else:
+            decision = policy.enter(state)
+        if not isinstance(decision, Wait):
+            return decision
+        try:
+            await wait(decision, state, f"while queued for {policy.name} ({decision.why})")
+        except BaseException:
+            abandon = getattr(policy, "abandon", None)
+            if abandon is not None:
+                abandon(state)
+            raise
+
+
+async def wait(decision: Wait, state: CallState, what: str) -> None:
+    """Carry out a wait in this task; the task's cancellation ends it at once."""
+    clock = decision.clock or SYSTEM_CLOCK
+    if state.cancelled:
+        raise Cancelled(f"cancelled {what}")
+    notifier = decision.notifier
+    if clock is not SYSTEM_CLOCK:
+        # A test's fake clock: time passes only by sleeping on it.
+        if notifier is None or not await notifier.wait_async(decision.seen, 0.0):
+            clock.sleep(decision.seconds)
+        await asyncio.sleep(0)
+    elif notifier is None:
+        await asyncio.sleep(decision.seconds)
+    else:
+        await notifier.wait_async(decision.seen, decision.seconds)
+    if state.cancelled:
+        raise Cancelled(f"cancelled {what}")
+
+
+async def _leave_all(
+    state: CallState, entered: list[tuple[Policy, Any]], outcome: Outcome
+) -> BaseException | None:
+    if not any(getattr(policy, "blocking", False) for policy, _ in entered):
+        return DeploymentCore.leave_all(state, entered, outcome)
+    problem: BaseException | None = None
+    while entered:
+        policy, ticket = entered.pop()
+        try:
+            if getattr(policy, "blocking", False):
+                await _shielded(asyncio.to_thread(policy.leave, state, ticket, outcome))
+            else:
+                policy.leave(state, ticket, outcome)
+        except Exception as exc:
+            if problem is None:
+                problem = exc
+    return problem
+
+
+async def _shielded(awaitable: Any) -> Any:
+    """Finish releasing capacity even when the task is being cancelled meanwhile."""
+    task = asyncio.ensure_future(awaitable)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await task
+        raise
+
+
+def _plugin_failure(problem: BaseException) -> InferenceError:
+    if isinstance(problem, InferenceError):
+        return problem
+    error = PluginError(f"a policy failed: {type(problem).__name__}: {problem}")
+    error.__cause__ = problem
+    return error
+
+
+class AsyncRunHandle:
+    """A request in flight on the asyncio driver: ``async for`` the chunks, or
+    ``await handle.result()`` for the aggregate. Nothing is sent until it is iterated."""
+
+    __slots__ = ("_chunks", "_done", "_error", "_task", "state")
+
+    def __init__(self, state: CallState, chunks: AsyncIterator[TokenChunk]) -> None:
+        self.state = state
+        self._chunks = chunks
+        self._done = False
+        self._error: BaseException | None = None
+        self._task: asyncio.Task[Any] | None = None
+
+    @property
+    def request_id(self) -> str:
+        return self.state.request.request_id
+
+    def __aiter__(self) -> AsyncRunHandle:
+        return self
+
+    async def __anext__(self) -> TokenChunk:
+        if self._error is not None:
+            raise self._error
+        task = asyncio.current_task()
+        if task is not self._task:
+            self._task = task
+            loop = asyncio.get_running_loop()
+            if task is not None:
+                self.state.on_cancel(_canceller(loop, task))
+        try:
+            return await self._chunks.__anext__()
+        except StopAsyncIteration:
+            self._done = True
+            raise
+        except asyncio.CancelledError:
+            self._done = True
+            if self.state.cancelled and task is not None and task.cancelling():
+                # Our own cancel (handle.cancel()): the request ends as Cancelled, and the
+                # task, which nobody else cancelled, goes on.
+                task.uncancel()
+                error = Cancelled("cancelled by the caller", partial=self.state.result)
+                self._error = error
+                raise error from None
+            raise
+        except BaseException as exc:
+            self._done = True
+            self._error = exc
+            raise
+
+    async def result(self) -> ChatResult:
+        """Drain the rest of the stream and return the aggregate (raises on failure)."""
+        if self._error is not None:
+            raise self._error
+        if not self._done:
+            async for _ in self:
+                pass
+        if self.state.result is None:
+            raise InferenceError("the request ended without a result")
+        return self.state.result
+
+    def cancel(self) -> None:
+        """Stop the request from any thread or task: it ends with :class:`Cancelled`."""
+        self.state.cancel()
+
+    async def aclose(self) -> None:
+        """Stop reading: the connection is closed and every permit released now."""
+        aclose = getattr(self._chunks, "aclose", None)
+        if aclose is not None:
+            await aclose()
+        self._done = True
+
+    async def __aenter__(self) -> AsyncRunHandle:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+def _canceller(loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any]) -> Callable[[], None]:
+    def cancel() -> None:
+        if not task.done():
+            loop.call_soon_threadsafe(task.cancel)
+
+    return cancel
