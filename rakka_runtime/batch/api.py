@@ -43,6 +43,7 @@ def execute_batch(
     config_dir: str | None = None,
     read_ahead: int | None = None,
     on_record: Callable[[Record], None] | None = None,
+    driver: str = "async",
 ) -> BatchResult:
     """Send ``requests`` with ``concurrency`` workers; one record per request.
 
@@ -52,6 +53,7 @@ def execute_batch(
     error record, never an exception. Without ``runtime``, one is composed from
     ``overrides`` (with ``policy=batch`` unless another policy is named) and closed at the
     end. ``on_record`` sees each record as it is produced (from the runner's threads).
+    ``driver``: ``"async"`` (tasks on one event loop) or ``"thread"`` (a thread per request).
     """
     owned = runtime is None
     if runtime is None:
@@ -68,7 +70,9 @@ def execute_batch(
             on_record(record)
 
     try:
-        runner = BatchRunner(runtime, sink, concurrency=concurrency, read_ahead=read_ahead)
+        runner = BatchRunner(
+            runtime, sink, concurrency=concurrency, read_ahead=read_ahead, driver=driver
+        )
         outcome = runner.run(_items(requests))
     finally:
         if owned:

@@ -2,9 +2,14 @@
 
 ::
 
-    reader thread ─ parse, dedupe, resume-skip ─▶ Window (bounded, by priority) ─▶ N workers
+    reader thread ─ parse, dedupe, resume-skip ─▶ Window (bounded, by priority) ─▶ workers
           │ (lines that cannot be sent)                                            │
           └──────────────────────────────▶ emit (one lock: write line + summary) ◀─┘
+
+Workers are, with ``driver="async"`` (the default), up to ``concurrency`` tasks on one event
+loop in a thread of its own (the asyncio driver: thousands in flight cost no thread each),
+or, with ``driver="thread"``, ``concurrency`` threads on the thread driver. Everything
+else — the window, records, resume, stop and grace — is the same code for both.
 
 The caller's thread runs :meth:`BatchRunner.run`: it waits, ticks the progress display, and
 on a stop request closes the window (nothing more is sent), lets in-flight requests finish
@@ -19,6 +24,7 @@ signal handler (an ``Event.set`` there could deadlock on a lock the main thread 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -43,6 +49,8 @@ from rakka_runtime.drivers.sync_transport import POOL_SIZE
 from rakka_runtime.errors import InferenceError
 
 if TYPE_CHECKING:
+    from rakka_runtime.aio import AsyncRuntime
+    from rakka_runtime.drivers.aio import AsyncRunHandle
     from rakka_runtime.drivers.sync import RunHandle
     from rakka_runtime.runtime import Runtime
 
@@ -96,14 +104,18 @@ class BatchRunner:
         read_ahead: int | None = None,
         grace: float = 10.0,
         resume: ResumeState | None = None,
+        driver: str = "async",
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
+        if driver not in ("async", "thread"):
+            raise ValueError(f"driver must be 'async' or 'thread', not {driver!r}")
+        self._driver = driver
         self._runtime = runtime
         self._sink = sink
         self._concurrency = concurrency
         in_flight = runtime.deployment.rate_limits.concurrent_requests
-        if in_flight is None and concurrency > POOL_SIZE:
+        if driver == "thread" and in_flight is None and concurrency > POOL_SIZE:
             # The pool keeps POOL_SIZE connections (or concurrent_requests, when larger).
             logger.warning(
                 "concurrency %d is more than the %d pooled connections: the rest open and "
@@ -125,7 +137,7 @@ class BatchRunner:
         self._emit_lock = threading.Lock()
         self._sealed = False
         self._inflight_lock = threading.Lock()
-        self._inflight: dict[int, RunHandle] = {}
+        self._inflight: dict[int, RunHandle | AsyncRunHandle] = {}
         self._workers_left = concurrency
         self._deferred = 0  # retryable failures during a stop: left for the re-run
         self._finished = threading.Event()
@@ -164,10 +176,17 @@ class BatchRunner:
             target=self._read, args=(items,), name="rakka-batch-reader", daemon=True
         )
         # Daemons: a request abandoned after the grace period must not keep the process.
-        workers = [
-            threading.Thread(target=self._work, name=f"rakka-batch-worker-{i}", daemon=True)
-            for i in range(self._concurrency)
-        ]
+        if self._driver == "async":
+            # One event loop carries every request (thousands at once cost no thread each).
+            self._workers_left = 1
+            workers = [
+                threading.Thread(target=self._dispatch, name="rakka-batch-loop", daemon=True)
+            ]
+        else:
+            workers = [
+                threading.Thread(target=self._work, name=f"rakka-batch-worker-{i}", daemon=True)
+                for i in range(self._concurrency)
+            ]
         reader.start()
         for worker in workers:
             worker.start()
@@ -310,6 +329,88 @@ class BatchRunner:
                 last = self._workers_left == 0
             if last:
                 self._finished.set()
+
+    def _dispatch(self) -> None:
+        """The async driver's worker: one event loop, up to ``concurrency`` requests."""
+        try:
+            asyncio.run(self._dispatch_all())
+        except Exception as exc:  # the output cannot be written: nothing else is worth doing
+            self.fatal = exc
+            self.request_stop(force=True)
+        finally:
+            with self._inflight_lock:
+                self._workers_left -= 1
+                last = self._workers_left == 0
+            if last:
+                self._finished.set()
+
+    async def _dispatch_all(self) -> None:
+        from rakka_runtime.aio import AsyncRuntime
+
+        runtime = AsyncRuntime.sharing(self._runtime)
+        slots = asyncio.Semaphore(self._concurrency)
+        running: set[asyncio.Task[None]] = set()
+        problem: list[BaseException] = []
+
+        async def one(item: BatchItem) -> None:
+            try:
+                record, retryable = await self._send_async(runtime, item)
+                if retryable and self._stop_requested:
+                    with self._inflight_lock:
+                        self._deferred += 1
+                    return
+                self._emit(item.line, record)
+            except Exception as exc:
+                problem.append(exc)
+                self.request_stop(force=True)
+            finally:
+                slots.release()
+
+        try:
+            while not self._stop_requested and not problem:
+                await slots.acquire()
+                # The window blocks on a condition: wait for it off the loop.
+                item = await asyncio.to_thread(self._window.get)
+                if item is None or self._stop_requested:
+                    slots.release()
+                    break
+                task = asyncio.create_task(one(item))
+                running.add(task)
+                task.add_done_callback(running.discard)
+            if running:
+                await asyncio.gather(*running, return_exceptions=True)
+        finally:
+            await runtime.aclose()
+        if problem:
+            raise problem[0]
+
+    async def _send_async(self, runtime: AsyncRuntime, item: BatchItem) -> tuple[Record, bool]:
+        """:meth:`_send` on the async driver."""
+        request = item.request
+        assert request is not None  # the reader never queues an unsendable item
+        started = time.monotonic()
+        key = id(item)
+        try:
+            handle = runtime.execute(request)
+            with self._inflight_lock:
+                self._inflight[key] = handle
+            result = await handle.result()
+            record = success_record(
+                item.custom_id,
+                result,
+                status=handle.state.status,
+                model=request.model or self._model,
+            )
+            return record, False
+        except InferenceError as exc:
+            retryable = exc.is_retryable or exc.kind in _CUT_BY_DEADLINE
+            return self._failed(item, exc, started), retryable
+        except Exception as exc:  # a bug must cost one record, not the batch
+            error = _InternalError(f"{type(exc).__name__}: {exc}")
+            return self._failed(item, error, started), False
+        finally:
+            with self._inflight_lock:
+                self._inflight.pop(key, None)
 
     def _send(self, item: BatchItem) -> tuple[Record, bool]:
         """The item's record, and whether it is a failure a retry might have cured."""

@@ -49,10 +49,17 @@ if TYPE_CHECKING:
 @click.option(
     "-c",
     "--concurrency",
-    type=click.IntRange(1, 1024),
+    type=click.IntRange(1, 20000),
     default=8,
     show_default=True,
-    help="Requests in flight at once.",
+    help="Requests in flight at once (thousands on the async driver).",
+)
+@click.option(
+    "--driver",
+    type=click.Choice(["async", "thread"]),
+    default="async",
+    show_default=True,
+    help="async: every request a task on one event loop; thread: a thread per request.",
 )
 @click.option(
     "--summary-json",
@@ -98,6 +105,7 @@ def batch(
     overrides: tuple[str, ...],
     output_path: str,
     concurrency: int,
+    driver: str,
     summary_json: str | None,
     grace: str,
     read_ahead: int | None,
@@ -136,6 +144,7 @@ def batch(
         grace,
         read_ahead,
         [
+            *(["--driver", driver] if driver != "async" else []),
             *(["--config-dir", config_dir] if config_dir is not None else []),
             *(["--compiled", compiled] if compiled is not None else []),
         ],
@@ -176,6 +185,7 @@ def batch(
                 read_ahead=read_ahead,
                 grace=grace_s,
                 resume=resume,
+                driver=driver,
             )
             started = time.monotonic()
             signals = _StopOnSignals(runner)

@@ -244,15 +244,25 @@ def test_concurrency_beyond_the_pool_is_warned_about_unless_limits_allow_it(
     emulator = batch_emulator()
     unlimited = batch_runtime(emulator, "deployment.rate_limits.concurrent_requests=null")
     with caplog.at_level("WARNING", logger="rakka_runtime.batch"):
-        execute_batch([request_line(i) for i in range(3)], concurrency=65, runtime=unlimited)
+        execute_batch(
+            [request_line(i) for i in range(3)], concurrency=65, runtime=unlimited, driver="thread"
+        )
     assert "concurrency 65 is more than the 64 pooled connections" in caplog.text
     assert "concurrent_requests=65" in caplog.text
     caplog.clear()
     limited = batch_runtime(emulator, "deployment.rate_limits.concurrent_requests=100")
     with caplog.at_level("WARNING", logger="rakka_runtime.batch"):
-        result = execute_batch([request_line(i) for i in range(3)], concurrency=65, runtime=limited)
+        result = execute_batch(
+            [request_line(i) for i in range(3)], concurrency=65, runtime=limited, driver="thread"
+        )
     assert result.summary.outcomes["ok"] == 3
     assert "pooled connections" not in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="rakka_runtime.batch"):  # no pool to outrun
+        result = execute_batch(
+            [request_line(i) for i in range(3)], concurrency=65, runtime=unlimited
+        )
+    assert result.summary.outcomes["ok"] == 3 and "pooled connections" not in caplog.text
 
 
 def test_abandoned_streams_are_cut_not_left_running(

@@ -62,7 +62,7 @@ def test_public_api_all_matches_exports() -> None:
         and not inspect.ismodule(getattr(rakka_runtime, name))
         and name not in {"annotations", "TYPE_CHECKING"}
     }
-    public |= {"Runtime", "execute_batch", "__version__"}
+    public |= {"AsyncRuntime", "Runtime", "execute_batch", "__version__"}
     assert sorted(rakka_runtime.__all__) == rakka_runtime.__all__
     assert set(rakka_runtime.__all__) == public
     assert rakka_runtime.Runtime.__name__ == "Runtime"
