@@ -11,14 +11,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from rakka_runtime.config.schema import DeploymentConfig
     from rakka_runtime.provider import ProviderCodec, ProviderContext
 
 
-WireClientFactory = Callable[["DeploymentConfig", "ProviderContext"], "ProviderCodec"]
+ConfigT = TypeVar("ConfigT", bound="DeploymentConfig")
+
+CodecFactory = Callable[[Any, "ProviderContext"], "ProviderCodec"]
 """``factory(deployment, context) -> codec`` (see :mod:`rakka_runtime.provider`)."""
 
 
@@ -26,7 +28,7 @@ WireClientFactory = Callable[["DeploymentConfig", "ProviderContext"], "ProviderC
 class ProviderKind:
     kind: str
     config_model: type[DeploymentConfig]
-    factory: WireClientFactory
+    factory: CodecFactory
     plugin: str  # who registered it, for `rakka plugins`
 
 
@@ -40,7 +42,10 @@ class ProviderRegistry:
         self._current_plugin = "?"
 
     def register(
-        self, kind: str, config_model: type[DeploymentConfig], factory: WireClientFactory
+        self,
+        kind: str,
+        config_model: type[ConfigT],
+        factory: Callable[[ConfigT, ProviderContext], ProviderCodec],
     ) -> None:
         """Add a provider kind; a kind registered twice is an error, not a silent override."""
         if kind in self._kinds:

@@ -130,6 +130,17 @@ class Session:
             return snap
         return self._renew(snap)
 
+    def snapshot_nowait(self) -> SessionSnapshot | None:
+        """:attr:`snapshot`, or ``None`` when getting it would block (a bearer token that
+        expired must be renewed first): an event loop then asks for it in a thread."""
+        snap = self.cell.current
+        refresh_at = snap.refresh_at
+        if refresh_at is None or self._clock() < refresh_at:
+            return snap
+        if snap.expires_at is not None and self._clock() < snap.expires_at:
+            return self._renew(snap)  # renews in the background, never waits
+        return None
+
     @property
     def swaps(self) -> int:
         """How many times the credential changed since the session opened."""

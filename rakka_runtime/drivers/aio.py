@@ -95,9 +95,7 @@ async def _attempt(
             # A 401 may only mean the key rotated and the watcher missed it: the session
             # re-reads the credential (in a worker thread: it may read a file or call a
             # token provider) and, if it changed, the exchange is repeated once.
-            if outcome.delivered or not await asyncio.to_thread(
-                core.reauthorize, state, exc, used
-            ):
+            if outcome.delivered or not await asyncio.to_thread(core.reauthorize, state, exc, used):
                 raise
             async for chunk in _exchange(core, transport, state, outcome, entered):
                 yield chunk
@@ -127,7 +125,11 @@ async def _exchange(
         session = core.session
         assert session is not None
         request = state.request
-        http = core.codec.build_request(request, state.model, session.snapshot.headers)
+        # A token renewal never blocks the loop: only an expired token waits, in a thread.
+        snapshot = session.snapshot_nowait()
+        if snapshot is None:
+            snapshot = await asyncio.to_thread(lambda: session.snapshot)
+        http = core.codec.build_request(request, state.model, snapshot.headers)
         exchange = Exchange(core.codec, state, core.limits)
         response = await transport.send(
             http.method,

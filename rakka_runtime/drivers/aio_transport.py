@@ -60,8 +60,7 @@ class AioTransport:
             )
         elif self._loop is not asyncio.get_running_loop():
             raise RuntimeError(
-                "an AsyncRuntime is bound to the event loop that first used it; "
-                "make one per loop"
+                "an AsyncRuntime is bound to the event loop that first used it; make one per loop"
             )
         return session
 

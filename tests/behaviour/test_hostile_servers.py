@@ -136,9 +136,7 @@ def test_the_default_config_bounds_a_request(client_at: Make, raw_server: RawFac
     )
 
 
-def test_cancel_ends_a_request_waiting_for_headers(
-    client_at: Make, raw_server: RawFactory
-) -> None:
+def test_cancel_ends_a_request_waiting_for_headers(client_at: Make, raw_server: RawFactory) -> None:
     server = raw_server(silent)
     client = client_at(server.url, NO_RETRY)
     started = client.start(stream=True)
@@ -234,9 +232,7 @@ def test_a_stream_line_that_never_ends_is_cut(client_at: Make, raw_server: RawFa
 # --- wire conformance ---------------------------------------------------------------------
 
 
-def test_nothing_after_done_is_read_or_waited_for(
-    client_at: Make, raw_server: RawFactory
-) -> None:
+def test_nothing_after_done_is_read_or_waited_for(client_at: Make, raw_server: RawFactory) -> None:
     def script(sock: socket.socket, stopping: threading.Event) -> bool:
         sock.sendall(SSE_HEAD + b"\r\n" + delta("one ") + delta("two", "stop"))
         sock.sendall(event("[DONE]") + delta(" AFTER-DONE"))

@@ -15,6 +15,12 @@ if TYPE_CHECKING:
     import click
 
     from rakka_provider_openai.codec import OpenAICodec
+    from rakka_provider_openai.deployment import (
+        AzureDeployment,
+        AzureVariant,
+        DirectVariant,
+        OpenAIDeployment,
+    )
     from rakka_runtime.config.schema import DeploymentConfig
     from rakka_runtime.provider import ProviderContext
     from rakka_runtime.registry import ProviderRegistry
@@ -23,13 +29,20 @@ if TYPE_CHECKING:
 # for pydantic models or the emulator it does not use.
 
 
-def make_codec(deployment: DeploymentConfig, context: ProviderContext) -> OpenAICodec:
-    from rakka_provider_openai.codec import OpenAICodec
-    from rakka_provider_openai.deployment import AzureVariant, DirectVariant, auth_headers
+def make_openai_codec(deployment: OpenAIDeployment, context: ProviderContext) -> OpenAICodec:
+    return _codec(deployment, deployment.variant, context)
 
-    variant = getattr(deployment, "variant", None)
-    if not isinstance(variant, DirectVariant | AzureVariant):  # the registered classes have one
-        raise TypeError(f"{type(deployment).__name__} has no OpenAI variant")
+
+def make_azure_codec(deployment: AzureDeployment, context: ProviderContext) -> OpenAICodec:
+    return _codec(deployment, deployment.variant, context)
+
+
+def _codec(
+    deployment: DeploymentConfig, variant: DirectVariant | AzureVariant, context: ProviderContext
+) -> OpenAICodec:
+    from rakka_provider_openai.codec import OpenAICodec
+    from rakka_provider_openai.deployment import AzureVariant, auth_headers
+
     session = context.open_session(partial(auth_headers, deployment))
     if not deployment.embedded_emulator:
         return OpenAICodec(deployment, variant)
@@ -58,8 +71,8 @@ def make_codec(deployment: DeploymentConfig, context: ProviderContext) -> OpenAI
 def rakka_register_providers(registry: ProviderRegistry) -> None:
     from rakka_provider_openai.deployment import AzureDeployment, OpenAIDeployment
 
-    registry.register("openai", OpenAIDeployment, make_codec)
-    registry.register("azure", AzureDeployment, make_codec)
+    registry.register("openai", OpenAIDeployment, make_openai_codec)
+    registry.register("azure", AzureDeployment, make_azure_codec)
 
 
 @hookimpl
