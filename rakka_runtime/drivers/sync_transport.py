@@ -44,22 +44,37 @@ _current = threading.local()  # the Watch of the exchange this thread is sending
 
 
 class _Reaper:
-    """One daemon thread that fires the earliest due watch (lazily started)."""
+    """One daemon thread that fires the earliest due watch (lazily started).
+
+    Disarming only marks a watch; its heap entry is dropped when due, or earlier by a
+    compaction once stale entries outnumber live ones, so the heap stays proportional to
+    the requests waiting for their heads, not to the request rate.
+    """
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._heap: list[tuple[float, int, Watch]] = []
         self._seq = itertools.count()
         self._thread: threading.Thread | None = None
+        self._live = 0  # armed watches (approximately: a disarm is counted lazily)
 
     def arm(self, watch: Watch, when: float) -> None:
         with self._cond:
-            heapq.heappush(self._heap, (when, next(self._seq), watch))
+            heap = self._heap
+            if len(heap) > 64 and len(heap) > 2 * self._live:
+                heap[:] = [entry for entry in heap if entry[2].when == entry[0]]
+                heapq.heapify(heap)
+                self._live = len(heap)
+            heapq.heappush(heap, (when, next(self._seq), watch))
+            self._live += 1
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="rakka-reaper", daemon=True)
                 self._thread.start()
-            if self._heap[0][2] is watch:
+            if heap[0][2] is watch:
                 self._cond.notify()
+
+    def disarmed(self) -> None:
+        self._live -= 1  # unlocked and approximate: it only paces compaction
 
     def _run(self) -> None:
         heap = self._heap
@@ -74,6 +89,7 @@ class _Reaper:
                     delay = heap[0][0] - time.monotonic()
                     if delay <= 0:
                         _, _, watch = heapq.heappop(heap)
+                        self._live -= 1
                         break
                     self._cond.wait(delay)
             watch.fire()
@@ -101,7 +117,9 @@ class Watch:
             _REAPER.arm(self, when)
 
     def disarm(self) -> None:
-        self.when = None
+        if self.when is not None:
+            self.when = None
+            _REAPER.disarmed()
 
     def attach(self, conn: HTTPConnection | None) -> None:
         with self._lock:
@@ -182,16 +200,27 @@ class Response:
         self.headers = lowered_headers(raw.headers)
 
     def blocks(self, read_timeout: float, deadline: float | None) -> Iterator[bytes]:
-        """Body bytes as they arrive (raw: content encodings are the exchange's)."""
-        raw, watch = self._raw, self._watch
-        watch.arm(deadline, "deadline")
+        """Body bytes as they arrive (raw: content encodings are the exchange's). Each read
+        waits at most ``read_timeout``, and never past the deadline."""
+        raw = self._raw
         set_read_timeout(raw, read_timeout)
         read1 = _fast_read1(raw)
+        limit, silence = "read_timeout", read_timeout
         while True:
+            if deadline is not None and limit == "read_timeout":
+                left = deadline - time.monotonic()
+                if left < read_timeout:  # from here on every read is bounded by the deadline
+                    limit = "deadline"
+            if limit == "deadline":
+                assert deadline is not None
+                silence = deadline - time.monotonic()
+                if silence <= 0:
+                    raise Timeout("the request deadline passed mid-response", limit="deadline")
+                set_read_timeout(raw, silence)
             try:
                 data = read1(READ_SIZE)
             except BaseException as exc:
-                raise self._failure(exc, read_timeout) from exc
+                raise self._failure(exc, limit, silence) from exc
             if not data:
                 return
             yield data
@@ -211,18 +240,16 @@ class Response:
     def abort(self) -> None:
         self._watch.cancel()
 
-    def _failure(self, exc: BaseException, read_timeout: float) -> BaseException:
-        fired = self._watch.fired
-        if fired == "cancel":
+    def _failure(self, exc: BaseException, limit: str, silence: float) -> BaseException:
+        if self._watch.fired == "cancel":
             return NetworkError("the connection was cut (cancelled)")
-        if fired:
-            return Timeout(f"the request {fired} passed mid-response", limit=fired)
         if isinstance(exc, InferenceError):
             return exc
         if isinstance(exc, ReadTimeoutError | TimeoutError):
+            if limit == "deadline":
+                return Timeout("the request deadline passed mid-response", limit="deadline")
             return Timeout(
-                f"no bytes for {read_timeout:.3g}s mid-response (read_timeout)",
-                limit="read_timeout",
+                f"no bytes for {silence:.3g}s mid-response (read_timeout)", limit="read_timeout"
             )
         if isinstance(exc, Urllib3ProtocolError | HTTPError | http.client.HTTPException | OSError):
             return NetworkError(f"connection broke mid-response: {_reason(exc)}")
