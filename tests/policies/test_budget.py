@@ -121,7 +121,9 @@ def test_throttle_waits_until_the_window_frees_enough(
     budget: RuntimeFactory, clock: FakeClock
 ) -> None:
     runtime = budget(
-        "deployment.budget.max_spend_per_hour_usd=20", "deployment.budget.on_exceeded=throttle"
+        "deployment.budget.max_spend_per_hour_usd=20",
+        "deployment.budget.on_exceeded=throttle",
+        "deployment.timeouts.deadline=null",  # else the 10-minute default bounds the wait
     )
     spend(runtime)  # stamped at t0
     clock.advance(100)
