@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from rakka_runtime.config.schema import DeploymentConfig
 
 READ_SIZE = 65536
-POOL_SIZE = 100  # connections per deployment unless it allows more in flight
+POOL_SIZE = 100  # the least connections a deployment with a concurrency limit may open
 _DRAIN_AFTER_END = 0.005  # seconds the end of a body is awaited after the provider's end marker
 
 
@@ -40,8 +40,10 @@ class AioTransport:
         timeouts = deployment.timeouts
         self.connect = timeouts.connect
         self.read_timeout = timeouts.read_timeout
-        in_flight = deployment.rate_limits.concurrent_requests or 0
-        self._limit = max(POOL_SIZE, in_flight)
+        # No cap of aiohttp's own unless the deployment has one: a hidden connector limit
+        # would queue requests the rate-limit policy already admitted (and time them out).
+        in_flight = deployment.rate_limits.concurrent_requests
+        self._limit = 0 if in_flight is None else max(POOL_SIZE, in_flight)
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
