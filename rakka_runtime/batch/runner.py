@@ -30,7 +30,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from rakka_runtime.batch.input import BatchItem
 from rakka_runtime.batch.output import ResumeState
@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     from rakka_runtime.drivers.aio import AsyncRunHandle
     from rakka_runtime.drivers.sync import RunHandle
     from rakka_runtime.runtime import Runtime
+    from rakka_runtime.types import ChatResult
 
 Sink = Callable[[int, Record, bytes], None]
 """Receives the input line number, the record and its encoded line, under the emit lock."""
@@ -92,6 +93,60 @@ class RunOutcome:
 
 
 logger = logging.getLogger("rakka_runtime.batch")
+
+HandleT = TypeVar("HandleT", "RunHandle", "AsyncRunHandle")
+
+
+class _Sending:
+    """One item on its way, on either driver: tracked while in flight (so a stop can cut
+    it), and turned into its record however it ends (a bug costs one record, not the
+    batch)."""
+
+    def __init__(self, runner: BatchRunner, item: BatchItem) -> None:
+        request = item.request
+        assert request is not None  # the reader never queues an unsendable item
+        self.request = request
+        self._runner = runner
+        self._item = item
+        self._started = time.monotonic()
+        self._outcome: tuple[Record, bool] | None = None
+
+    def __enter__(self) -> _Sending:
+        return self
+
+    def track(self, handle: HandleT) -> HandleT:
+        with self._runner._inflight_lock:
+            self._runner._inflight[id(self)] = handle
+        return handle
+
+    def succeeded(self, result: ChatResult, status: int | None) -> None:
+        record = success_record(
+            self._item.custom_id,
+            result,
+            status=status,
+            model=self.request.model or self._runner._model,
+        )
+        self._outcome = (record, False)
+
+    @property
+    def outcome(self) -> tuple[Record, bool]:
+        """The record, and whether it is a failure a retry might have cured."""
+        assert self._outcome is not None
+        return self._outcome
+
+    def __exit__(self, kind: object, error: BaseException | None, tb: object) -> bool:
+        runner = self._runner
+        with runner._inflight_lock:
+            runner._inflight.pop(id(self), None)
+        if isinstance(error, InferenceError):
+            retryable = error.is_retryable or error.kind in _CUT_BY_DEADLINE
+            self._outcome = (runner._failed(self._item, error, self._started), retryable)
+            return True
+        if isinstance(error, Exception):
+            internal = _InternalError(f"{type(error).__name__}: {error}")
+            self._outcome = (runner._failed(self._item, internal, self._started), False)
+            return True
+        return False
 
 
 class BatchRunner:
@@ -386,59 +441,17 @@ class BatchRunner:
 
     async def _send_async(self, runtime: AsyncRuntime, item: BatchItem) -> tuple[Record, bool]:
         """:meth:`_send` on the async driver."""
-        request = item.request
-        assert request is not None  # the reader never queues an unsendable item
-        started = time.monotonic()
-        key = id(item)
-        try:
-            handle = runtime.execute(request)
-            with self._inflight_lock:
-                self._inflight[key] = handle
-            result = await handle.result()
-            record = success_record(
-                item.custom_id,
-                result,
-                status=handle.state.status,
-                model=request.model or self._model,
-            )
-            return record, False
-        except InferenceError as exc:
-            retryable = exc.is_retryable or exc.kind in _CUT_BY_DEADLINE
-            return self._failed(item, exc, started), retryable
-        except Exception as exc:  # a bug must cost one record, not the batch
-            error = _InternalError(f"{type(exc).__name__}: {exc}")
-            return self._failed(item, error, started), False
-        finally:
-            with self._inflight_lock:
-                self._inflight.pop(key, None)
+        with _Sending(self, item) as sending:
+            handle = sending.track(runtime.execute(sending.request))
+            sending.succeeded(await handle.result(), handle.state.status)
+        return sending.outcome
 
     def _send(self, item: BatchItem) -> tuple[Record, bool]:
         """The item's record, and whether it is a failure a retry might have cured."""
-        request = item.request
-        assert request is not None  # the reader never queues an unsendable item
-        started = time.monotonic()
-        key = id(item)
-        try:
-            handle = self._runtime.execute(request)
-            with self._inflight_lock:
-                self._inflight[key] = handle
-            result = handle.result()
-            record = success_record(
-                item.custom_id,
-                result,
-                status=handle.state.status,
-                model=request.model or self._model,
-            )
-            return record, False
-        except InferenceError as exc:
-            retryable = exc.is_retryable or exc.kind in _CUT_BY_DEADLINE
-            return self._failed(item, exc, started), retryable
-        except Exception as exc:  # a bug must cost one record, not the batch
-            error = _InternalError(f"{type(exc).__name__}: {exc}")
-            return self._failed(item, error, started), False
-        finally:
-            with self._inflight_lock:
-                self._inflight.pop(key, None)
+        with _Sending(self, item) as sending:
+            handle = sending.track(self._runtime.execute(sending.request))
+            sending.succeeded(handle.result(), handle.state.status)
+        return sending.outcome
 
     def _failed(self, item: BatchItem, error: InferenceError, started: float) -> Record:
         partial = error.partial

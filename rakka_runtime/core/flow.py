@@ -27,6 +27,7 @@ from rakka_runtime.types import Attempt, ChatRequest, ChatResult, Usage
 
 if TYPE_CHECKING:
     from rakka_runtime.config.schema import DeploymentConfig
+    from rakka_runtime.core.exchange import Exchange
     from rakka_runtime.plugins import PluginHooks
     from rakka_runtime.provider import ProviderCodec
     from rakka_runtime.session import Session
@@ -111,6 +112,24 @@ class DeploymentCore:
         record = Attempt("ok")
         state.attempts.append(record)
         return record
+
+    def head(
+        self,
+        state: CallState,
+        exchange: Exchange,
+        status: int,
+        headers: dict[str, str],
+        outcome: Outcome,
+        entered: list[tuple[Policy, Any]],
+    ) -> str:
+        """The response head arrived: the exchange's reading mode, after the attempt's
+        policies have seen the headers (rate-limit feedback before a long stream ends)."""
+        mode = exchange.head(status, headers)
+        outcome.responded = True
+        for index, on_response in self.responders:
+            if index < len(entered):
+                on_response(state, entered[index][1])
+        return mode
 
     def exchange_ok(self, state: CallState, record: Attempt, result: ChatResult) -> None:
         record.status = state.status

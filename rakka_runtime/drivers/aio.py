@@ -139,11 +139,7 @@ async def _exchange(
             request_timeout=core.request_timeout,
             deadline=state.deadline,
         )
-        mode = exchange.head(response.status, response.headers)
-        outcome.responded = True
-        for index, on_response in core.responders:
-            if index < len(entered):
-                on_response(state, entered[index][1])
+        mode = core.head(state, exchange, response.status, response.headers, outcome, entered)
         try:
             if mode == "stream":
                 async for block in response.blocks(state.deadline):

@@ -122,11 +122,7 @@ def _exchange(
             deadline=state.deadline,
             on_cancel=state.on_cancel,
         )
-        mode = exchange.head(response.status, response.headers)
-        outcome.responded = True
-        for index, on_response in core.responders:
-            if index < len(entered):
-                on_response(state, entered[index][1])
+        mode = core.head(state, exchange, response.status, response.headers, outcome, entered)
         blocks = response.blocks(core.read_timeout, state.deadline)
         try:
             if mode == "stream":
