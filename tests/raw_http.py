@@ -4,6 +4,7 @@ purpose (trickled headers, resets, bodies that never end). Shared by the tests."
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -90,3 +91,29 @@ def raw_server() -> Iterator[Callable[[Script], RawServer]]:
         server.close()
 
 
+# --- OpenAI-shaped chunked SSE, byte by byte -------------------------------------------------
+
+
+def chunk(payload: bytes) -> bytes:
+    """One HTTP/1.1 chunk."""
+    return b"%x\r\n%s\r\n" % (len(payload), payload)
+
+
+def event(data: dict[str, Any] | str) -> bytes:
+    """One ``data:`` event in its own chunk."""
+    text = data if isinstance(data, str) else json.dumps(data)
+    return chunk(f"data: {text}\n\n".encode())
+
+
+def delta(content: str | None, finish: str | None = None) -> bytes:
+    """A ``chat.completion.chunk`` event for choice 0."""
+    body = {} if content is None else {"content": content}
+    return event(
+        {
+            "id": "chatcmpl-raw",
+            "object": "chat.completion.chunk",
+            "created": 0,
+            "model": "gpt-4o-mini",
+            "choices": [{"index": 0, "delta": body, "finish_reason": finish}],
+        }
+    )

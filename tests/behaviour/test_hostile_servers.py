@@ -9,11 +9,10 @@ import threading
 import time
 import zlib
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 from driver_clients import Client
-from raw_http import RawServer, Script
+from raw_http import RawServer, Script, chunk, delta, event
 
 from rakka_runtime.errors import Cancelled, InferenceError, ProtocolError, Timeout
 
@@ -25,28 +24,6 @@ SSE_HEAD = (
     b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
     b"transfer-encoding: chunked\r\nx-request-id: req_hostile\r\n"
 )
-
-
-def chunk(payload: bytes) -> bytes:
-    return b"%x\r\n%s\r\n" % (len(payload), payload)
-
-
-def event(data: dict[str, Any] | str) -> bytes:
-    text = data if isinstance(data, str) else json.dumps(data)
-    return chunk(f"data: {text}\n\n".encode())
-
-
-def delta(content: str | None, finish: str | None = None) -> bytes:
-    body = {} if content is None else {"content": content}
-    return event(
-        {
-            "id": "chatcmpl-hostile",
-            "object": "chat.completion.chunk",
-            "created": 0,
-            "model": "gpt-4o-mini",
-            "choices": [{"index": 0, "delta": body, "finish_reason": finish}],
-        }
-    )
 
 
 def completion_json(text: str = "fine") -> bytes:

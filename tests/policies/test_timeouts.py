@@ -6,7 +6,6 @@ and raw sockets scripted here byte by byte. Limits are real and short (0.2-0.5 s
 
 from __future__ import annotations
 
-import json
 import socket
 import struct
 import threading
@@ -15,7 +14,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from raw_http import RawServer, Script
+from raw_http import RawServer, Script, delta, event
 
 from rakka_provider_openai.emulator import Emulator
 from rakka_runtime.errors import InferenceError, NetworkError, Timeout
@@ -43,25 +42,6 @@ SSE_HEAD = (
 WORDS = [f"w{i} " for i in range(15)]
 
 
-def _event(obj: dict[str, Any] | str) -> bytes:
-    data = obj if isinstance(obj, str) else json.dumps(obj)
-    payload = f"data: {data}\n\n".encode()
-    return b"%x\r\n%s\r\n" % (len(payload), payload)
-
-
-def _delta(content: str | None, finish: str | None = None) -> bytes:
-    delta = {} if content is None else {"content": content}
-    return _event(
-        {
-            "id": "chatcmpl-raw",
-            "object": "chat.completion.chunk",
-            "created": 0,
-            "model": "gpt-4o-mini",
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-        }
-    )
-
-
 def stream_script(
     *,
     before: float = 0.0,
@@ -82,8 +62,8 @@ def stream_script(
         for i, word in enumerate(WORDS):
             if (i == stall_at and stopping.wait(stall)) or (i and stopping.wait(every)):
                 return
-            sock.sendall(_delta(word))
-        sock.sendall(_delta(None, "stop") + _event("[DONE]") + b"0\r\n\r\n")
+            sock.sendall(delta(word))
+        sock.sendall(delta(None, "stop") + event("[DONE]") + b"0\r\n\r\n")
 
     return script
 
