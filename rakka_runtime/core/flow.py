@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from rakka_runtime.provider import ProviderCodec
     from rakka_runtime.session import Session
 
-__all__ = ["DEFAULT_MAX_OUTPUT_TOKENS", "DeploymentCore", "estimated_tokens"]
+__all__ = ["DEFAULT_MAX_OUTPUT_TOKENS", "DeploymentCore", "estimated_tokens", "plugin_failure"]
 
 DEFAULT_MAX_OUTPUT_TOKENS = 1024
 """Output tokens assumed for a request that sets no ``max_tokens``: the one default
@@ -47,6 +47,15 @@ def estimated_tokens(request: ChatRequest, input_tokens: int) -> int:
     sampling = request.sampling
     output = DEFAULT_MAX_OUTPUT_TOKENS if sampling.max_tokens is None else sampling.max_tokens
     return input_tokens + output * max(1, sampling.n or 1)
+
+
+def plugin_failure(problem: BaseException) -> InferenceError:
+    """What a policy's own exception (a bug, not a decision) becomes for the caller."""
+    if isinstance(problem, InferenceError):
+        return problem
+    error = PluginError(f"a policy failed: {type(problem).__name__}: {problem}")
+    error.__cause__ = problem
+    return error
 
 
 class DeploymentCore:

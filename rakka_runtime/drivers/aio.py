@@ -21,10 +21,10 @@ from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from rakka_runtime.core.exchange import Exchange
-from rakka_runtime.core.flow import DeploymentCore
+from rakka_runtime.core.flow import DeploymentCore, plugin_failure
 from rakka_runtime.core.policy import Outcome, Policy, Wait
 from rakka_runtime.core.state import CallState
-from rakka_runtime.errors import Cancelled, InferenceError, PluginError, Unauthorized
+from rakka_runtime.errors import Cancelled, InferenceError, Unauthorized
 from rakka_runtime.policies.clock import SYSTEM_CLOCK
 from rakka_runtime.types import ChatResult, TokenChunk
 
@@ -76,7 +76,7 @@ async def run(
     finally:
         problem = await _leave_all(state, entered, outcome)
         if problem is not None and outcome.error is None and not outcome.abandoned:
-            raise _plugin_failure(problem)
+            raise plugin_failure(problem)
     core.finished(state)
 
 
@@ -108,7 +108,7 @@ async def _attempt(
     finally:
         problem = await _leave_all(state, entered, outcome)
         if problem is not None and outcome.error is None and not outcome.abandoned:
-            raise _plugin_failure(problem)
+            raise plugin_failure(problem)
 
 
 async def _exchange(
@@ -178,10 +178,15 @@ async def enter(policy: Policy, state: CallState) -> Any:
     """``policy.enter`` until it grants, waiting as it asks (without blocking the loop)."""
     blocking = getattr(policy, "blocking", False)
     while True:
-        if blocking:
-            decision = await asyncio.to_thread(policy.enter, state)
-        else:
-            decision = policy.enter(state)
+        try:
+            if blocking:
+                decision = await asyncio.to_thread(policy.enter, state)
+            else:
+                decision = policy.enter(state)
+        except InferenceError:
+            raise
+        except Exception as exc:
+            raise plugin_failure(exc) from exc
         if not isinstance(decision, Wait):
             return decision
         try:
@@ -239,14 +244,6 @@ async def _shielded(awaitable: Any) -> Any:
     except asyncio.CancelledError:
         await task
         raise
-
-
-def _plugin_failure(problem: BaseException) -> InferenceError:
-    if isinstance(problem, InferenceError):
-        return problem
-    error = PluginError(f"a policy failed: {type(problem).__name__}: {problem}")
-    error.__cause__ = problem
-    return error
 
 
 class AsyncRunHandle:

@@ -17,11 +17,11 @@ from collections.abc import Iterator
 from typing import Any
 
 from rakka_runtime.core.exchange import Exchange
-from rakka_runtime.core.flow import DeploymentCore
+from rakka_runtime.core.flow import DeploymentCore, plugin_failure
 from rakka_runtime.core.policy import Outcome, Policy, Wait
 from rakka_runtime.core.state import CallState
 from rakka_runtime.drivers import sync_transport
-from rakka_runtime.errors import Cancelled, InferenceError, PluginError, Unauthorized
+from rakka_runtime.errors import Cancelled, InferenceError, Unauthorized
 from rakka_runtime.policies.clock import SYSTEM_CLOCK
 from rakka_runtime.types import ChatResult, TokenChunk
 
@@ -66,7 +66,7 @@ def run(core: DeploymentCore, state: CallState) -> Iterator[TokenChunk]:
     finally:
         problem = core.leave_all(state, entered, outcome)
         if problem is not None and outcome.error is None and not outcome.abandoned:
-            raise _plugin_failure(problem)
+            raise plugin_failure(problem)
     core.finished(state)
 
 
@@ -93,7 +93,7 @@ def _attempt(core: DeploymentCore, state: CallState, outcome: Outcome) -> Iterat
     finally:
         problem = core.leave_all(state, entered, outcome)
         if problem is not None and outcome.error is None and not outcome.abandoned:
-            raise _plugin_failure(problem)
+            raise plugin_failure(problem)
 
 
 def _exchange(
@@ -164,7 +164,12 @@ def _exchange(
 def enter(policy: Policy, state: CallState) -> Any:
     """``policy.enter`` until it grants, waiting as it asks (on this thread)."""
     while True:
-        decision = policy.enter(state)
+        try:
+            decision = policy.enter(state)
+        except InferenceError:
+            raise
+        except Exception as exc:
+            raise plugin_failure(exc) from exc
         if not isinstance(decision, Wait):
             return decision
         try:
@@ -195,14 +200,6 @@ def wait(decision: Wait, state: CallState, what: str) -> None:
         # A clock that stood still through a real wait is a test's fake, whose time passes
         # only by sleeping on it: if every caller waited here, nobody else would move it.
         clock.sleep(decision.seconds)
-
-
-def _plugin_failure(problem: BaseException) -> InferenceError:
-    if isinstance(problem, InferenceError):
-        return problem
-    error = PluginError(f"a policy failed: {type(problem).__name__}: {problem}")
-    error.__cause__ = problem
-    return error
 
 
 class RunHandle:

@@ -159,3 +159,32 @@ def test_errors_never_carry_the_key(client_at: Make, emulator: Emulator) -> None
         error = client.failure(stream=False, extra_headers=fault(spec))
         assert isinstance(error, InferenceError)
         assert EMULATOR_KEY not in repr(error) and EMULATOR_KEY not in str(error.to_dict())
+
+
+def test_a_codec_bug_is_a_plugin_error_keeping_its_cause(
+    client_at: Make, emulator: Emulator
+) -> None:
+    client = client_at(emulator.url, "deployment.retry.initial_backoff=10ms")
+    codec = client.runtime.core.codec
+
+    def broken(*args: object) -> object:
+        raise TypeError("a bug in the provider")
+
+    codec.decode_body = broken  # type: ignore[method-assign]
+    error = client.failure(stream=False)
+    assert error.kind == "plugin_error" and not error.is_retryable
+    assert isinstance(error.__cause__, TypeError)
+    assert len(error.attempts) == 1  # a bug is not retried
+
+
+def test_a_policy_bug_is_a_plugin_error(client_at: Make, emulator: Emulator) -> None:
+    client = client_at(emulator.url)
+    gate = next(p for p in client.runtime.core.policies if p.name == "rate_limits")
+
+    def broken(state: object) -> object:
+        raise KeyError("a bug in a policy")
+
+    gate.enter = broken  # type: ignore[method-assign]
+    error = client.failure()
+    assert error.kind == "plugin_error" and isinstance(error.__cause__, KeyError)
+    assert emulator.stats.requests == 0
