@@ -162,7 +162,8 @@ def test_plugins_lists_plugins_hooks_and_kinds() -> None:
     out = rakka("plugins", "--json")
     assert out.returncode == 0
     doc = json.loads(out.stdout)
-    assert doc["providers"] == {"azure": "openai", "openai": "openai"}
+    # Ours are present (other installed provider plugins may add kinds of their own).
+    assert doc["providers"].items() >= {"azure": "openai", "openai": "openai"}.items()
     openai = next(p for p in doc["plugins"] if p["name"] == "openai")
     assert "rakka_register_providers" in openai["hooks"]
 

@@ -26,6 +26,26 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return built
 
 
+@pytest.fixture(scope="module")
+def provider_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("provider-wheel")
+    source = ROOT / "providers" / "openai"
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(source)],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    if build.returncode != 0:
+        pytest.fail(f"pip wheel failed: {build.stderr[-2000:]}")
+    [built] = out.glob("rakka_provider_openai-*.whl")
+    return built
+
+
+def test_both_wheels_ship_py_typed(wheel: Path, provider_wheel: Path) -> None:
+    # PEP 561: without the marker a user's type checker treats our packages as untyped.
+    assert "rakka_runtime/py.typed" in zipfile.ZipFile(wheel).namelist()
+    assert "rakka_provider_openai/py.typed" in zipfile.ZipFile(provider_wheel).namelist()
+
+
 def test_wheel_contains_the_conf_tree(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     for conf_file in (ROOT / "conf").rglob("*.yaml"):
