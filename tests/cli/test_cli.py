@@ -46,13 +46,39 @@ def test_chat_json_has_the_documented_shape() -> None:
     assert out.returncode == 0, out.stderr
     doc = json.loads(out.stdout)
     assert set(doc) == {
-        "text", "finish_reason", "tool_calls", "usage", "cost_usd", "attempts",
-        "latency_ms", "ttft_ms", "request_id", "error",
+        "text", "refusal", "logprobs", "finish_reason", "tool_calls", "usage", "cost_usd",
+        "attempts", "latency_ms", "ttft_ms", "request_id", "error",
     }  # fmt: skip
+    assert doc["refusal"] is None and doc["logprobs"] is None
     assert doc["error"] is None and doc["attempts"] == 1 and doc["finish_reason"] == "length"
     usage_keys = {"input_tokens", "output_tokens", "cached_tokens", "reasoning_tokens"}
     assert set(doc["usage"]) == usage_keys
     assert doc["usage"]["output_tokens"] == 3 and len(doc["text"].split()) == 3
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_a_refusal_is_an_answer_not_an_error(stream: bool) -> None:
+    with Emulator(keys=[KEY], scenario=[{"fault": "refusal"}]) as emu:
+        args = ["chat", "--json", "--logprobs", "hi", *openai_args(emu)]
+        out = rakka(*args, *([] if stream else ["--no-stream"]), env={"OPENAI_API_KEY": KEY})
+        plain = rakka("chat", "hi", *openai_args(emu), env={"OPENAI_API_KEY": KEY})
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert doc["error"] is None and doc["text"] == "" and doc["finish_reason"] == "stop"
+    assert doc["refusal"] == "I'm sorry, I can't help with that."
+    assert doc["logprobs"]["content"] is None
+    assert "".join(t["token"] for t in doc["logprobs"]["refusal"]) == doc["refusal"]
+    assert plain.returncode == 0 and plain.stdout.strip() == doc["refusal"]
+    assert "the model refused" in plain.stderr
+
+
+def test_logprobs_flag_gives_one_entry_per_token() -> None:
+    out = rakka("chat", "--json", "--logprobs", "--max-tokens", "4", "hello")
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    tokens = doc["logprobs"]["content"]
+    assert "".join(t["token"] for t in tokens) == doc["text"] and len(tokens) == 4
+    assert all(t["logprob"] <= 0 for t in tokens) and doc["logprobs"]["refusal"] is None
 
 
 def test_no_stream_prints_the_same_text() -> None:

@@ -22,7 +22,15 @@ from typing import Any
 
 from rakka_runtime.error_classification import classify_stream_error
 from rakka_runtime.errors import InvalidRequest, ProtocolError
-from rakka_runtime.types import ChatResult, ExecuteBatch, TokenChunk, ToolCall, ToolCallDelta, Usage
+from rakka_runtime.types import (
+    ChatResult,
+    ExecuteBatch,
+    TokenChunk,
+    TokenLogprob,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
+)
 
 __all__ = [
     "ChatAggregate",
@@ -145,7 +153,9 @@ class ChatAggregate:
     """
 
     __slots__ = (
+        "_logprobs",
         "_refusal",
+        "_refusal_logprobs",
         "_text",
         "_tools",
         "created",
@@ -158,6 +168,9 @@ class ChatAggregate:
     def __init__(self) -> None:
         self._text: list[str] = []
         self._refusal: list[str] = []
+        # Created on the first chunk that carries log-probabilities (most streams have none).
+        self._logprobs: list[TokenLogprob] | None = None
+        self._refusal_logprobs: list[TokenLogprob] | None = None
         self._tools: dict[int, _ToolCallParts] = {}
         self.finish_reason: str | None = None
         self.usage: Usage | None = None
@@ -171,7 +184,7 @@ class ChatAggregate:
 
     @property
     def refusal(self) -> str | None:
-        """The model's refusal message, if it refused (``ChatResult`` has no field for it)."""
+        """The model's refusal message, if it refused."""
         return "".join(self._refusal) if self._refusal else None
 
     def add_tool_fragments(self, fragments: Sequence[Mapping[str, Any]]) -> list[ToolCallDelta]:
@@ -235,7 +248,19 @@ class ChatAggregate:
             model=self.model,
             response_id=self.response_id,
             created=self.created,
+            refusal=self.refusal,
+            logprobs=self._logprobs,
+            refusal_logprobs=self._refusal_logprobs,
         )
+
+
+def _logprob_list(obj: Mapping[str, Any], key: str) -> list[TokenLogprob] | None:
+    value = obj.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise ProtocolError(f"logprobs.{key} is not a list")
+    return value
 
 
 def decode_stream_chunk(
@@ -269,8 +294,11 @@ def decode_stream_chunk(
         if usage is not None:
             agg.usage = usage
         text = ""
+        refusal = ""
         deltas: list[ToolCallDelta] | None = None
         finish: str | None = None
+        content_lp: list[TokenLogprob] | None = None
+        refusal_lp: list[TokenLogprob] | None = None
         for choice in choices:
             if choice.get("index", 0) != 0:
                 continue
@@ -283,15 +311,35 @@ def decode_stream_chunk(
                 calls = delta.get("tool_calls")
                 if calls:
                     deltas = agg.add_tool_fragments(calls)
-                refusal = delta.get("refusal")
+                refusal = delta.get("refusal") or ""
                 if refusal:
                     agg._refusal.append(refusal)
+            logprobs = choice.get("logprobs")  # null unless the request asked for them
+            if logprobs:
+                content_lp = _logprob_list(logprobs, "content")
+                if content_lp:
+                    if agg._logprobs is None:
+                        agg._logprobs = []
+                    agg._logprobs.extend(content_lp)
+                refusal_lp = _logprob_list(logprobs, "refusal")
+                if refusal_lp:
+                    if agg._refusal_logprobs is None:
+                        agg._refusal_logprobs = []
+                    agg._refusal_logprobs.extend(refusal_lp)
             finish = choice.get("finish_reason")
             if finish:
                 agg.finish_reason = finish
     except (KeyError, TypeError, AttributeError) as exc:
         raise ProtocolError(f"stream chunk is not a chat.completion.chunk: {exc!r}") from exc
-    if not text and deltas is None and not finish and usage is None:
+    if (
+        not text
+        and not refusal
+        and deltas is None
+        and not finish
+        and usage is None
+        and not content_lp
+        and not refusal_lp
+    ):
         return None
     return TokenChunk(
         request_id=request_id,
@@ -299,6 +347,9 @@ def decode_stream_chunk(
         tool_call_delta=deltas,
         usage=usage,
         finish_reason=finish or None,
+        refusal_delta=refusal,
+        logprobs=content_lp or None,
+        refusal_logprobs=refusal_lp or None,
     )
 
 
@@ -327,6 +378,17 @@ def parse_completion(obj: dict[str, Any], request_id: str) -> ChatResult:
         result.text = content
     elif content is not None:
         raise ProtocolError("response message 'content' is neither a string nor null")
+    refusal = message.get("refusal")
+    if isinstance(refusal, str):
+        result.refusal = refusal or None  # "" is no refusal, like null
+    elif refusal is not None:
+        raise ProtocolError("response message 'refusal' is neither a string nor null")
+    logprobs = choice.get("logprobs")
+    if logprobs is not None:
+        if not isinstance(logprobs, dict):
+            raise ProtocolError("response choice 'logprobs' is not an object")
+        result.logprobs = _logprob_list(logprobs, "content")
+        result.refusal_logprobs = _logprob_list(logprobs, "refusal")
     result.finish_reason = choice.get("finish_reason")
     raw_calls = message.get("tool_calls")
     if raw_calls:
