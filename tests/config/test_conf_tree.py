@@ -35,6 +35,7 @@ class _ProviderDeployment(DeploymentConfig):
     variant: dict[str, Any] = field(default_factory=dict)
     organization: str | None = None
     project: str | None = None
+    max_tokens_param: str = "auto"
 
 
 def test_builtin_conf_dir_is_the_shipped_tree() -> None:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from functools import partial
 from typing import Any
 
-from rakka_provider_openai.deployment import AzureVariant, chat_url
+from rakka_provider_openai.deployment import AzureVariant, chat_url, completion_limit_key
 from rakka_provider_openai.wire import (
     ChatAggregate,
     build_chat_body,
@@ -48,6 +48,7 @@ class OpenAIWireClient:
         variant = getattr(deployment, "variant")  # noqa: B009 - set by the provider models
         self.azure = isinstance(variant, AzureVariant)
         self.url = chat_url(variant, endpoint_override)
+        self._limit_key = completion_limit_key(deployment)
         timeouts = deployment.timeouts
         self._connect = timeouts.connect
         self._request_timeout = timeouts.request_timeout
@@ -60,7 +61,13 @@ class OpenAIWireClient:
     def send(self, state: CallState) -> Iterator[TokenChunk]:
         request = state.request
         snapshot = self.session.snapshot  # read once: rotation never changes a request mid-way
-        body = build_chat_body(request, model=state.model, stream=request.stream, azure=self.azure)
+        body = build_chat_body(
+            request,
+            model=state.model,
+            stream=request.stream,
+            azure=self.azure,
+            limit_key=self._limit_key,
+        )
         send_headers = snapshot.headers
         if request.extra_headers is not None:  # merged only when set: the common path copies
             send_headers = {**send_headers, **request.extra_headers}

@@ -41,10 +41,11 @@ __all__ = [
     "uses_max_completion_tokens",
 ]
 
-# Reasoning families reject ``max_tokens``. Dated snapshots (``o3-2025-04-16``), variants
-# (``o4-mini``, ``gpt-5.1-codex``), fine-tunes (``ft:o4-mini-...``) and router prefixes
-# (``openai/gpt-5``) all keep the family name right after the optional prefix; the trailing
-# boundary stops ``o10`` or ``gpt-50`` from matching.
+# Reasoning families reject ``max_tokens``; only consulted for endpoints whose deployment does
+# not decide the field (OpenAI-compatible servers other than OpenAI and Azure). Dated
+# snapshots (``o3-2025-04-16``), variants (``o4-mini``, ``gpt-5.1-codex``), fine-tunes
+# (``ft:o4-mini-...``) and router prefixes (``openai/gpt-5``) all keep the family name right
+# after the optional prefix; the trailing boundary stops ``o10`` or ``gpt-50`` from matching.
 _MAX_COMPLETION_TOKENS_MODEL = re.compile(r"(?:ft:)?(?:[\w.-]+/)?(?:o1|o3|o4|gpt-5)(?:$|[-.:_])")
 
 
@@ -66,14 +67,24 @@ def _jsonable(value: object) -> object:
     raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
 
 
-def build_chat_body(req: ExecuteBatch, *, model: str, stream: bool, azure: bool = False) -> bytes:
+def build_chat_body(
+    req: ExecuteBatch,
+    *,
+    model: str,
+    stream: bool,
+    azure: bool = False,
+    limit_key: str | None = None,
+) -> bytes:
     """The JSON body of one ``POST .../chat/completions`` for ``req``.
 
     ``model`` is the resolved model (the request's override or the deployment's). Azure's
     2024-10-21 schema has no ``model`` field (the deployment is in the URL), so it is left
-    out there; it still decides ``max_tokens`` vs ``max_completion_tokens``, which that
-    Azure version accepts too. ``extra_body`` is merged last and may override any field
-    except ``stream``, which must agree with how the runner reads the response.
+    out there. ``limit_key`` is the field that carries ``max_tokens`` (the deployment's
+    :func:`~rakka_provider_openai.deployment.completion_limit_key`); ``None`` means an
+    endpoint that did not say: ``max_tokens``, or ``max_completion_tokens`` for a model
+    of OpenAI's reasoning families (:func:`uses_max_completion_tokens`). ``extra_body`` is
+    merged last and may override any field except ``stream``, which must agree with how
+    the runner reads the response.
 
     Raises :class:`~rakka_runtime.errors.InvalidRequest` when the body cannot be encoded
     (NaN, objects JSON does not know) or ``extra_body`` contradicts ``stream``.
@@ -86,7 +97,9 @@ def build_chat_body(req: ExecuteBatch, *, model: str, stream: bool, azure: bool 
     if s.top_p is not None:
         body["top_p"] = s.top_p
     if s.max_tokens is not None:
-        key = "max_completion_tokens" if uses_max_completion_tokens(model) else "max_tokens"
+        key = limit_key
+        if key is None:
+            key = "max_completion_tokens" if uses_max_completion_tokens(model) else "max_tokens"
         body[key] = s.max_tokens
     if s.stop is not None:
         body["stop"] = s.stop

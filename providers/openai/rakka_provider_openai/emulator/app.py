@@ -84,9 +84,10 @@ class EmulatorApp:
             if deployment and "/" not in deployment:
                 respond.headers.append(b"apim-request-id: %s\r\n" % _hex(16).encode())
                 # Azure resolves the API version before it looks at credentials.
-                if not parse_qs(query).get("api-version"):
+                versions = parse_qs(query).get("api-version")
+                if not versions:
                     return self._send(respond, 404, errors.AZURE_NOT_FOUND)
-                return self._chat(respond, request, azure=True)
+                return self._chat(respond, request, azure=True, api_version=versions[0])
         if method == "GET" and (
             path in ("/v1/models", "/models") or path.startswith(("/v1/models/", "/models/"))
         ):
@@ -123,7 +124,9 @@ class EmulatorApp:
 
     # -- chat completions -----------------------------------------------------------------
 
-    def _chat(self, respond: Responder, request: Request, *, azure: bool) -> bool:
+    def _chat(
+        self, respond: Responder, request: Request, *, azure: bool, api_version: str | None = None
+    ) -> bool:
         if not self._authorized(request, azure=azure):
             return self._unauthorized(respond, request, azure=azure)
         try:
@@ -149,6 +152,7 @@ class EmulatorApp:
                 request.headers,
                 model=self.model if azure else None,
                 default_model=self.model,
+                api_version=api_version,
             )
         except BadInput as exc:
             return self._send(respond, 400, exc.body)

@@ -46,10 +46,23 @@ class ChatAsk:
         return DEFAULT_COMPLETION_TOKENS if self.limit is None else self.limit
 
 
+# Azure api-versions before this one predate max_completion_tokens and refuse it.
+_AZURE_MAX_COMPLETION_TOKENS_SINCE = "2024-09-01"
+
+
 def parse_chat(
-    raw: bytes, headers: Mapping[str, str], *, model: str | None, default_model: str
+    raw: bytes,
+    headers: Mapping[str, str],
+    *,
+    model: str | None,
+    default_model: str,
+    api_version: str | None = None,
 ) -> ChatAsk:
-    """Validate a request body; ``model`` overrides the body's (Azure names a deployment)."""
+    """Validate a request body; ``model`` overrides the body's (Azure names a deployment).
+
+    ``api_version`` is Azure's ``api-version`` (None on OpenAI routes): a dated version
+    before 2024-09-01 refuses ``max_completion_tokens``, as Azure does.
+    """
     try:
         # Decoding first skips json's encoding sniffing; the API only accepts UTF-8 anyway.
         body = json.loads(raw.decode("utf-8"))
@@ -58,6 +71,13 @@ def parse_chat(
     if not isinstance(body, dict):
         raise BadInput(errors.INVALID_JSON)
     messages = _messages(body)
+    if (
+        api_version is not None
+        and api_version[:1].isdigit()
+        and api_version[:10] < _AZURE_MAX_COMPLETION_TOKENS_SINCE
+        and "max_completion_tokens" in body
+    ):
+        raise BadInput(errors.unrecognized_argument("max_completion_tokens"))
     if model is None:
         requested = body.get("model")
         model = requested if isinstance(requested, str) and requested else default_model
