@@ -1,0 +1,28 @@
+"""The README's examples run as a new user runs them: no key, no network (the emulator)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def _python_blocks() -> list[str]:
+    return re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
+
+
+def test_the_first_python_example_runs_on_the_emulator(tmp_path: Path) -> None:
+    first = _python_blocks()[0]
+    assert "Runtime" in first
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "AZURE_"))}
+    out = subprocess.run(
+        [sys.executable, "-c", first], cwd=tmp_path, env=env, capture_output=True, text=True,
+        timeout=60, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "Usage(" in out.stdout and "$" in out.stdout
+    assert len(out.stdout.split()) > 10  # the streamed haiku, then the summary line
