@@ -99,6 +99,14 @@ def _rate(value: float | None) -> str:
     return f"{whole}.{fraction.ljust(2, '0')}"
 
 
+def _published_path() -> str:
+    """Where the published table is read from: the repository's conf/ in a checkout, the
+    installed package's conf/ for a wheel (never a path the user does not have)."""
+    from rakka_runtime.config.loader import builtin_conf_dir
+
+    return str(builtin_conf_dir() / "pricing" / "published.yaml")
+
+
 def _print(report: dict[str, Any]) -> None:
     currency = report["currency"]
     click.echo(f"Prices in {currency} per 1M tokens, as of {report['as_of']} (env {report['env']})")
@@ -133,7 +141,7 @@ def _print(report: dict[str, Any]) -> None:
         )
         click.echo(text.rstrip())
     click.echo("")
-    click.echo("* differs from the published table (conf/pricing/published.yaml)")
+    click.echo(f"* differs from the published table ({_published_path()})")
     hidden = report["hidden_source_rows"]
     if hidden:
         click.echo(f"{hidden} more rows from pricing.sources; --all lists them")

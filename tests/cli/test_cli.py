@@ -198,6 +198,24 @@ def test_disabled_provider_plugin_leaves_no_provider() -> None:
     out = rakka("chat", "hi", env={"RAKKA_DISABLE_PLUGINS": "openai"})
     assert out.returncode == 2
     assert "deployment.provider: 'openai' is not a registered provider kind" in out.stderr
+    assert "pip install rakka-provider-openai" in out.stderr
+    assert "RAKKA_DISABLE_PLUGINS" in out.stderr
+
+
+def test_unknown_provider_kind_says_how_to_get_one() -> None:
+    out = rakka("chat", "hi", "deployment.provider=bedrock")
+    assert out.returncode == 2
+    assert "'bedrock' is not a registered provider kind (azure, openai" in out.stderr
+    assert "'rakka' entry-point group" in out.stderr and "rakka plugins" in out.stderr
+
+
+def test_emulator_help_has_the_style_of_the_other_commands() -> None:
+    out = rakka("emulator", "--help")
+    assert out.returncode == 0
+    assert out.stdout.startswith("Usage: rakka emulator [OPTIONS]")
+    assert "\nOptions:\n" in out.stdout and "--port INTEGER RANGE" in out.stdout
+    other = rakka("config", "compile", "--help")
+    assert other.stdout.startswith("Usage: rakka config compile [OPTIONS]")
 
 
 def test_help_is_fast_and_lists_commands() -> None:
@@ -214,6 +232,10 @@ def test_config_compile_then_chat_from_the_compiled_file(
     args = [*openai_args(keyed_emulator), "deployment.api_key.name=RAKKA_CLI_KEY"]
     done = rakka("config", "compile", *args, "-o", str(out))
     assert done.returncode == 0, done.stderr
+    # Success says what was written (on stderr: stdout is for `-o -`).
+    assert done.stdout == ""
+    assert done.stderr.startswith(f"wrote {out}: deployment openai (openai · gpt-4o-mini)")
+    assert "digest sha256:" in done.stderr
     compiled = json.loads(out.read_text())
     assert compiled["format"] == "rakka-compiled-config/1"
     assert compiled["config"]["deployment"]["api_key"] == {"from": "env", "name": "RAKKA_CLI_KEY"}

@@ -26,3 +26,8 @@ def test_the_first_python_example_runs_on_the_emulator(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert "Usage(" in out.stdout and "$" in out.stdout
     assert len(out.stdout.split()) > 10  # the streamed haiku, then the summary line
+
+
+def test_batch_output_order_is_documented() -> None:
+    text = " ".join(README.read_text(encoding="utf-8").split())
+    assert "the output is in **completion order**, not input order" in text

@@ -80,3 +80,20 @@ def test_unpacked_wheel_composes_config_from_another_folder(wheel: Path, tmp_pat
     conf_dir, env_name = out.stdout.split()
     assert Path(conf_dir).is_relative_to(site)
     assert env_name == "prod"
+
+
+def test_pricing_footer_names_the_installed_table_not_a_repository_path(
+    wheel: Path, tmp_path: Path
+) -> None:
+    site = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(site)
+    code = "from rakka_runtime.cli import main; main(['pricing'])"
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+        timeout=60, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    footer = next(line for line in out.stdout.splitlines() if line.startswith("* differs"))
+    published = site / "rakka_runtime" / "conf" / "pricing" / "published.yaml"
+    assert footer == f"* differs from the published table ({published})"
