@@ -27,6 +27,16 @@ class DirectVariant(ConfigModel):
     endpoint: str | None = OPENAI_ENDPOINT
 
 
+AzureDeploymentType = Literal["global", "data_zone", "regional"]
+
+
+def azure_price_namespace(variant: object) -> str | None:
+    """``azure/<deployment_type>`` for an Azure variant: its rows price the deployment."""
+    if isinstance(variant, AzureVariant):
+        return f"azure/{variant.deployment_type}"
+    return None
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AzureVariant(ConfigModel):
     kind: Literal["azure"] = "azure"
@@ -34,6 +44,9 @@ class AzureVariant(ConfigModel):
     deployment: str
     api_version: str = "2024-10-21"
     endpoint: str | None = None
+    # How the Azure deployment is hosted, which decides its price: Global (any Azure
+    # region), Data Zone (the US or EU zone; 10% above Global) or Regional (one region).
+    deployment_type: AzureDeploymentType = "global"
 
     def __post_init__(self) -> None:
         if not self.resource and not self.endpoint:
@@ -58,6 +71,10 @@ class OpenAIDeployment(DeploymentConfig):
     # for an OpenAI-compatible server that accepts only that one.
     max_tokens_param: MaxTokensParam = "auto"
 
+    @property
+    def price_namespace(self) -> str | None:
+        return azure_price_namespace(self.variant)
+
     def __post_init__(self) -> None:
         DeploymentConfig.__post_init__(self)  # (slots=True classes cannot use super())
         variant = self.variant
@@ -75,6 +92,10 @@ class AzureDeployment(DeploymentConfig):
 
     variant: AzureVariant
     max_tokens_param: MaxTokensParam = "auto"
+
+    @property
+    def price_namespace(self) -> str | None:
+        return azure_price_namespace(self.variant)
 
 
 _DATED_API_VERSION = re.compile(r"\d{4}-\d{2}-\d{2}")
