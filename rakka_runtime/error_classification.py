@@ -87,7 +87,12 @@ class ErrorRule:
         )
 
 
-_CONTEXT_LENGTH_MESSAGE = re.compile(r"maximum context length", re.IGNORECASE)
+# Servers that send the message without the ``context_length_exceeded`` code (vLLM, proxies).
+_CONTEXT_LENGTH_MESSAGE = re.compile(
+    r"maximum context length|exceeds? the configured limit of \d|exceeds the context window"
+    r"|exceed context limit",
+    re.IGNORECASE,
+)
 
 # OpenAI puts "content_filter" in type or code; Azure in code, and always names its policy
 # in innererror.code. Any status: it is usually 400, but the code is what decides.
@@ -321,18 +326,56 @@ def _status_line(status: int) -> str:
         return f"HTTP {status}"
 
 
-_MAX_CONTEXT = re.compile(r"maximum context length is ([\d,]+) tokens", re.IGNORECASE)
-_REQUESTED = re.compile(r"(?:you requested|resulted in) ([\d,]+) tokens", re.IGNORECASE)
+# Every published shape that carries numbers; the first pattern that finds a group wins.
+# OpenAI / Azure:
+#   "This model's maximum context length is 8192 tokens. However, you requested 5000 tokens
+#    (4000 in the messages, 1000 in the completion)."  ("..., however you requested ...",
+#    "... your messages resulted in M tokens.")
+#   "Input tokens exceed the configured limit of 272000 tokens. Your messages resulted in
+#    289650 tokens."  (gpt-5 family)
+# OpenAI-compatible servers:
+#   vLLM: "... maximum context length is 131072 tokens. However, you requested 128000 output
+#    tokens and your prompt contains at least 3073 input tokens, for a total of at least
+#    131073 tokens."  (the total, not the output tokens, is what was requested)
+#   OpenRouter: "This endpoint's maximum context length is N tokens. However, you requested
+#    about M tokens"
+#   Anthropic-compatible: "input length and `max_tokens` exceed context limit: 199759 + 8192 >
+#    200000"
+#   Gemini-compatible: "The input token count (1066750) exceeds the maximum number of tokens
+#    allowed (1048575)."
+_N = r"([\d,]+)"
+_MAX_CONTEXT = (
+    re.compile(rf"maximum context length is {_N} tokens", re.IGNORECASE),
+    re.compile(rf"exceed(?:s|ed)? the configured limit of {_N} tokens", re.IGNORECASE),
+    re.compile(rf"context (?:limit|window)(?: of)?:? [^>]*> ?{_N}", re.IGNORECASE),
+    re.compile(rf"maximum number of tokens allowed \({_N}\)", re.IGNORECASE),
+    re.compile(rf"context (?:window|limit|length) (?:of|is) {_N} tokens", re.IGNORECASE),
+)
+_REQUESTED = (
+    re.compile(rf"for a total of (?:at least )?{_N} tokens", re.IGNORECASE),
+    re.compile(rf"(?:you requested|resulted in)(?: about)? {_N} tokens", re.IGNORECASE),
+    re.compile(rf"input token count \({_N}\)", re.IGNORECASE),
+)
+# "A + B > LIMIT": the request is the sum of the prompt and the completion allowance.
+_SUM_OVER_LIMIT = re.compile(rf"{_N} \+ {_N} > {_N}")
 
 
 def _context_tokens(message: str) -> dict[str, int | None]:
     # "..., you requested 5000 tokens (4000 in the messages, 1000 in the completion)": the
     # first number after the verb is the total.
-    def number(pattern: re.Pattern[str]) -> int | None:
-        found = pattern.search(message)
-        return int(found.group(1).replace(",", "")) if found else None
+    def number(patterns: tuple[re.Pattern[str], ...]) -> int | None:
+        for pattern in patterns:
+            found = pattern.search(message)
+            if found:
+                return int(found.group(1).replace(",", ""))
+        return None
 
-    return {"max_context_tokens": number(_MAX_CONTEXT), "requested_tokens": number(_REQUESTED)}
+    requested = number(_REQUESTED)
+    if requested is None:
+        summed = _SUM_OVER_LIMIT.search(message)
+        if summed:
+            requested = sum(int(summed.group(i).replace(",", "")) for i in (1, 2))
+    return {"max_context_tokens": number(_MAX_CONTEXT), "requested_tokens": requested}
 
 
 def _build(

@@ -11,6 +11,10 @@ Where rows come from, later winning over earlier (see :func:`price_table_for`):
 2. ``pricing.models``: the published rows (``conf/pricing/published.yaml``) with whatever
    an env file or an override changed or added;
 3. ``deployment.pricing``: fields that replace the deployment's priced model's row.
+
+A deployment with a ``price_namespace`` (an Azure deployment: ``azure/<deployment_type>``)
+is priced by the rows under it (``azure/data_zone/gpt-4o`` prices ``gpt-4o``), see
+:func:`_scope`.
 """
 
 from __future__ import annotations
@@ -31,9 +35,12 @@ if TYPE_CHECKING:
 __all__ = [
     "CostEstimate",
     "ModelRates",
+    "PriceDiff",
     "PriceTable",
+    "RateChange",
     "Spend",
     "cost_from_usage",
+    "diff_with_litellm",
     "estimate_cost",
     "estimate_input_tokens",
     "estimate_output_tokens",
@@ -141,6 +148,14 @@ class PriceTable:
 
     def models(self) -> dict[str, ModelRates]:
         return dict(self._rates)
+
+    def scoped(self, namespace: str | None) -> PriceTable:
+        """This table as a deployment with ``namespace`` sees it (see :func:`_scope`)."""
+        if not namespace:
+            return self
+        rates, sources = dict(self._rates), dict(self._sources)
+        _scope(rates, sources, namespace)
+        return PriceTable(rates, self.as_of, currency=self.currency, sources=sources)
 
     def cost(self, model: str, usage: Usage) -> float | None:
         rates = self.get(model)
@@ -304,6 +319,9 @@ def price_table_for(
     for name, row in pricing.models.items():
         rates[name] = _rates_of(asdict(row))
         sources[name] = row.source or "config"
+    namespace = deployment.price_namespace if deployment is not None else None
+    if namespace:
+        _scope(rates, sources, namespace)
     table = PriceTable(rates, str(pricing.as_of), currency=pricing.currency, sources=sources)
     override = deployment.pricing if deployment is not None else None
     if deployment is None or override is None:
@@ -326,6 +344,27 @@ def price_table_for(
     return table
 
 
+def _scope(rates: dict[str, ModelRates], sources: dict[str, str], namespace: str) -> None:
+    """Let the rows under ``namespace/`` price their models for this deployment.
+
+    ``azure/global/gpt-4o`` then prices ``gpt-4o``. A ``*/global`` namespace falls back to
+    the plain list rows where it has none (Azure's Global price is OpenAI's list price);
+    any other (Data Zone, Regional: dearer than the list) has no fallback, so a model
+    without a row there is unknown rather than under-priced.
+    """
+    prefix = namespace.rstrip("/") + "/"
+    scoped = {
+        name[len(prefix) :]: name for name in rates if name.startswith(prefix) and name != prefix
+    }
+    if not namespace.rstrip("/").endswith("/global"):
+        for name in [n for n in rates if "/" not in n and n not in scoped]:
+            del rates[name]
+            sources.pop(name, None)
+    for model, name in scoped.items():
+        rates[model] = rates[name]
+        sources[model] = f"{sources.get(name) or 'config'} ({name})"
+
+
 def _rates_of(row: Mapping[str, Any]) -> ModelRates:
     cached = row.get("cached_input")
     return ModelRates(
@@ -344,3 +383,145 @@ def _number(value: object) -> float | None:
 def _per_million(per_token: float) -> float:
     # 1.5e-07 * 1e6 is 0.15000000000000002 in binary floating point: round away the noise.
     return round(per_token * 1_000_000, 9)
+
+
+# --- Comparing with a LiteLLM price file ---------------------------------------------------
+
+# Our hosting-type rows and the LiteLLM key prefixes that price the same thing (the first
+# that has the model wins). Regional rows are billed at the Data Zone rate.
+_LITELLM_PREFIXES: dict[str, tuple[str, ...]] = {
+    "azure/global/": ("azure/", "azure/global/"),
+    "azure/data_zone/": ("azure/us/", "azure/eu/"),
+    "azure/regional/": ("azure/us/", "azure/eu/"),
+}
+# LiteLLM providers whose chat models the table is meant to cover, and our prefix for them.
+_COVERED_PROVIDERS = {"openai": "", "azure": "azure/global/"}
+
+
+@dataclass(frozen=True, slots=True)
+class RateChange:
+    """A row whose rates differ from the file's: ``(ours, theirs)`` per changed field."""
+
+    model: str
+    file_key: str
+    fields: dict[str, tuple[float | None, float | None]]
+
+
+@dataclass(slots=True)
+class PriceDiff:
+    """How a price table differs from a LiteLLM price file."""
+
+    changed: list[RateChange] = field(default_factory=list)
+    # Rows the file has no entry for (retired models, our own rows).
+    only_in_table: list[str] = field(default_factory=list)
+    # Chat models of the covered providers the table has no row for, by their row name.
+    only_in_file: list[str] = field(default_factory=list)
+    same: int = 0
+
+    @property
+    def differs(self) -> bool:
+        return bool(self.changed or self.only_in_table or self.only_in_file)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "changed": [
+                {
+                    "model": c.model,
+                    "file_key": c.file_key,
+                    "fields": {k: {"table": v[0], "file": v[1]} for k, v in c.fields.items()},
+                }
+                for c in self.changed
+            ],
+            "only_in_table": self.only_in_table,
+            "only_in_file": self.only_in_file,
+            "same": self.same,
+        }
+
+
+def _file_keys(model: str) -> tuple[str, ...]:
+    for prefix, theirs in _LITELLM_PREFIXES.items():
+        if model.startswith(prefix):
+            return tuple(p + model[len(prefix) :] for p in theirs)
+    return (model,)
+
+
+def _read_litellm_file(path: str | Path) -> dict[str, Mapping[str, Any]]:
+    from rakka_runtime.errors import ConfigError
+
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError("pricing diff", f"cannot read {str(path)!r}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError("pricing diff", f"{str(path)!r} is not a JSON object of models")
+    return {str(k): v for k, v in data.items() if k != "sample_spec" and isinstance(v, Mapping)}
+
+
+def diff_with_litellm(rates: Mapping[str, ModelRates], path: str | Path) -> PriceDiff:
+    """Compare table rows (per 1M tokens) with a LiteLLM ``model_prices_and_context_window``
+    file: rates that differ, rows the file lacks, and chat models of the providers the
+    table covers (``openai``, ``azure``) that the table lacks.
+
+    :raises ConfigError: the file cannot be read or is not a JSON object.
+    """
+    entries = _read_litellm_file(path)
+    theirs = load_litellm_prices(path)
+    diff = PriceDiff()
+    matched: set[str] = set()
+    for model in sorted(rates):
+        key = next((k for k in _file_keys(model) if k in theirs), None)
+        if key is None:
+            diff.only_in_table.append(model)
+            continue
+        matched.update(_file_keys(model))
+        ours, other = rates[model], theirs[key]
+        fields = {
+            name: (getattr(ours, name), getattr(other, name))
+            for name in ("input", "cached_input", "output")
+            if not _same_rate(getattr(ours, name), getattr(other, name))
+        }
+        if fields:
+            diff.changed.append(RateChange(model, key, fields))
+        else:
+            diff.same += 1
+    new: set[str] = set()
+    for key, entry in entries.items():
+        prefix = _COVERED_PROVIDERS.get(str(entry.get("litellm_provider")))
+        if prefix is None or entry.get("mode") != "chat" or key in matched or key not in theirs:
+            continue
+        if key.startswith("ft:"):  # fine-tunes are priced per organisation's model name
+            continue
+        name = key if not prefix else _row_name(key)
+        if name is None or name in rates:
+            continue
+        # A dated snapshot priced like its base row is covered by the snapshot rule.
+        base = rates.get(_SNAPSHOT.sub("", name))
+        if base is not None and all(
+            _same_rate(getattr(base, f), getattr(theirs[key], f))
+            for f in ("input", "cached_input", "output")
+        ):
+            continue
+        new.add(name)
+    diff.only_in_file = sorted(new)
+    return diff
+
+
+def _row_name(azure_key: str) -> str | None:
+    """Our row name for a LiteLLM ``azure/...`` key (None for hosting types we do not map)."""
+    rest = azure_key.removeprefix("azure/")
+    if "/" not in rest:
+        return f"azure/global/{rest}"
+    zone, _, model = rest.partition("/")
+    if "/" in model:
+        return None
+    if zone == "global":
+        return f"azure/global/{model}"
+    if zone in ("us", "eu"):
+        return f"azure/data_zone/{model}"
+    return None
+
+
+def _same_rate(a: float | None, b: float | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9)

@@ -36,6 +36,13 @@ class DuplicateProviderError(ValueError):
     pass
 
 
+# Provider kinds whose package is known, for the install hint of a missing one.
+KNOWN_PROVIDER_PACKAGES: dict[str, str] = {
+    "openai": "rakka-provider-openai",
+    "azure": "rakka-provider-openai",
+}
+
+
 class ProviderRegistry:
     def __init__(self) -> None:
         self._kinds: dict[str, ProviderKind] = {}
@@ -60,6 +67,23 @@ class ProviderRegistry:
 
     def kinds(self) -> list[str]:
         return sorted(self._kinds)
+
+    def unknown_kind_message(self, kind: object) -> str:
+        """Why ``kind`` is not available, and how to get it (for a config error)."""
+        known = ", ".join(self.kinds()) or "none installed"
+        package = KNOWN_PROVIDER_PACKAGES.get(str(kind))
+        if package is not None:
+            hint = f"install it with `pip install {package}`"
+        else:
+            hint = (
+                "install the package of the plugin that provides it (it registers under the "
+                "'rakka' entry-point group; `rakka plugins` lists what is installed)"
+            )
+        from rakka_runtime.plugins import DISABLE_ENV, disabled_from_env
+
+        if disabled_from_env():
+            hint += f", and check {DISABLE_ENV}, which blocks some plugins here"
+        return f"{kind!r} is not a registered provider kind ({known}); {hint}"
 
     def __iter__(self) -> Iterator[ProviderKind]:
         return iter(sorted(self._kinds.values(), key=lambda p: p.kind))

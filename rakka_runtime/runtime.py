@@ -45,10 +45,7 @@ def resolve_deployment(
         kind = deployment.get("provider")
     provider = hooks.providers.get(str(kind))
     if provider is None:
-        known = ", ".join(hooks.providers.kinds()) or "none installed"
-        raise ConfigError(
-            "deployment.provider", f"{kind!r} is not a registered provider kind ({known})"
-        )
+        raise ConfigError("deployment.provider", hooks.providers.unknown_kind_message(kind))
     if isinstance(deployment, DeploymentConfig):
         if not isinstance(deployment, provider.config_model):
             raise ConfigError(

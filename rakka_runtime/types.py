@@ -12,7 +12,7 @@ import itertools
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 Message = Mapping[str, Any]
 
@@ -156,15 +156,44 @@ class ToolCall:
         }
 
 
+class TopLogprob(TypedDict):
+    """One alternative token at a position (``top_logprobs``), in the API's wire shape."""
+
+    token: str
+    logprob: float
+    bytes: list[int] | None
+
+
+class TokenLogprob(TypedDict):
+    """One output token's log-probability, as the API sends it (``logprobs.content[i]``).
+
+    Kept in the wire shape, like messages: no conversion per token on the hot path.
+    """
+
+    token: str
+    logprob: float
+    bytes: list[int] | None
+    top_logprobs: list[TopLogprob]
+
+
 @dataclass(slots=True)
 class TokenChunk:
-    """One decoded stream event, as the caller sees it."""
+    """One decoded stream event, as the caller sees it.
+
+    ``refusal_delta`` is a piece of the model's refusal (``delta.refusal``): a refusal comes
+    instead of text, with ``finish_reason: "stop"``, and is not an error.
+    ``logprobs`` / ``refusal_logprobs`` are this event's token log-probabilities of the text
+    and of the refusal, present only when the request asked for ``logprobs``.
+    """
 
     request_id: str
     text_delta: str = ""
     tool_call_delta: list[ToolCallDelta] | None = None
     usage: Usage | None = None
     finish_reason: str | None = None
+    refusal_delta: str = ""
+    logprobs: list[TokenLogprob] | None = None
+    refusal_logprobs: list[TokenLogprob] | None = None
 
 
 @dataclass(slots=True)
@@ -197,3 +226,11 @@ class ChatResult:
     # The completion's own ``id`` (chatcmpl-...) and ``created`` (epoch seconds), as sent.
     response_id: str | None = None
     created: int | None = None
+    # The model's refusal message (``message.refusal``), or None. A refusal is an answer, not
+    # an error: ``text`` is empty and ``finish_reason`` is usually "stop"; test
+    # ``result.refusal is not None`` to tell it from an empty reply.
+    refusal: str | None = None
+    # Token log-probabilities of ``text`` and of ``refusal`` (``logprobs.content`` /
+    # ``logprobs.refusal``), when the request asked for ``logprobs``; else None.
+    logprobs: list[TokenLogprob] | None = None
+    refusal_logprobs: list[TokenLogprob] | None = None

@@ -84,7 +84,10 @@ def completion_body(result: ChatResult, model: str) -> dict[str, Any]:
     message: dict[str, Any] = {
         "role": "assistant",
         # The API sends null content beside tool calls rather than an empty string.
-        "content": result.text if result.text or not result.tool_calls else None,
+        "content": result.text
+        if result.text or not (result.tool_calls or result.refusal is not None)
+        else None,
+        "refusal": result.refusal,
     }
     if result.tool_calls:
         message["tool_calls"] = [call.as_dict() for call in result.tool_calls]
@@ -97,7 +100,9 @@ def completion_body(result: ChatResult, model: str) -> dict[str, Any]:
             {
                 "index": 0,
                 "message": message,
-                "logprobs": None,
+                "logprobs": None
+                if result.logprobs is None and result.refusal_logprobs is None
+                else {"content": result.logprobs, "refusal": result.refusal_logprobs},
                 "finish_reason": result.finish_reason,
             }
         ],

@@ -33,6 +33,11 @@ if TYPE_CHECKING:
 @click.option("--no-stream", is_flag=True, help="Wait for the whole reply instead of streaming.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the result.")
 @click.option(
+    "--logprobs",
+    is_flag=True,
+    help="Ask for token log-probabilities (shown with --json, under 'logprobs').",
+)
+@click.option(
     "--metrics-port",
     type=click.IntRange(0, 65535),
     default=None,
@@ -49,6 +54,7 @@ def chat(
     temperature: float | None,
     no_stream: bool,
     as_json: bool,
+    logprobs: bool,
     metrics_port: int | None,
     config_dir: str | None,
     compiled: str | None,
@@ -63,6 +69,8 @@ def chat(
             fields["max_tokens"] = max_tokens
         if temperature is not None:
             fields["temperature"] = temperature
+        if logprobs:
+            fields["extra_body"] = {"logprobs": True}
         try:
             request = runtime.request(
                 prompt, stream=not no_stream, model=model, system=system, **fields
@@ -73,8 +81,12 @@ def chat(
         out = sys.stdout
         try:
             for chunk in handle:
-                if chunk.text_delta and not as_json:
-                    out.write(chunk.text_delta)
+                if as_json:
+                    continue
+                # A refusal is the model's answer (not an error): shown like text.
+                piece = chunk.text_delta or chunk.refusal_delta
+                if piece:
+                    out.write(piece)
                     out.flush()
             result = handle.result()
         except InferenceError as exc:
@@ -90,7 +102,7 @@ def chat(
             click.echo(json.dumps(_json_result(result, None, request.request_id)))
             return
         if not request.stream:
-            out.write(result.text)
+            out.write(result.text or result.refusal or "")
         out.write("\n")
         out.flush()
         click.echo(_summary_line(result, runtime.deployment.name), err=True)
@@ -123,6 +135,8 @@ def _json_result(
     return {
         "text": result.text if result is not None else "",
         "finish_reason": result.finish_reason if result is not None else None,
+        "refusal": result.refusal if result is not None else None,
+        "logprobs": _logprobs(result),
         "tool_calls": [c.as_dict() for c in result.tool_calls] if result is not None else [],
         "usage": usage,
         "cost_usd": result.cost_usd if result is not None else None,
@@ -134,6 +148,13 @@ def _json_result(
         or request_id,
         "error": error.to_dict() if error is not None else None,
     }
+
+
+def _logprobs(result: ChatResult | None) -> dict[str, Any] | None:
+    """The API's ``logprobs`` object (``content`` and ``refusal``), or None if none came."""
+    if result is None or (result.logprobs is None and result.refusal_logprobs is None):
+        return None
+    return {"content": result.logprobs, "refusal": result.refusal_logprobs}
 
 
 def _round(value: float | None) -> float | None:
@@ -157,4 +178,5 @@ def _summary_line(result: ChatResult, deployment: str) -> str:
         cost += f" (no price for {result.model or 'this model'})"
     ttft = "" if result.ttft_ms is None else f", first token {result.ttft_ms:.0f} ms"
     timing = f"{result.latency_ms or 0:.0f} ms{ttft}, attempts {result.attempts}"
-    return f"[{deployment} · {result.model or '?'}] {tokens} · {cost} · {timing}"
+    refused = " · the model refused" if result.refusal is not None else ""
+    return f"[{deployment} · {result.model or '?'}] {tokens} · {cost} · {timing}{refused}"

@@ -66,3 +66,9 @@ def config_compile(overrides: tuple[str, ...], config_dir: str | None, output: s
         write_compiled(compiled, output)
     except OSError as exc:
         fail(f"cannot write {output}: {exc.strerror or exc}")
+    # On stderr, like rakka chat's summary: stdout stays free for the JSON form (-o -).
+    click.echo(
+        f"wrote {output}: deployment {deployment.name} ({deployment.provider} · "
+        f"{deployment.model}), env {config.env.name}, digest {compiled['digest']}",
+        err=True,
+    )

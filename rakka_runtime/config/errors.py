@@ -285,7 +285,7 @@ def _from_composition_error(exc: BaseException, overrides: Sequence[str]) -> Con
     if isinstance(cause, ConfigAttributeError | ConfigKeyError) and cause.full_key:
         # Hydra composes in struct mode: an override may only set keys that exist.
         key = cause.full_key
-        override = next((o for o in overrides if _related(key, _override_key(o))), None)
+        override = _culprit(key, overrides)
         shown = f" in override {override!r}" if override else ""
         return ConfigError(
             key,
@@ -309,6 +309,18 @@ def _from_composition_error(exc: BaseException, overrides: Sequence[str]) -> Con
     if where:
         return ConfigError(where.group(1), where.group(2))
     return ConfigError("", text)
+
+
+def _culprit(key: str, overrides: Sequence[str]) -> str | None:
+    """The override that set ``key``: the one naming it most precisely. A group choice
+    (``deployment=mine``) is blamed only when no key override relates to ``key``."""
+    related = [o for o in overrides if _related(key, _override_key(o))]
+    settings = [o for o in related if "." in _override_key(o)]
+    pool = settings or related
+    if not pool:
+        return None
+    exact = [o for o in pool if _override_key(o) == key]
+    return (exact or sorted(pool, key=lambda o: -len(_override_key(o))))[0]
 
 
 def _related(a: str, b: str) -> bool:

@@ -7,7 +7,10 @@ always on the search path. A user ``config_dir`` is searched *before* it, with H
 usual first-match-wins rule, so:
 
 - a user file with the same group and name as a built-in one **replaces it whole** (no
-  key-by-key merge: ``<config_dir>/deployment/local.yaml`` is the ``local`` option);
+  key-by-key merge: ``<config_dir>/deployment/local.yaml`` is the ``local`` option),
+  except an env file: ``<config_dir>/env/prod.yaml`` **extends** the built-in ``prod``
+  (the built-in file is applied first, the user's on top), so its limits, deadline and
+  negotiated prices are not lost silently;
 - a new user file **adds an option** (``<config_dir>/deployment/mine.yaml`` →
   ``deployment=mine``), listed next to the built-in ones in error messages;
 - a user ``config.yaml`` **replaces the built-in primary config**, i.e. its defaults list
@@ -16,7 +19,13 @@ usual first-match-wins rule, so:
   {pricing: published}, {env: prod}, _self_]`` is a complete user ``config.yaml``.
 
 To change a few keys rather than a whole file, use an ``env/<name>.yaml`` (``# @package
-_global_``) or command-line overrides; both are composed after everything else.
+_global_``) or command-line overrides; both are composed after everything else. An env file
+needs only what it changes (``env.name`` defaults to the option's name); a new env extends
+a built-in one with ``defaults: [prod, _self_]``.
+
+Under every deployment the schema's defaults are composed first
+(:mod:`rakka_runtime.config.defaults`), so any field with a default can be overridden
+(``deployment.secret_watch.enabled=false``) on a deployment file that does not spell it.
 
 How
 ---
@@ -40,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 import rakka_runtime
+from rakka_runtime.config.defaults import deployment_defaults, provider_deployment_model
 from rakka_runtime.config.errors import from_hydra_error, names_a_secret
 from rakka_runtime.config.plain import to_plain
 from rakka_runtime.config.schema import URL_PASSWORD, RakkaConfig
@@ -56,6 +66,10 @@ __all__ = [
 ]
 
 _ROOT_CONFIG = "rakka_runtime_root"
+_SCHEMA_CONFIG = "rakka_runtime_schema_defaults"
+_ENV_BASE = "rakka_builtin_env"
+_ENV_USER = "rakka_user_env"
+_ENV_NAME_UNSET = "__rakka_env_name_unset__"
 # GlobalHydra is process-wide: one composition at a time.
 _compose_lock = threading.Lock()
 
@@ -90,33 +104,133 @@ def compose_config(
     builtin = builtin_conf_dir()
     user = _user_dir(config_dir)
     hydra_overrides = []
+    shadowed: dict[str, tuple[Path, Path]] = {}
     if user is not None and user != builtin:
         hydra_overrides.append(f"hydra.searchpath=['{_file_url(builtin)}']")
+        shadowed = _shadowed_envs(user, builtin)
     primary = user or builtin
+    all_overrides = [*overrides, *hydra_overrides]
 
     with _compose_lock:
-        composed = _compose_locked(primary, [*overrides, *hydra_overrides], overrides)
+        try:
+            composed = _compose_locked(
+                primary, all_overrides, overrides, deployment_defaults(), shadowed
+            )
+        except ConfigError as exc:
+            # An override of a provider's own field (organization, variant.api_version...)
+            # needs that provider's defaults; which provider is known only once composed.
+            defaults = _provider_defaults(exc, primary, all_overrides, overrides, shadowed)
+            if defaults is None:
+                raise
+            composed = _compose_locked(primary, all_overrides, overrides, defaults, shadowed)
     composed.pop("hydra", None)
     return composed
 
 
+def _provider_defaults(
+    error: ConfigError,
+    primary: Path,
+    all_overrides: list[str],
+    user_overrides: list[str],
+    shadowed: Mapping[str, tuple[Path, Path]],
+) -> dict[str, Any] | None:
+    """The composed deployment's provider defaults, if ``error`` is an unknown deployment
+    key they could make known; else None (the error stands)."""
+    if not error.path.startswith("deployment.") or "unknown key" not in error.message:
+        return None
+    selecting = {"deployment.provider", "deployment.variant.kind", "deployment.auth.kind"}
+    choices = [
+        o
+        for o in all_overrides
+        if "." not in _key(o) or _key(o) in selecting or _key(o).startswith("hydra.")
+    ]
+    try:
+        raw = _compose_locked(primary, choices, user_overrides, deployment_defaults(), shadowed)
+    except ConfigError:
+        return None
+    deployment = raw.get("deployment")
+    if not isinstance(deployment, Mapping):
+        return None
+    model = provider_deployment_model(deployment.get("provider"))
+    if model is None:
+        return None
+    return deployment_defaults(model, deployment)
+
+
+def _key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def _shadowed_envs(user: Path, builtin: Path) -> dict[str, tuple[Path, Path]]:
+    """Envs a user file names like a built-in one: ``name -> (built-in file, user file)``."""
+    found: dict[str, tuple[Path, Path]] = {}
+    for mine in sorted((user / "env").glob("*.yaml")):
+        base = builtin / "env" / mine.name
+        if base.is_file():
+            found[mine.stem] = (base, mine)
+    return found
+
+
+def _env_node(path: Path) -> dict[str, Any]:
+    """An env file's content as a node for the ConfigStore (its ``defaults`` list and the
+    ``@package _global_`` header are the same for every env file)."""
+    import yaml
+
+    content = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if not isinstance(content, dict):
+        raise ConfigError(f"env/{path.stem}", f"{path} is not a mapping")
+    content.pop("defaults", None)
+    return content
+
+
 def _compose_locked(
-    primary: Path, all_overrides: list[str], user_overrides: list[str]
+    primary: Path,
+    all_overrides: list[str],
+    user_overrides: list[str],
+    deployment_schema: dict[str, Any],
+    shadowed: Mapping[str, tuple[Path, Path]],
 ) -> dict[str, Any]:
     from hydra import compose, initialize_config_dir
     from hydra.core.config_store import ConfigStore
     from hydra.core.global_hydra import GlobalHydra
-    from omegaconf import OmegaConf
+    from omegaconf import OmegaConf, open_dict
 
-    ConfigStore.instance().store(name=_ROOT_CONFIG, node={"defaults": ["config", "_self_"]})
+    store = ConfigStore.instance()
+    # Schema defaults first: every file and override wins over them (see config.defaults).
+    store.store(
+        name=_SCHEMA_CONFIG,
+        node={"deployment": deployment_schema, "env": {"name": _ENV_NAME_UNSET}},
+        package="_global_",
+    )
+    root: list[Any] = [_SCHEMA_CONFIG, "config"]
+    if shadowed:
+        # A user env/<name>.yaml named like a built-in env extends it: the built-in one is
+        # applied, then the user's again on top (merging the same file twice is a no-op).
+        for name, (base, mine) in shadowed.items():
+            store.store(group=_ENV_BASE, name=name, node=_env_node(base), package="_global_")
+            store.store(group=_ENV_USER, name=name, node=_env_node(mine), package="_global_")
+        root += [{f"optional {_ENV_BASE}": "${env}"}, {f"optional {_ENV_USER}": "${env}"}]
+    store.store(name=_ROOT_CONFIG, node={"defaults": [*root, "_self_"]})
     outer = GlobalHydra.instance().hydra
     GlobalHydra.instance().clear()
     error: ConfigError | None = None
     container: Any = None
     try:
         with initialize_config_dir(config_dir=str(primary), job_name="rakka", version_base=None):
-            cfg = compose(config_name=_ROOT_CONFIG, overrides=all_overrides)
+            cfg = compose(
+                config_name=_ROOT_CONFIG, overrides=all_overrides, return_hydra_config=True
+            )
+        env_choice = cfg.hydra.runtime.choices.get("env")
+        with open_dict(cfg):
+            del cfg["hydra"]
         container = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+        env = container.get("env") if isinstance(container, dict) else None
+        if isinstance(env, dict) and env.get("name") == _ENV_NAME_UNSET:
+            # An env file need not repeat its own name: it is the option chosen.
+            if env_choice:
+                env["name"] = env_choice
+            else:
+                del env["name"]
     except Exception as exc:
         # Whatever Hydra, OmegaConf or PyYAML raise here is a problem in the user's
         # files or overrides.
@@ -157,8 +271,6 @@ def load_config(overrides: Sequence[str] = (), config_dir: str | Path | None = N
 
 
 # --- Showing a config -------------------------------------------------------------------
-
-
 
 
 def dump_config_yaml(config: object) -> str:

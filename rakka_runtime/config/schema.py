@@ -439,8 +439,19 @@ class DeploymentConfig(ConfigModel):
         """The model name to look up in the price table."""
         return self.base_model or self.model
 
+    @property
+    def price_namespace(self) -> str | None:
+        """A prefix of price rows that price this deployment instead of the plain rows
+        (``azure/data_zone``: an Azure Data Zone deployment); None for list prices.
+        Providers whose prices depend on how a deployment is hosted override it."""
+        return None
+
 
 # --- Pricing and environment ------------------------------------------------------------
+
+
+def _as_of_or_none(value: Any) -> date | str | None:
+    return None if value is None else _as_of(value)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -453,6 +464,8 @@ class PriceRow(ConfigModel):
     cached_input: NonNegativeFloat | None = None
     # Where the rate was checked (a URL or "negotiated"), shown by `rakka pricing`.
     source: str | None = None
+    # When the rate was last checked against its source (a date, or a label).
+    as_of: Annotated[date | str | None, ParseInstead(_as_of_or_none)] = None
 
 
 def _as_of(value: Any) -> date | str:

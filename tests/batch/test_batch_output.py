@@ -21,10 +21,18 @@ from rakka_runtime.types import Attempt, ChatResult, ToolCall, Usage
 
 def result(**kw: object) -> ChatResult:
     base: dict[str, object] = {
-        "request_id": "req-1", "text": "hello", "finish_reason": "stop",
-        "usage": Usage(10, 5, cached_tokens=4, reasoning_tokens=2), "model": "gpt-4o-mini",
-        "provider_request_id": "req_abc", "cost_usd": 0.5, "attempts": 2,
-        "latency_ms": 12.3456, "ttft_ms": 12.3456, "response_id": "chatcmpl-9", "created": 7,
+        "request_id": "req-1",
+        "text": "hello",
+        "finish_reason": "stop",
+        "usage": Usage(10, 5, cached_tokens=4, reasoning_tokens=2),
+        "model": "gpt-4o-mini",
+        "provider_request_id": "req_abc",
+        "cost_usd": 0.5,
+        "attempts": 2,
+        "latency_ms": 12.3456,
+        "ttft_ms": 12.3456,
+        "response_id": "chatcmpl-9",
+        "created": 7,
     }
     base.update(kw)
     return ChatResult(**base)  # type: ignore[arg-type]
@@ -38,24 +46,46 @@ def test_success_record_is_a_batch_output_line_with_a_chat_completion() -> None:
     assert response["status_code"] == 200 and response["request_id"] == "req_abc"
     body = response["body"]
     assert (body["id"], body["object"], body["created"], body["model"]) == (
-        "chatcmpl-9", "chat.completion", 7, "gpt-4o-mini"
+        "chatcmpl-9",
+        "chat.completion",
+        7,
+        "gpt-4o-mini",
     )
-    assert body["choices"] == [{
-        "index": 0, "message": {"role": "assistant", "content": "hello"},
-        "logprobs": None, "finish_reason": "stop",
-    }]
+    assert body["choices"] == [
+        {
+            "index": 0,
+            "message": {"role": "assistant", "content": "hello", "refusal": None},
+            "logprobs": None,
+            "finish_reason": "stop",
+        }
+    ]
     assert body["usage"] == {
-        "prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15,
+        "prompt_tokens": 10,
+        "completion_tokens": 5,
+        "total_tokens": 15,
         "prompt_tokens_details": {"cached_tokens": 4},
         "completion_tokens_details": {"reasoning_tokens": 2},
     }
     assert (record["cost_usd"], record["attempts"], record["latency_ms"]) == (0.5, 2, 12.346)
 
 
+def test_refusal_and_logprobs_are_kept_in_the_completion_body() -> None:
+    lp = [{"token": "No", "logprob": -0.1, "bytes": [78, 111], "top_logprobs": []}]
+    body = completion_body(result(text="", refusal="No.", refusal_logprobs=lp), "gpt-4o")
+    [choice] = body["choices"]
+    assert choice["message"] == {"role": "assistant", "content": None, "refusal": "No."}
+    assert choice["logprobs"] == {"content": None, "refusal": lp}
+
+
 def test_tool_calls_come_with_null_content() -> None:
     body = completion_body(
-        result(text="", tool_calls=[ToolCall("call_1", "lookup", '{"q":1}')],
-               finish_reason="tool_calls", response_id=None, created=None),
+        result(
+            text="",
+            tool_calls=[ToolCall("call_1", "lookup", '{"q":1}')],
+            finish_reason="tool_calls",
+            response_id=None,
+            created=None,
+        ),
         "gpt-4o",
     )
     message = body["choices"][0]["message"]
@@ -139,8 +169,13 @@ def test_summary_totals_and_percentiles() -> None:
     data = summary.to_dict()
     assert data["records"] == 3 and data["ok"] == 2 and data["errors"] == 1
     assert data["outcomes"] == {"ok": 2, "server_error": 1}
-    assert data["tokens"] == {"prompt": 20, "completion": 10, "total": 30, "cached": 8,
-                              "reasoning": 4}
+    assert data["tokens"] == {
+        "prompt": 20,
+        "completion": 10,
+        "total": 30,
+        "cached": 8,
+        "reasoning": 4,
+    }
     assert data["cost_usd"] == 0.25 and data["cost_unknown_requests"] == 1
     json.dumps(data)  # serialisable as it is
     assert any("1 requests of unknown cost" in line for line in summary.render())

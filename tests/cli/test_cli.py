@@ -46,13 +46,39 @@ def test_chat_json_has_the_documented_shape() -> None:
     assert out.returncode == 0, out.stderr
     doc = json.loads(out.stdout)
     assert set(doc) == {
-        "text", "finish_reason", "tool_calls", "usage", "cost_usd", "attempts",
-        "latency_ms", "ttft_ms", "request_id", "error",
+        "text", "refusal", "logprobs", "finish_reason", "tool_calls", "usage", "cost_usd",
+        "attempts", "latency_ms", "ttft_ms", "request_id", "error",
     }  # fmt: skip
+    assert doc["refusal"] is None and doc["logprobs"] is None
     assert doc["error"] is None and doc["attempts"] == 1 and doc["finish_reason"] == "length"
     usage_keys = {"input_tokens", "output_tokens", "cached_tokens", "reasoning_tokens"}
     assert set(doc["usage"]) == usage_keys
     assert doc["usage"]["output_tokens"] == 3 and len(doc["text"].split()) == 3
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_a_refusal_is_an_answer_not_an_error(stream: bool) -> None:
+    with Emulator(keys=[KEY], scenario=[{"fault": "refusal"}]) as emu:
+        args = ["chat", "--json", "--logprobs", "hi", *openai_args(emu)]
+        out = rakka(*args, *([] if stream else ["--no-stream"]), env={"OPENAI_API_KEY": KEY})
+        plain = rakka("chat", "hi", *openai_args(emu), env={"OPENAI_API_KEY": KEY})
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert doc["error"] is None and doc["text"] == "" and doc["finish_reason"] == "stop"
+    assert doc["refusal"] == "I'm sorry, I can't help with that."
+    assert doc["logprobs"]["content"] is None
+    assert "".join(t["token"] for t in doc["logprobs"]["refusal"]) == doc["refusal"]
+    assert plain.returncode == 0 and plain.stdout.strip() == doc["refusal"]
+    assert "the model refused" in plain.stderr
+
+
+def test_logprobs_flag_gives_one_entry_per_token() -> None:
+    out = rakka("chat", "--json", "--logprobs", "--max-tokens", "4", "hello")
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    tokens = doc["logprobs"]["content"]
+    assert "".join(t["token"] for t in tokens) == doc["text"] and len(tokens) == 4
+    assert all(t["logprob"] <= 0 for t in tokens) and doc["logprobs"]["refusal"] is None
 
 
 def test_no_stream_prints_the_same_text() -> None:
@@ -162,7 +188,8 @@ def test_plugins_lists_plugins_hooks_and_kinds() -> None:
     out = rakka("plugins", "--json")
     assert out.returncode == 0
     doc = json.loads(out.stdout)
-    assert doc["providers"] == {"azure": "openai", "openai": "openai"}
+    # Ours are present (other installed provider plugins may add kinds of their own).
+    assert doc["providers"].items() >= {"azure": "openai", "openai": "openai"}.items()
     openai = next(p for p in doc["plugins"] if p["name"] == "openai")
     assert "rakka_register_providers" in openai["hooks"]
 
@@ -171,6 +198,24 @@ def test_disabled_provider_plugin_leaves_no_provider() -> None:
     out = rakka("chat", "hi", env={"RAKKA_DISABLE_PLUGINS": "openai"})
     assert out.returncode == 2
     assert "deployment.provider: 'openai' is not a registered provider kind" in out.stderr
+    assert "pip install rakka-provider-openai" in out.stderr
+    assert "RAKKA_DISABLE_PLUGINS" in out.stderr
+
+
+def test_unknown_provider_kind_says_how_to_get_one() -> None:
+    out = rakka("chat", "hi", "deployment.provider=bedrock")
+    assert out.returncode == 2
+    assert "'bedrock' is not a registered provider kind (azure, openai" in out.stderr
+    assert "'rakka' entry-point group" in out.stderr and "rakka plugins" in out.stderr
+
+
+def test_emulator_help_has_the_style_of_the_other_commands() -> None:
+    out = rakka("emulator", "--help")
+    assert out.returncode == 0
+    assert out.stdout.startswith("Usage: rakka emulator [OPTIONS]")
+    assert "\nOptions:\n" in out.stdout and "--port INTEGER RANGE" in out.stdout
+    other = rakka("config", "compile", "--help")
+    assert other.stdout.startswith("Usage: rakka config compile [OPTIONS]")
 
 
 def test_help_is_fast_and_lists_commands() -> None:
@@ -187,6 +232,10 @@ def test_config_compile_then_chat_from_the_compiled_file(
     args = [*openai_args(keyed_emulator), "deployment.api_key.name=RAKKA_CLI_KEY"]
     done = rakka("config", "compile", *args, "-o", str(out))
     assert done.returncode == 0, done.stderr
+    # Success says what was written (on stderr: stdout is for `-o -`).
+    assert done.stdout == ""
+    assert done.stderr.startswith(f"wrote {out}: deployment openai (openai · gpt-4o-mini)")
+    assert "digest sha256:" in done.stderr
     compiled = json.loads(out.read_text())
     assert compiled["format"] == "rakka-compiled-config/1"
     assert compiled["config"]["deployment"]["api_key"] == {"from": "env", "name": "RAKKA_CLI_KEY"}

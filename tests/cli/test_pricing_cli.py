@@ -27,7 +27,7 @@ def test_text_marks_the_rows_env_prod_changed() -> None:
     out = rakka("env=prod")
     assert out.exit_code == 0, out.stderr
     lines = out.stdout.splitlines()
-    assert lines[0] == "Prices in USD per 1M tokens, as of 2025-08-07 (env prod)"
+    assert lines[0] == "Prices in USD per 1M tokens, as of 2026-12-07 (env prod)"
     assert lines[1] == "deployment local: gpt-4o-mini → input 0.12, cached input 0.06, output 0.48"
     marked = [line for line in lines if line.startswith("* ") and "published table" not in line]
     assert len(marked) == 1 and marked[0].split()[1:] == [
@@ -84,3 +84,107 @@ def test_bad_price_file_exits_2() -> None:
     out = rakka("pricing.sources=['/nonexistent/prices.json']")
     assert out.exit_code == 2
     assert out.stderr.startswith("error: config: pricing.sources: cannot read")
+
+
+# --- Azure deployment types --------------------------------------------------------------
+
+
+def test_azure_deployment_types_are_priced_differently() -> None:
+    def priced(kind: str, model: str = "gpt-4o-mini") -> dict[str, Any]:
+        args = ["--json", "deployment=azure", f"deployment.base_model={model}"]
+        out = rakka(*args, f"deployment.variant.deployment_type={kind}")
+        assert out.exit_code == 0, out.output
+        dep: dict[str, Any] = json.loads(out.stdout)["deployment"]
+        return dep
+
+    world, zone, region = priced("global"), priced("data_zone"), priced("regional")
+    assert (world["input"], world["output"]) == (0.15, 0.60)
+    assert (zone["input"], zone["output"]) == (0.165, 0.66)  # Data Zone above Global
+    assert zone["input"] > world["input"] and region["output"] >= zone["output"]
+    # Azure o1-mini at its current price, not its launch price.
+    o1 = priced("global", "o1-mini")
+    assert (o1["input"], o1["cached_input"], o1["output"]) == (1.10, 0.55, 4.40)
+    # A model without a Data Zone row is unknown there, never priced at the Global rate.
+    assert priced("data_zone", "gpt-3.5-turbo")["price"] == "unknown"
+    assert priced("global", "gpt-3.5-turbo")["price"] == "known"  # the list price
+
+
+def test_an_unknown_deployment_type_is_refused() -> None:
+    out = rakka("deployment=azure", "deployment.variant.deployment_type=worldwide")
+    assert out.exit_code == 2
+    assert "deployment.variant" in out.output and "deployment_type" in out.output
+
+
+# --- rakka pricing diff -------------------------------------------------------------------
+
+
+def _litellm_file(tmp_path: Path, entries: dict[str, Any]) -> Path:
+    path = tmp_path / "model_prices_and_context_window.json"
+    path.write_text(json.dumps({"sample_spec": {"input_cost_per_token": 0.0}, **entries}))
+    return path
+
+
+def _entry(provider: str, prompt: float, completion: float, cached: float | None = None) -> Any:
+    entry = {
+        "litellm_provider": provider,
+        "mode": "chat",
+        "input_cost_per_token": prompt / 1e6,
+        "output_cost_per_token": completion / 1e6,
+    }
+    if cached is not None:
+        entry["cache_read_input_token_cost"] = cached / 1e6
+    return entry
+
+
+def test_diff_lists_changed_missing_and_new_rows(tmp_path: Path) -> None:
+    path = _litellm_file(
+        tmp_path,
+        {
+            "gpt-4o": _entry("openai", 2.5, 10.0, 1.25),  # same
+            "gpt-4o-mini": _entry("openai", 0.15, 0.70, 0.075),  # output changed
+            "azure/us/o1-mini": _entry("azure", 1.21, 4.84, 0.605),  # Data Zone, same
+            "gpt-9": _entry("openai", 1.0, 2.0),  # new
+            "gpt-4o-2024-08-06": _entry("openai", 2.5, 10.0, 1.25),  # covered by its base
+            "text-embedding-3-small": {"litellm_provider": "openai", "mode": "embedding"},
+        },
+    )
+    out = rakka("diff", str(path), "--json")
+    assert out.exit_code == 1, out.output
+    doc = json.loads(out.stdout)
+    assert doc["changed"] == [
+        {
+            "model": "gpt-4o-mini",
+            "file_key": "gpt-4o-mini",
+            "fields": {"output": {"table": 0.6, "file": 0.7}},
+        }
+    ]
+    assert doc["only_in_file"] == ["gpt-9"]
+    assert "gpt-4.1" in doc["only_in_table"] and "gpt-4o" not in doc["only_in_table"]
+    assert "azure/data_zone/o1-mini" not in doc["only_in_table"]
+    assert doc["same"] >= 2
+    text = rakka("diff", str(path))
+    assert "  gpt-4o-mini: output 0.60 -> 0.70" in text.stdout
+    assert text.exit_code == 1
+
+
+def test_diff_of_a_file_that_agrees_exits_0(tmp_path: Path) -> None:
+    from rakka_runtime.pricing import PriceTable
+
+    entries: dict[str, Any] = {}
+    for name, rates in PriceTable.published().models().items():
+        provider, key = "openai", name
+        for ours, theirs in (("azure/global/", "azure/"), ("azure/data_zone/", "azure/us/")):
+            if name.startswith(ours):
+                provider, key = "azure", theirs + name.removeprefix(ours)
+        if name.startswith("azure/regional/"):
+            continue  # priced at the Data Zone rate, compared with the azure/us/ entry
+        entries[key] = _entry(provider, rates.input, rates.output, rates.cached_input)
+    out = rakka("diff", str(_litellm_file(tmp_path, entries)))
+    assert out.exit_code == 0, out.output
+    assert "changed: 0 rows" in out.stdout and "only in the table: 0 rows" in out.stdout
+
+
+def test_diff_needs_a_readable_file(tmp_path: Path) -> None:
+    assert rakka("diff").exit_code == 2
+    missing = rakka("diff", str(tmp_path / "nope.json"))
+    assert missing.exit_code == 2 and "cannot read" in missing.output

@@ -35,6 +35,7 @@ class _ProviderDeployment(DeploymentConfig):
     variant: dict[str, Any] = field(default_factory=dict)
     organization: str | None = None
     project: str | None = None
+    max_tokens_param: str = "auto"
 
 
 def test_builtin_conf_dir_is_the_shipped_tree() -> None:
@@ -126,7 +127,7 @@ def test_published_prices() -> None:
     assert models["gpt-4o"].output == 10.00
     assert models["gpt-4-turbo"].cached_input is None
     assert models["gpt-5-nano"].cached_input == 0.005
-    assert load_config().pricing.as_of == date(2025, 8, 7)
+    assert load_config().pricing.as_of == date(2026, 12, 7)
     assert load_config().pricing.currency == "USD"
 
 

@@ -210,3 +210,19 @@ def test_cli_says_unknown_for_a_model_without_a_price() -> None:
     assert out.exit_code == 0, out.stderr
     assert "cost: unknown (no price for acme-finetune)" in out.stderr
     assert "$0.0" not in out.stderr
+
+
+def test_an_azure_data_zone_deployment_is_billed_at_its_rate(
+    emulator: Emulator, make_runtime: RuntimeFactory
+) -> None:
+    # base_model gpt-4o-mini: Global 0.15 / 0.60, Data Zone 0.165 / 0.66 per 1M tokens.
+    results = {}
+    for kind in ("global", "data_zone"):
+        runtime = make_runtime(emulator, f"deployment.variant.deployment_type={kind}", azure=True)
+        results[kind] = runtime.chat("price me", stream=False, max_tokens=5)
+    for kind, (prompt, completion) in {"global": (0.15, 0.60), "data_zone": (0.165, 0.66)}.items():
+        usage = results[kind].usage
+        assert usage is not None
+        expected = (usage.input_tokens * prompt + usage.output_tokens * completion) / 1e6
+        assert results[kind].cost_usd == pytest.approx(expected), kind
+    assert results["data_zone"].cost_usd > results["global"].cost_usd  # type: ignore[operator]

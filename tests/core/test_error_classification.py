@@ -413,6 +413,77 @@ def test_timeout_row_names_the_server_limit() -> None:
             4097,
             4162,
         ),
+        # gpt-5 family.
+        (
+            openai(
+                "Input tokens exceed the configured limit of 272000 tokens. Your messages"
+                " resulted in 289650 tokens. Please reduce the length of the messages.",
+                "invalid_request_error",
+                "context_length_exceeded",
+            ),
+            272000,
+            289650,
+        ),
+        # vLLM: the total is what was requested, not the output allowance named first.
+        (
+            dumps(
+                {
+                    "object": "error",
+                    "message": "This model's maximum context length is 131072 tokens. However,"
+                    " you requested 128000 output tokens and your prompt contains at least 3073"
+                    " input tokens, for a total of at least 131073 tokens. Please reduce the"
+                    " length of the input prompt or the number of requested output tokens.",
+                    "type": "BadRequestError",
+                    "param": None,
+                    "code": 400,
+                }
+            ),
+            131072,
+            131073,
+        ),
+        # OpenRouter.
+        (
+            openai(
+                "This endpoint's maximum context length is 32768 tokens. However, you requested"
+                " about 42832 tokens (42832 of text input).",
+                "invalid_request_error",
+                None,
+            ),
+            32768,
+            42832,
+        ),
+        # Anthropic's message through an OpenAI-compatible proxy.
+        (
+            openai(
+                "input length and `max_tokens` exceed context limit: 199759 + 8192 > 200000,"
+                " decrease input length or `max_tokens` and try again",
+                "invalid_request_error",
+                None,
+            ),
+            200000,
+            207951,
+        ),
+        # Gemini's OpenAI-compatible endpoint.
+        (
+            openai(
+                "The input token count (1066750) exceeds the maximum number of tokens allowed"
+                " (1048575).",
+                "invalid_request_error",
+                "context_length_exceeded",
+            ),
+            1048575,
+            1066750,
+        ),
+        (
+            openai(
+                "Your input exceeds the context window of this model. Please adjust your input"
+                " and try again.",
+                "invalid_request_error",
+                None,
+            ),
+            None,
+            None,
+        ),
         (
             openai(
                 "Input is too long for this model.",

@@ -27,12 +27,16 @@ def test_every_hook_is_documented_with_each_parameter() -> None:
 
 def test_provider_plugin_is_loaded_through_its_entry_point() -> None:
     hooks = PluginHooks(make_plugin_manager(disabled=()))
-    assert hooks.providers.kinds() == ["azure", "openai"]
+    # Ours are present; a third-party provider installed beside them must not fail this.
+    assert {"azure", "openai"} <= set(hooks.providers.kinds())
     info = {i.name: i for i in hooks.describe()}
     assert "openai" in info
     assert info["openai"].source.startswith("entry point (rakka-provider-openai")
     assert "rakka_register_providers" in info["openai"].hooks
-    assert {p.plugin for p in hooks.providers} == {"openai"}
+    assert {p.kind: p.plugin for p in hooks.providers if p.kind in ("azure", "openai")} == {
+        "azure": "openai",
+        "openai": "openai",
+    }
 
 
 def test_disabled_plugin_is_blocked_before_import(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -25,22 +25,33 @@ from rakka_runtime.pricing import (
 )
 from rakka_runtime.types import ChatResult, ToolCall, Usage
 
-# The brief's list rates (USD per 1M: input, cached input, output), checked against
-# LiteLLM's price file and OpenAI's model pages (sources in conf/pricing/published.yaml).
+# List rates (USD per 1M: input, cached input, output), checked against LiteLLM's price
+# file and OpenAI's model pages (sources in conf/pricing/published.yaml).
 LIST_RATES = {
-    "gpt-4o": (2.50, 1.25, 10.00),
-    "gpt-4o-mini": (0.15, 0.075, 0.60),
+    "gpt-3.5-turbo": (0.50, None, 1.50),
+    "gpt-4": (30.00, None, 60.00),
     "gpt-4-turbo": (10.00, None, 30.00),
+    "gpt-4o": (2.50, 1.25, 10.00),
+    "gpt-4o-2024-05-13": (5.00, None, 15.00),
+    "gpt-4o-mini": (0.15, 0.075, 0.60),
+    "o1": (15.00, 7.50, 60.00),
     "o1-preview": (15.00, 7.50, 60.00),
-    "o1-mini": (3.00, 1.50, 12.00),
+    "o1-mini": (1.10, 0.55, 4.40),
     "gpt-4.1": (2.00, 0.50, 8.00),
     "gpt-4.1-mini": (0.40, 0.10, 1.60),
     "gpt-4.1-nano": (0.10, 0.025, 0.40),
     "o3": (2.00, 0.50, 8.00),
+    "o3-mini": (1.10, 0.55, 4.40),
     "o4-mini": (1.10, 0.275, 4.40),
     "gpt-5": (1.25, 0.125, 10.00),
     "gpt-5-mini": (0.25, 0.025, 2.00),
     "gpt-5-nano": (0.05, 0.005, 0.40),
+    "gpt-5.1": (1.25, 0.125, 10.00),
+    "gpt-5.2": (1.75, 0.175, 14.00),
+    "gpt-5.4": (2.50, 0.25, 15.00),
+    "gpt-5.4-mini": (0.75, 0.075, 4.50),
+    "gpt-5.4-nano": (0.20, 0.02, 1.25),
+    "gpt-5.5": (5.00, 0.50, 30.00),
 }
 
 
@@ -49,10 +60,34 @@ def test_published_table_has_every_list_rate_and_a_source_per_row() -> None:
     for model, (prompt, cached, completion) in LIST_RATES.items():
         assert table.get(model) == ModelRates(prompt, completion, cached), model
         assert table.source(model) in {"litellm", "openai", "seed"}, model
-    assert table.as_of == "2025-08-07"
+    assert table.as_of == "2026-12-07"
     # The seed crate's accessor shape: input and output rates of a model.
     rates = table.get("gpt-4o")
     assert rates is not None and (rates.input, rates.output) == (2.50, 10.00)
+
+
+def test_every_published_row_has_a_source_and_a_date() -> None:
+    import yaml
+
+    from rakka_runtime.config.loader import builtin_conf_dir
+
+    raw = yaml.safe_load((builtin_conf_dir() / "pricing" / "published.yaml").read_text())
+    pricing = validate(PricingTable, raw["pricing"], prefix="pricing")
+    for name, row in pricing.models.items():
+        assert row.source, name
+        assert row.as_of is not None and str(row.as_of) >= "2024-01-01", name
+
+
+def test_a_snapshot_with_its_own_price_is_billed_at_it() -> None:
+    table = PriceTable.published()
+    usage = Usage(input_tokens=1_000_000, output_tokens=1_000_000)
+    assert table.key("gpt-4o-2024-05-13") == "gpt-4o-2024-05-13"
+    assert table.cost("gpt-4o-2024-05-13", usage) == pytest.approx(20.0)
+    assert table.key("gpt-4o-2024-08-06") == "gpt-4o"  # priced like its base
+    assert table.cost("gpt-4o-2024-11-20", usage) == pytest.approx(12.5)
+    assert table.key("gpt-4.1-mini-2025-04-14") == "gpt-4.1-mini"
+    assert table.key("gpt-5.4-mini-2026-03-17") == "gpt-5.4-mini"
+    assert table.key("gpt-3.5-turbo-0125") == "gpt-3.5-turbo"
 
 
 def test_published_accessor_agrees_with_the_composed_default_config() -> None:

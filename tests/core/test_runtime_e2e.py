@@ -200,6 +200,25 @@ def test_content_parts_are_sent(emulator: Emulator, make_runtime: RuntimeFactory
     assert result.text
 
 
+def test_refusal_and_logprobs_reach_chunks_and_result(
+    emulator: Emulator, make_runtime: RuntimeFactory
+) -> None:
+    runtime = make_runtime(emulator)
+    refused = runtime.stream(
+        "do the bad thing",
+        extra_headers={"x-emulator-fault": "refusal"},
+        extra_body={"logprobs": True},
+    )
+    pieces = [chunk.refusal_delta for chunk in refused if chunk.refusal_delta]
+    result = refused.result()
+    assert result.refusal == "".join(pieces) == "I'm sorry, I can't help with that."
+    assert result.text == "" and result.finish_reason == "stop"
+    assert result.refusal_logprobs is not None and len(result.refusal_logprobs) == len(pieces)
+    whole = runtime.chat("hello", stream=False, max_tokens=3, extra_body={"logprobs": True})
+    assert whole.refusal is None and whole.logprobs is not None
+    assert "".join(t["token"] for t in whole.logprobs) == whole.text
+
+
 def test_o_series_sends_max_completion_tokens(
     emulator: Emulator, make_runtime: RuntimeFactory
 ) -> None:

@@ -11,7 +11,12 @@ import json
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
 
-from rakka_provider_openai.deployment import AzureVariant, DirectVariant, chat_url
+from rakka_provider_openai.deployment import (
+    AzureVariant,
+    DirectVariant,
+    chat_url,
+    completion_limit_key,
+)
 from rakka_provider_openai.wire import (
     ChatAggregate,
     build_chat_body,
@@ -58,12 +63,19 @@ class OpenAICodec:
         self.deployment = deployment
         self.azure = isinstance(variant, AzureVariant)
         self.url = chat_url(variant, endpoint_override)
+        self._limit_key = completion_limit_key(deployment)
         self._on_close = on_close
 
     def build_request(
         self, request: ChatRequest, model: str, headers: Mapping[str, str]
     ) -> HttpRequest:
-        body = build_chat_body(request, model=model, stream=request.stream, azure=self.azure)
+        body = build_chat_body(
+            request,
+            model=model,
+            stream=request.stream,
+            azure=self.azure,
+            limit_key=self._limit_key,
+        )
         if request.extra_headers is not None:  # merged only when set: the common path copies
             headers = {**headers, **request.extra_headers}
         return HttpRequest("POST", self.url, headers, body)

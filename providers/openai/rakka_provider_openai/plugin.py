@@ -79,14 +79,92 @@ def rakka_register_providers(registry: ProviderRegistry) -> None:
 def rakka_register_commands(cli: click.Group) -> None:
     import click
 
-    @cli.command(
-        "emulator",
-        context_settings={"ignore_unknown_options": True, "help_option_names": []},
-        add_help_option=False,
+    # A click command like the others (Usage/Options help); the emulator itself stays
+    # dependency-free (argparse) for `python -m rakka_provider_openai.emulator`.
+    @cli.command("emulator")
+    @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+    @click.option(
+        "--port",
+        type=click.IntRange(0, 65535),
+        default=8080,
+        show_default=True,
+        help="Port to listen on (0: any free port).",
     )
-    @click.argument("args", nargs=-1, type=click.UNPROCESSED)
-    def emulator_command(args: tuple[str, ...]) -> None:
-        """Run the bundled OpenAI/Azure-compatible emulator (see `rakka emulator --help`)."""
+    @click.option(
+        "--key",
+        "keys",
+        multiple=True,
+        metavar="KEY",
+        help="An accepted API key (repeatable; default: accept any key).",
+    )
+    @click.option(
+        "--key-file",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="A file holding the accepted key, re-read when it changes.",
+    )
+    @click.option(
+        "--key-grace",
+        type=float,
+        default=1.0,
+        show_default=True,
+        metavar="SECONDS",
+        help="How long a rotated-out key stays valid.",
+    )
+    @click.option(
+        "--scenario",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="A YAML or JSON file of fault rules.",
+    )
+    @click.option("--model", default="gpt-4o-mini", show_default=True, help="Model to report.")
+    @click.option(
+        "--chunk-delay",
+        type=float,
+        default=0.0,
+        show_default=True,
+        metavar="SECONDS",
+        help="Pause between streamed chunks.",
+    )
+    @click.option("--rpm", type=int, default=10_000, show_default=True, help="Requests per minute.")
+    @click.option(
+        "--tpm", type=int, default=10_000_000, show_default=True, help="Tokens per minute."
+    )
+    @click.option(
+        "--enforce-limits",
+        is_flag=True,
+        help="Answer 429 when the requests or tokens bucket is empty (else only report).",
+    )
+    def emulator_command(
+        host: str,
+        port: int,
+        keys: tuple[str, ...],
+        key_file: str | None,
+        key_grace: float,
+        scenario: str | None,
+        model: str,
+        chunk_delay: float,
+        rpm: int,
+        tpm: int,
+        enforce_limits: bool,
+    ) -> None:
+        """Serve the bundled OpenAI / Azure OpenAI compatible emulator until Ctrl-C.
+
+        OpenAI clients use http://HOST:PORT/v1; Azure clients use http://HOST:PORT as the
+        endpoint. Faults are chosen per request with the x-emulator-fault header or a
+        --scenario file.
+        """
         from rakka_provider_openai.emulator import main
 
-        raise SystemExit(main(list(args)))
+        argv = ["--host", host, "--port", str(port), "--key-grace", str(key_grace)]
+        for key in keys:
+            argv += ["--key", key]
+        if key_file is not None:
+            argv += ["--key-file", key_file]
+        if scenario is not None:
+            argv += ["--scenario", scenario]
+        argv += ["--model", model, "--chunk-delay", str(chunk_delay)]
+        argv += ["--rpm", str(rpm), "--tpm", str(tpm)]
+        if enforce_limits:
+            argv.append("--enforce-limits")
+        raise SystemExit(main(argv))

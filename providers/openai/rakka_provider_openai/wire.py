@@ -22,7 +22,15 @@ from typing import Any
 
 from rakka_runtime.error_classification import classify_stream_error
 from rakka_runtime.errors import InvalidRequest, ProtocolError
-from rakka_runtime.types import ChatResult, ExecuteBatch, TokenChunk, ToolCall, ToolCallDelta, Usage
+from rakka_runtime.types import (
+    ChatResult,
+    ExecuteBatch,
+    TokenChunk,
+    TokenLogprob,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
+)
 
 __all__ = [
     "ChatAggregate",
@@ -33,10 +41,11 @@ __all__ = [
     "uses_max_completion_tokens",
 ]
 
-# Reasoning families reject ``max_tokens``. Dated snapshots (``o3-2025-04-16``), variants
-# (``o4-mini``, ``gpt-5.1-codex``), fine-tunes (``ft:o4-mini-...``) and router prefixes
-# (``openai/gpt-5``) all keep the family name right after the optional prefix; the trailing
-# boundary stops ``o10`` or ``gpt-50`` from matching.
+# Reasoning families reject ``max_tokens``; only consulted for endpoints whose deployment does
+# not decide the field (OpenAI-compatible servers other than OpenAI and Azure). Dated
+# snapshots (``o3-2025-04-16``), variants (``o4-mini``, ``gpt-5.1-codex``), fine-tunes
+# (``ft:o4-mini-...``) and router prefixes (``openai/gpt-5``) all keep the family name right
+# after the optional prefix; the trailing boundary stops ``o10`` or ``gpt-50`` from matching.
 _MAX_COMPLETION_TOKENS_MODEL = re.compile(r"(?:ft:)?(?:[\w.-]+/)?(?:o1|o3|o4|gpt-5)(?:$|[-.:_])")
 
 
@@ -58,14 +67,24 @@ def _jsonable(value: object) -> object:
     raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
 
 
-def build_chat_body(req: ExecuteBatch, *, model: str, stream: bool, azure: bool = False) -> bytes:
+def build_chat_body(
+    req: ExecuteBatch,
+    *,
+    model: str,
+    stream: bool,
+    azure: bool = False,
+    limit_key: str | None = None,
+) -> bytes:
     """The JSON body of one ``POST .../chat/completions`` for ``req``.
 
     ``model`` is the resolved model (the request's override or the deployment's). Azure's
     2024-10-21 schema has no ``model`` field (the deployment is in the URL), so it is left
-    out there; it still decides ``max_tokens`` vs ``max_completion_tokens``, which that
-    Azure version accepts too. ``extra_body`` is merged last and may override any field
-    except ``stream``, which must agree with how the runner reads the response.
+    out there. ``limit_key`` is the field that carries ``max_tokens`` (the deployment's
+    :func:`~rakka_provider_openai.deployment.completion_limit_key`); ``None`` means an
+    endpoint that did not say: ``max_tokens``, or ``max_completion_tokens`` for a model
+    of OpenAI's reasoning families (:func:`uses_max_completion_tokens`). ``extra_body`` is
+    merged last and may override any field except ``stream``, which must agree with how
+    the runner reads the response.
 
     Raises :class:`~rakka_runtime.errors.InvalidRequest` when the body cannot be encoded
     (NaN, objects JSON does not know) or ``extra_body`` contradicts ``stream``.
@@ -78,7 +97,9 @@ def build_chat_body(req: ExecuteBatch, *, model: str, stream: bool, azure: bool 
     if s.top_p is not None:
         body["top_p"] = s.top_p
     if s.max_tokens is not None:
-        key = "max_completion_tokens" if uses_max_completion_tokens(model) else "max_tokens"
+        key = limit_key
+        if key is None:
+            key = "max_completion_tokens" if uses_max_completion_tokens(model) else "max_tokens"
         body[key] = s.max_tokens
     if s.stop is not None:
         body["stop"] = s.stop
@@ -145,7 +166,9 @@ class ChatAggregate:
     """
 
     __slots__ = (
+        "_logprobs",
         "_refusal",
+        "_refusal_logprobs",
         "_text",
         "_tools",
         "created",
@@ -158,6 +181,9 @@ class ChatAggregate:
     def __init__(self) -> None:
         self._text: list[str] = []
         self._refusal: list[str] = []
+        # Created on the first chunk that carries log-probabilities (most streams have none).
+        self._logprobs: list[TokenLogprob] | None = None
+        self._refusal_logprobs: list[TokenLogprob] | None = None
         self._tools: dict[int, _ToolCallParts] = {}
         self.finish_reason: str | None = None
         self.usage: Usage | None = None
@@ -171,7 +197,7 @@ class ChatAggregate:
 
     @property
     def refusal(self) -> str | None:
-        """The model's refusal message, if it refused (``ChatResult`` has no field for it)."""
+        """The model's refusal message, if it refused."""
         return "".join(self._refusal) if self._refusal else None
 
     def add_tool_fragments(self, fragments: Sequence[Mapping[str, Any]]) -> list[ToolCallDelta]:
@@ -235,7 +261,19 @@ class ChatAggregate:
             model=self.model,
             response_id=self.response_id,
             created=self.created,
+            refusal=self.refusal,
+            logprobs=self._logprobs,
+            refusal_logprobs=self._refusal_logprobs,
         )
+
+
+def _logprob_list(obj: Mapping[str, Any], key: str) -> list[TokenLogprob] | None:
+    value = obj.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise ProtocolError(f"logprobs.{key} is not a list")
+    return value
 
 
 def decode_stream_chunk(
@@ -269,8 +307,11 @@ def decode_stream_chunk(
         if usage is not None:
             agg.usage = usage
         text = ""
+        refusal = ""
         deltas: list[ToolCallDelta] | None = None
         finish: str | None = None
+        content_lp: list[TokenLogprob] | None = None
+        refusal_lp: list[TokenLogprob] | None = None
         for choice in choices:
             if choice.get("index", 0) != 0:
                 continue
@@ -283,15 +324,35 @@ def decode_stream_chunk(
                 calls = delta.get("tool_calls")
                 if calls:
                     deltas = agg.add_tool_fragments(calls)
-                refusal = delta.get("refusal")
+                refusal = delta.get("refusal") or ""
                 if refusal:
                     agg._refusal.append(refusal)
+            logprobs = choice.get("logprobs")  # null unless the request asked for them
+            if logprobs:
+                content_lp = _logprob_list(logprobs, "content")
+                if content_lp:
+                    if agg._logprobs is None:
+                        agg._logprobs = []
+                    agg._logprobs.extend(content_lp)
+                refusal_lp = _logprob_list(logprobs, "refusal")
+                if refusal_lp:
+                    if agg._refusal_logprobs is None:
+                        agg._refusal_logprobs = []
+                    agg._refusal_logprobs.extend(refusal_lp)
             finish = choice.get("finish_reason")
             if finish:
                 agg.finish_reason = finish
     except (KeyError, TypeError, AttributeError) as exc:
         raise ProtocolError(f"stream chunk is not a chat.completion.chunk: {exc!r}") from exc
-    if not text and deltas is None and not finish and usage is None:
+    if (
+        not text
+        and not refusal
+        and deltas is None
+        and not finish
+        and usage is None
+        and not content_lp
+        and not refusal_lp
+    ):
         return None
     return TokenChunk(
         request_id=request_id,
@@ -299,6 +360,9 @@ def decode_stream_chunk(
         tool_call_delta=deltas,
         usage=usage,
         finish_reason=finish or None,
+        refusal_delta=refusal,
+        logprobs=content_lp or None,
+        refusal_logprobs=refusal_lp or None,
     )
 
 
@@ -327,6 +391,17 @@ def parse_completion(obj: dict[str, Any], request_id: str) -> ChatResult:
         result.text = content
     elif content is not None:
         raise ProtocolError("response message 'content' is neither a string nor null")
+    refusal = message.get("refusal")
+    if isinstance(refusal, str):
+        result.refusal = refusal or None  # "" is no refusal, like null
+    elif refusal is not None:
+        raise ProtocolError("response message 'refusal' is neither a string nor null")
+    logprobs = choice.get("logprobs")
+    if logprobs is not None:
+        if not isinstance(logprobs, dict):
+            raise ProtocolError("response choice 'logprobs' is not an object")
+        result.logprobs = _logprob_list(logprobs, "content")
+        result.refusal_logprobs = _logprob_list(logprobs, "refusal")
     result.finish_reason = choice.get("finish_reason")
     raw_calls = message.get("tool_calls")
     if raw_calls:

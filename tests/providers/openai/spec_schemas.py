@@ -1,8 +1,8 @@
 """Validators for named schemas of the vendored OpenAI and Azure OpenAI specs.
 
-The specs live beside the repository (``../shared``), not in it; tests call
-:func:`spec_validator`, which skips cleanly when they are absent. Each spec is parsed once
-per session (the OpenAI one is 3 MB) and normalised into JSON Schema 2020-12:
+The specs are kept in the repository, trimmed to the schemas the tests use (``specs/``,
+see ``specs/SOURCE.md`` for their origin and licence), so every contract test runs in a
+fresh clone. Each spec is parsed once per session and normalised into JSON Schema 2020-12:
 
 - OpenAPI 3.0's ``nullable: true`` (which the 3.1 OpenAI spec still uses) becomes
   ``anyOf [schema, null]``; plain JSON Schema validators would ignore it and reject the
@@ -26,14 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
 from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 
-# tests/providers/openai/<this file> → repository root is parents[3]; the specs sit beside it.
-SHARED = Path(__file__).resolve().parents[3] / ".." / "shared"
+SPECS = Path(__file__).resolve().parent / "specs"
 
 _SCHEMA_MAPS = frozenset({"properties", "patternProperties", "$defs", "dependentSchemas"})
 _SCHEMA_LISTS = frozenset({"allOf", "anyOf", "oneOf", "prefixItems"})
@@ -62,10 +60,10 @@ def _azure_errata(schemas: dict[str, Any]) -> None:
     inner["required"] = ["name"]
 
 
-OPENAI = Spec("openai", SHARED / "openai-openapi" / "openapi.yaml", "urn:spec:openai")
+OPENAI = Spec("openai", SPECS / "openai.yaml", "urn:spec:openai")
 AZURE = Spec(
     "azure",
-    SHARED / "azure-openai-spec" / "inference.yaml",
+    SPECS / "azure-2024-10-21.yaml",
     "urn:spec:azure-2024-10-21",
     _azure_errata,
 )
@@ -113,9 +111,8 @@ def _load(spec: Spec) -> tuple[Registry[Any], dict[str, Any]]:
 
 
 def require(spec: Spec) -> None:
-    """Skip the calling test when the vendored spec folder is not beside the repository."""
-    if not spec.path.is_file():
-        pytest.skip(f"vendored {spec.name} spec not found at {spec.path.resolve()}")
+    """Fail (never skip) when a spec kept in the repository is missing."""
+    assert spec.path.is_file(), f"{spec.name} spec missing at {spec.path} (see specs/SOURCE.md)"
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,8 @@ by the schema (the specs leave objects open, so validation alone lets typos thro
 Responses are built to validate against the response schemas, then parsed, so the parser
 is known to accept what the spec says the API sends.
 
-The specs are read from ``../shared`` beside the repository; without them these tests skip.
+The specs are the trimmed copies in ``specs/`` (see ``specs/SOURCE.md``), so these tests run
+everywhere.
 """
 
 from __future__ import annotations
@@ -587,3 +588,17 @@ def test_the_validator_is_neither_blind_nor_too_strict(
     messages = [{"role": "user", "content": "hi"}]
     assert (openai_request.errors({"model": "m", "messages": messages, field: value}) == []) is ok
     assert (azure_request.errors({"messages": messages, field: value}) == []) is ok
+
+
+def test_the_specs_are_kept_in_the_repository() -> None:
+    # A fresh clone must run every contract test: nothing may be read from outside.
+    from pathlib import Path
+
+    from spec_schemas import require
+
+    root = Path(__file__).resolve().parents[3]
+    for spec in (OPENAI, AZURE):
+        require(spec)
+        assert spec.path.resolve().is_relative_to(root), spec.path
+    assert (OPENAI.path.parent / "SOURCE.md").is_file()
+    assert (OPENAI.path.parent / "LICENSE-openai-openapi").is_file()

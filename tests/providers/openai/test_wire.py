@@ -411,6 +411,58 @@ def test_refusal_is_kept_on_the_aggregate() -> None:
     assert ChatAggregate().refusal is None
 
 
+def test_streamed_refusal_reaches_chunks_and_result() -> None:
+    agg = ChatAggregate()
+    opening = decode_stream_chunk(
+        chunk(delta(role="assistant", content=None, refusal="")), "r", agg
+    )
+    assert opening is None
+    first = decode_stream_chunk(chunk(delta(refusal="I can't ")), "r", agg)
+    assert first is not None and first.refusal_delta == "I can't " and first.text_delta == ""
+    decode_stream_chunk(chunk(delta(refusal="help.")), "r", agg)
+    decode_stream_chunk(chunk(delta(finish="stop")), "r", agg)
+    result = agg.result("r")
+    assert result.refusal == "I can't help." and result.text == ""
+    assert result.finish_reason == "stop"
+    assert ChatAggregate().result("r").refusal is None
+
+
+def _lp(token: str, logprob: float) -> dict[str, Any]:
+    return {"token": token, "logprob": logprob, "bytes": list(token.encode()), "top_logprobs": []}
+
+
+def test_streamed_logprobs_reach_chunks_and_result() -> None:
+    agg = ChatAggregate()
+    one = chunk(delta(content="Hi"))
+    one["choices"][0]["logprobs"] = {"content": [_lp("Hi", -0.1)], "refusal": None}
+    two = chunk(delta(content="!"))
+    two["choices"][0]["logprobs"] = {"content": [_lp("!", -0.5)], "refusal": None}
+    got = [decode_stream_chunk(c, "r", agg) for c in (one, two)]
+    assert [c.logprobs for c in got if c is not None] == [[_lp("Hi", -0.1)], [_lp("!", -0.5)]]
+    refused = chunk(delta(refusal="No"))
+    refused["choices"][0]["logprobs"] = {"content": None, "refusal": [_lp("No", -0.2)]}
+    out = decode_stream_chunk(refused, "r", agg)
+    assert out is not None and out.refusal_logprobs == [_lp("No", -0.2)] and out.logprobs is None
+    result = agg.result("r")
+    assert result.logprobs == [_lp("Hi", -0.1), _lp("!", -0.5)]
+    assert result.refusal_logprobs == [_lp("No", -0.2)]
+
+
+def test_chunks_without_logprobs_carry_none() -> None:
+    agg = ChatAggregate()
+    out = decode_stream_chunk(chunk({**delta(content="x"), "logprobs": None}), "r", agg)
+    assert out is not None and out.logprobs is None and out.refusal_logprobs is None
+    assert out.refusal_delta == ""
+    assert agg.result("r").logprobs is None
+
+
+def test_malformed_logprobs_are_a_protocol_error() -> None:
+    bad = chunk(delta(content="x"))
+    bad["choices"][0]["logprobs"] = {"content": "nope"}
+    with pytest.raises(ProtocolError):
+        decode_stream_chunk(bad, "r", ChatAggregate())
+
+
 def test_error_object_is_handed_to_classify_stream_error(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[object] = []
 
@@ -498,6 +550,25 @@ def test_parse_text_completion() -> None:
     assert result.model == "gpt-4o-2024-08-06"
     assert result.usage == Usage(input_tokens=5, output_tokens=2)
     assert result.tool_calls == []
+
+
+def test_parse_refusal_and_logprobs_completion() -> None:
+    obj = completion({"role": "assistant", "content": None, "refusal": "I can't help."})
+    obj["choices"][0]["logprobs"] = {"content": None, "refusal": [_lp("I", -0.01)]}
+    result = parse_completion(obj, "r")
+    assert result.refusal == "I can't help." and result.text == ""
+    assert result.refusal_logprobs == [_lp("I", -0.01)] and result.logprobs is None
+    plain = parse_completion(
+        completion({"role": "assistant", "content": "Hi", "refusal": None}), "r"
+    )
+    assert plain.refusal is None and plain.logprobs is None
+
+
+def test_parse_content_logprobs_completion() -> None:
+    obj = completion({"role": "assistant", "content": "Hi", "refusal": None})
+    obj["choices"][0]["logprobs"] = {"content": [_lp("Hi", -0.3)], "refusal": None}
+    result = parse_completion(obj, "r")
+    assert result.logprobs == [_lp("Hi", -0.3)] and result.refusal_logprobs is None
 
 
 def test_parse_tool_call_completion() -> None:

@@ -60,8 +60,12 @@ class EmulatorApp:
         self._models_body = errors.dumps({"object": "list", "data": [self._model_entry()]})
 
     def _model_entry(self) -> dict[str, Any]:
-        return {"id": self.model, "object": "model", "created": 1_700_000_000,
-                "owned_by": "rakka-emulator"}
+        return {
+            "id": self.model,
+            "object": "model",
+            "created": 1_700_000_000,
+            "owned_by": "rakka-emulator",
+        }
 
     def wait(self, seconds: float) -> bool:
         """Sleep; True when the emulator is stopping and the response should be abandoned."""
@@ -80,11 +84,13 @@ class EmulatorApp:
             if deployment and "/" not in deployment:
                 respond.headers.append(b"apim-request-id: %s\r\n" % _hex(16).encode())
                 # Azure resolves the API version before it looks at credentials.
-                if not parse_qs(query).get("api-version"):
+                versions = parse_qs(query).get("api-version")
+                if not versions:
                     return self._send(respond, 404, errors.AZURE_NOT_FOUND)
-                return self._chat(respond, request, azure=True)
-        if method == "GET" and (path in ("/v1/models", "/models")
-                                or path.startswith(("/v1/models/", "/models/"))):
+                return self._chat(respond, request, azure=True, api_version=versions[0])
+        if method == "GET" and (
+            path in ("/v1/models", "/models") or path.startswith(("/v1/models/", "/models/"))
+        ):
             return self._models(respond, request, path)
         return self._send(respond, 404, errors.invalid_url(method, path))
 
@@ -118,7 +124,9 @@ class EmulatorApp:
 
     # -- chat completions -----------------------------------------------------------------
 
-    def _chat(self, respond: Responder, request: Request, *, azure: bool) -> bool:
+    def _chat(
+        self, respond: Responder, request: Request, *, azure: bool, api_version: str | None = None
+    ) -> bool:
         if not self._authorized(request, azure=azure):
             return self._unauthorized(respond, request, azure=azure)
         try:
@@ -134,14 +142,18 @@ class EmulatorApp:
                 return False
             if fault.name in ERROR_FAULTS:
                 model = self.model if azure else body_model(request.body) or self.model
-                status, body = error_answer(fault, azure=azure, model=model,
-                                            rpm=self.bucket.rpm)
+                status, body = error_answer(fault, azure=azure, model=model, rpm=self.bucket.rpm)
                 return self._send(respond, status, body)
             if fault.name == "stream_error" and not wants_stream(request.body):
                 return self._send(respond, 500, errors.server_error(500, azure=False))
         try:
-            ask = parse_chat(request.body, request.headers,
-                             model=self.model if azure else None, default_model=self.model)
+            ask = parse_chat(
+                request.body,
+                request.headers,
+                model=self.model if azure else None,
+                default_model=self.model,
+                api_version=api_version,
+            )
         except BadInput as exc:
             return self._send(respond, 400, exc.body)
         return self._answer(respond, ask, azure=azure, fault=fault)
@@ -157,10 +169,10 @@ class EmulatorApp:
             return None
         return fault
 
-    def _answer(self, respond: Responder, ask: ChatAsk, *, azure: bool,
-                fault: Fault | None) -> bool:
-        prompt = ask.prompt_tokens if ask.prompt_tokens is not None else prompt_tokens(
-            ask.messages)
+    def _answer(
+        self, respond: Responder, ask: ChatAsk, *, azure: bool, fault: Fault | None
+    ) -> bool:
+        prompt = ask.prompt_tokens if ask.prompt_tokens is not None else prompt_tokens(ask.messages)
         prompt = max(prompt, ask.cached_tokens)  # cached tokens are a subset of the prompt
         # Like OpenAI, count the prompt plus the most the answer may use against the budget.
         budgeted = prompt + ask.count * ask.n
@@ -169,8 +181,11 @@ class EmulatorApp:
         if not verdict.allowed:
             return self._refuse(respond, verdict.exhausted, verdict.wait, ask.model, budgeted)
 
-        choices = _choices(ask, cut_short=fault is not None and
-                           fault.name == "content_filter_finish")
+        choices = _choices(
+            ask,
+            cut_short=fault is not None and fault.name == "content_filter_finish",
+            refuse=fault is not None and fault.name == "refusal",
+        )
         emitted = sum(
             len(c.pieces) if c.tool_call is None else -(-len(c.tool_call.arguments) // 4)
             for c in choices
@@ -180,9 +195,11 @@ class EmulatorApp:
             created=int(time.time()),
             model=ask.model,
             choices=choices,
-            usage=_usage(prompt, emitted + ask.reasoning_tokens, ask.cached_tokens,
-                         ask.reasoning_tokens),
+            usage=_usage(
+                prompt, emitted + ask.reasoning_tokens, ask.cached_tokens, ask.reasoning_tokens
+            ),
             azure=azure,
+            logprobs=ask.logprobs,
         )
         if not ask.stream:
             return respond.send(200, completion_body(completion), fault=fault)
@@ -195,14 +212,20 @@ class EmulatorApp:
                 events[first:] = [errors.STREAM_ERROR_EVENT]
         return respond.stream(events, delay=self.chunk_delay, fault=fault)
 
-    def _refuse(self, respond: Responder, exhausted: str, wait: float, model: str,
-                requested: int) -> bool:
+    def _refuse(
+        self, respond: Responder, exhausted: str, wait: float, model: str, requested: int
+    ) -> bool:
         limit = self.bucket.rpm if exhausted == "requests" else self.bucket.tpm
         respond.headers.append(b"retry-after: %d\r\n" % max(1, -(-wait // 1)))
         respond.headers.append(b"retry-after-ms: %d\r\n" % max(1, round(wait * 1000)))
-        body = errors.rate_limited(model, kind=exhausted, limit=limit, used=limit,
-                                   requested=1 if exhausted == "requests" else requested,
-                                   wait=go_duration(wait))
+        body = errors.rate_limited(
+            model,
+            kind=exhausted,
+            limit=limit,
+            used=limit,
+            requested=1 if exhausted == "requests" else requested,
+            wait=go_duration(wait),
+        )
         return respond.send(429, body)
 
 
@@ -215,16 +238,27 @@ def _credential(request: Request, *, azure: bool) -> str | None:
     return token if scheme.lower() == "bearer" and token else None
 
 
-def _choices(ask: ChatAsk, *, cut_short: bool) -> tuple[Choice, ...]:
+REFUSAL_PIECES = ("I'm", " sorry,", " I", " can't", " help", " with", " that.")
+"""What a refusing model says (the ``refusal`` fault), one piece per token."""
+
+
+def _choices(ask: ChatAsk, *, cut_short: bool, refuse: bool = False) -> tuple[Choice, ...]:
     seed = prompt_seed(ask.messages)
     choices = []
     for index in range(ask.n):
+        if refuse:
+            choices.append(Choice(REFUSAL_PIECES, None, "stop", refusal=True))
+            continue
         if ask.tool is not None:
             arguments = tool_arguments(ask.tool, seed + index)
             function = ask.tool.get("function")
             name = str(function.get("name", "")) if isinstance(function, dict) else ""
-            call = ToolCall(f"call_{(seed + index) & 0xFFFFFFFF:08x}{_hex(8)}", name, arguments,
-                            tuple(fragments(arguments)))
+            call = ToolCall(
+                f"call_{(seed + index) & 0xFFFFFFFF:08x}{_hex(8)}",
+                name,
+                arguments,
+                tuple(fragments(arguments)),
+            )
             choices.append(Choice((), call, "tool_calls"))
             continue
         pieces = completion_pieces((seed + index) & 0xFFFFFFFF, ask.count)
@@ -242,7 +276,9 @@ def _usage(prompt: int, completion: int, cached: int, reasoning: int) -> dict[st
         "total_tokens": prompt + completion,
         "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": 0},
         "completion_tokens_details": {
-            "reasoning_tokens": reasoning, "audio_tokens": 0,
-            "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0,
+            "reasoning_tokens": reasoning,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0,
         },
     }

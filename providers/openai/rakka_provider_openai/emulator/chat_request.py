@@ -37,6 +37,8 @@ class ChatAsk:
     reasoning_tokens: int = 0
     prompt_tokens: int | None = None
     """Forced by ``x-emulator-usage``; otherwise computed from the messages."""
+    logprobs: bool = False
+    """``logprobs: true``: every content (or refusal) token comes with its log-probability."""
 
     @property
     def count(self) -> int:
@@ -44,9 +46,23 @@ class ChatAsk:
         return DEFAULT_COMPLETION_TOKENS if self.limit is None else self.limit
 
 
-def parse_chat(raw: bytes, headers: Mapping[str, str], *, model: str | None,
-               default_model: str) -> ChatAsk:
-    """Validate a request body; ``model`` overrides the body's (Azure names a deployment)."""
+# Azure api-versions before this one predate max_completion_tokens and refuse it.
+_AZURE_MAX_COMPLETION_TOKENS_SINCE = "2024-09-01"
+
+
+def parse_chat(
+    raw: bytes,
+    headers: Mapping[str, str],
+    *,
+    model: str | None,
+    default_model: str,
+    api_version: str | None = None,
+) -> ChatAsk:
+    """Validate a request body; ``model`` overrides the body's (Azure names a deployment).
+
+    ``api_version`` is Azure's ``api-version`` (None on OpenAI routes): a dated version
+    before 2024-09-01 refuses ``max_completion_tokens``, as Azure does.
+    """
     try:
         # Decoding first skips json's encoding sniffing; the API only accepts UTF-8 anyway.
         body = json.loads(raw.decode("utf-8"))
@@ -55,6 +71,13 @@ def parse_chat(raw: bytes, headers: Mapping[str, str], *, model: str | None,
     if not isinstance(body, dict):
         raise BadInput(errors.INVALID_JSON)
     messages = _messages(body)
+    if (
+        api_version is not None
+        and api_version[:1].isdigit()
+        and api_version[:10] < _AZURE_MAX_COMPLETION_TOKENS_SINCE
+        and "max_completion_tokens" in body
+    ):
+        raise BadInput(errors.unrecognized_argument("max_completion_tokens"))
     if model is None:
         requested = body.get("model")
         model = requested if isinstance(requested, str) and requested else default_model
@@ -67,6 +90,7 @@ def parse_chat(raw: bytes, headers: Mapping[str, str], *, model: str | None,
         tool=_chosen_tool(body),
         stream=body.get("stream") is True,
         include_usage=isinstance(options, Mapping) and options.get("include_usage") is True,
+        logprobs=body.get("logprobs") is True,
     )
     raw_usage = headers.get("x-emulator-usage")
     if raw_usage:
@@ -94,20 +118,31 @@ def body_model(raw: bytes) -> str | None:
 def _messages(body: Mapping[str, Any]) -> list[dict[str, Any]]:
     messages = body.get("messages")
     if messages is None:
-        raise BadInput(errors.bad_param("Missing required parameter: 'messages'.", "messages",
-                                        "missing_required_parameter"))
+        raise BadInput(
+            errors.bad_param(
+                "Missing required parameter: 'messages'.", "messages", "missing_required_parameter"
+            )
+        )
     if not isinstance(messages, list):
-        raise BadInput(errors.bad_param(
-            f"Invalid type for 'messages': expected an array, but got"
-            f" {type(messages).__name__} instead.", "messages", "invalid_type"))
+        raise BadInput(
+            errors.bad_param(
+                f"Invalid type for 'messages': expected an array, but got"
+                f" {type(messages).__name__} instead.",
+                "messages",
+                "invalid_type",
+            )
+        )
     if not messages:
-        raise BadInput(errors.bad_param("[] is too short - 'messages'", "messages",
-                                        "empty_array"))
+        raise BadInput(errors.bad_param("[] is too short - 'messages'", "messages", "empty_array"))
     for i, message in enumerate(messages):
         if not isinstance(message, dict) or not isinstance(message.get("role"), str):
-            raise BadInput(errors.bad_param(
-                f"Missing required parameter: 'messages[{i}].role'.", f"messages[{i}].role",
-                "missing_required_parameter"))
+            raise BadInput(
+                errors.bad_param(
+                    f"Missing required parameter: 'messages[{i}].role'.",
+                    f"messages[{i}].role",
+                    "missing_required_parameter",
+                )
+            )
     return messages
 
 
@@ -119,9 +154,14 @@ def _completion_limit(body: Mapping[str, Any], model: str) -> int | None:
         if value is None:
             continue
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise BadInput(errors.bad_param(
-                f"Invalid '{name}': integer below minimum value. Expected a value >= 1, but got"
-                f" {value!r} instead.", name, "integer_below_min_value"))
+            raise BadInput(
+                errors.bad_param(
+                    f"Invalid '{name}': integer below minimum value. Expected a value >= 1, but got"
+                    f" {value!r} instead.",
+                    name,
+                    "integer_below_min_value",
+                )
+            )
         return min(value, MAX_COMPLETION_TOKENS)
     return None
 
@@ -131,9 +171,13 @@ def _choices(body: Mapping[str, Any]) -> int:
     if n is None:
         return 1
     if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= _MAX_CHOICES:
-        raise BadInput(errors.bad_param(
-            f"Invalid 'n': expected an integer within 1..{_MAX_CHOICES}, got {n!r}.", "n",
-            "invalid_value"))
+        raise BadInput(
+            errors.bad_param(
+                f"Invalid 'n': expected an integer within 1..{_MAX_CHOICES}, got {n!r}.",
+                "n",
+                "invalid_value",
+            )
+        )
     return n
 
 
@@ -153,9 +197,14 @@ def _chosen_tool(body: Mapping[str, Any]) -> Mapping[str, Any] | None:
             declared = tool.get("function")
             if isinstance(declared, Mapping) and declared.get("name") == wanted:
                 return tool
-        raise BadInput(errors.bad_param(
-            f"Invalid value for 'tool_choice': no function named {wanted!r} was specified in"
-            " the 'tools' parameter.", "tool_choice", "invalid_value"))
+        raise BadInput(
+            errors.bad_param(
+                f"Invalid value for 'tool_choice': no function named {wanted!r} was specified in"
+                " the 'tools' parameter.",
+                "tool_choice",
+                "invalid_value",
+            )
+        )
     first = tools[0]
     return first if isinstance(first, Mapping) else None
 
@@ -163,13 +212,19 @@ def _chosen_tool(body: Mapping[str, Any]) -> Mapping[str, Any] | None:
 def _usage_overrides(raw: str) -> tuple[int, int, int | None]:
     try:
         data = json.loads(raw)
-        if not isinstance(data, dict) or set(data) - _USAGE_KEYS or not all(
-            isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in data.values()
+        if (
+            not isinstance(data, dict)
+            or set(data) - _USAGE_KEYS
+            or not all(
+                isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in data.values()
+            )
         ):
             raise ValueError
     except ValueError:
-        raise BadInput(errors.emulator_error(
-            "x-emulator-usage must be a JSON object of non-negative integers with keys"
-            " cached_tokens, reasoning_tokens, prompt_tokens")) from None
-    return data.get("cached_tokens", 0), data.get("reasoning_tokens", 0), data.get(
-        "prompt_tokens")
+        raise BadInput(
+            errors.emulator_error(
+                "x-emulator-usage must be a JSON object of non-negative integers with keys"
+                " cached_tokens, reasoning_tokens, prompt_tokens"
+            )
+        ) from None
+    return data.get("cached_tokens", 0), data.get("reasoning_tokens", 0), data.get("prompt_tokens")

@@ -84,6 +84,11 @@ def bad_param(message: str, param: str | None, code: str | None = None) -> bytes
     return openai_error(message, "invalid_request_error", param=param, code=code)
 
 
+def unrecognized_argument(name: str) -> bytes:
+    """Azure's answer to a field its api-version does not know."""
+    return openai_error(f"Unrecognized request argument supplied: {name}", "invalid_request_error")
+
+
 def max_tokens_unsupported() -> bytes:
     return bad_param(
         "Unsupported parameter: 'max_tokens' is not supported with this model."
@@ -93,8 +98,9 @@ def max_tokens_unsupported() -> bytes:
     )
 
 
-def rate_limited(model: str, *, kind: str, limit: int, used: int, requested: int,
-                 wait: str) -> bytes:
+def rate_limited(
+    model: str, *, kind: str, limit: int, used: int, requested: int, wait: str
+) -> bytes:
     unit = "requests per min (RPM)" if kind == "requests" else "tokens per min (TPM)"
     return openai_error(
         f"Rate limit reached for {model} in organization org-emulator on {unit}:"
@@ -142,20 +148,30 @@ def server_error(status: int, *, azure: bool) -> bytes:
 def http_error(status: int, model: str, *, azure: bool) -> bytes:
     if azure:
         return azure_error(str(status), _HTTP_ERRORS.get(status, ("Request failed.",))[0])
-    message, type_, code = _HTTP_ERRORS.get(status, ("Request failed.", "invalid_request_error",
-                                                     None))
+    message, type_, code = _HTTP_ERRORS.get(
+        status, ("Request failed.", "invalid_request_error", None)
+    )
     return openai_error(message.replace("{model}", model), type_, code=code)
 
 
 _HTTP_ERRORS: dict[int, tuple[str, str, str | None]] = {
     400: ("Invalid request (emulated).", "invalid_request_error", None),
-    403: ("Country, region, or territory not supported", "request_forbidden",
-          "unsupported_country_region_territory"),
-    404: ("The model `{model}` does not exist or you do not have access to it.",
-          "invalid_request_error", "model_not_found"),
+    403: (
+        "Country, region, or territory not supported",
+        "request_forbidden",
+        "unsupported_country_region_territory",
+    ),
+    404: (
+        "The model `{model}` does not exist or you do not have access to it.",
+        "invalid_request_error",
+        "model_not_found",
+    ),
     408: ("Request timed out.", "invalid_request_error", None),
-    409: ("The request conflicts with another request in flight. Please try again.",
-          "invalid_request_error", "conflict"),
+    409: (
+        "The request conflicts with another request in flight. Please try again.",
+        "invalid_request_error",
+        "conflict",
+    ),
 }
 
 CONTEXT_LENGTH = bad_param(
@@ -173,36 +189,45 @@ OPENAI_CONTENT_FILTER = openai_error(
     code="content_filter",
 )
 
-AZURE_CONTENT_FILTER = dumps({
-    "error": {
-        "message": "The response was filtered due to the prompt triggering Azure OpenAI's"
-        " content management policy. Please modify your prompt and retry. To learn more about"
-        " our content filtering policies please read our documentation:"
-        " https://go.microsoft.com/fwlink/?linkid=2198766",
-        "type": None,
-        "param": "prompt",
-        "code": "content_filter",
-        "status": 400,
-        "innererror": {
-            "code": "ResponsibleAIPolicyViolation",
-            "content_filter_result": {
-                "hate": {"filtered": True, "severity": "high"},
-                "jailbreak": {"filtered": False, "detected": False},
-                "self_harm": {"filtered": False, "severity": "safe"},
-                "sexual": {"filtered": False, "severity": "safe"},
-                "violence": {"filtered": False, "severity": "safe"},
+AZURE_CONTENT_FILTER = dumps(
+    {
+        "error": {
+            "message": "The response was filtered due to the prompt triggering Azure OpenAI's"
+            " content management policy. Please modify your prompt and retry. To learn more about"
+            " our content filtering policies please read our documentation:"
+            " https://go.microsoft.com/fwlink/?linkid=2198766",
+            "type": None,
+            "param": "prompt",
+            "code": "content_filter",
+            "status": 400,
+            "innererror": {
+                "code": "ResponsibleAIPolicyViolation",
+                "content_filter_result": {
+                    "hate": {"filtered": True, "severity": "high"},
+                    "jailbreak": {"filtered": False, "detected": False},
+                    "self_harm": {"filtered": False, "severity": "safe"},
+                    "sexual": {"filtered": False, "severity": "safe"},
+                    "violence": {"filtered": False, "severity": "safe"},
+                },
             },
-        },
+        }
     }
-})
+)
 
-STREAM_ERROR_EVENT = b"data: " + dumps({
-    "error": {
-        "message": "The server had an error while processing your request. Sorry about that!",
-        "type": "server_error",
-        "code": None,
-    }
-}) + b"\n\n"
+STREAM_ERROR_EVENT = (
+    b"data: "
+    + dumps(
+        {
+            "error": {
+                "message": "The server had an error while processing your request."
+                " Sorry about that!",
+                "type": "server_error",
+                "code": None,
+            }
+        }
+    )
+    + b"\n\n"
+)
 
 
 def emulator_error(message: str) -> bytes:
