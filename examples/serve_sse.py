@@ -45,7 +45,15 @@ from starlette.types import Receive, Scope, Send
 from rakka_runtime import ChatResult, InferenceError
 from rakka_runtime.aio import AsyncRunHandle, AsyncRuntime
 
-__all__ = ["EventStream", "app", "create_app", "result_json", "runtime_from_env"]
+__all__ = [
+    "EventStream",
+    "app",
+    "create_app",
+    "result_json",
+    "runtime_from_env",
+    "sse_event",
+    "sse_events",
+]
 
 MAX_TOKENS_LIMIT = 4096
 """The largest ``max_tokens`` a client may ask for."""
@@ -76,7 +84,7 @@ def result_json(result: ChatResult) -> dict[str, Any]:
     }
 
 
-def _event(data: Mapping[str, Any], event: str | None = None) -> bytes:
+def sse_event(data: Mapping[str, Any], event: str | None = None) -> bytes:
     # JSON never contains a raw newline, so one `data:` line carries the whole payload.
     head = f"event: {event}\n" if event else ""
     return f"{head}data: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
@@ -90,12 +98,12 @@ async def sse_events(handle: AsyncRunHandle) -> AsyncIterator[bytes]:
         try:
             async for chunk in handle:
                 if chunk.text_delta:
-                    yield _event({"text": chunk.text_delta})
+                    yield sse_event({"text": chunk.text_delta})
             result = await handle.result()
         except InferenceError as exc:
-            yield _event(exc.to_dict(), "failed")
+            yield sse_event(exc.to_dict(), "failed")
             return
-        yield _event(result_json(result), "done")
+        yield sse_event(result_json(result), "done")
 
 
 class EventStream(StreamingResponse):

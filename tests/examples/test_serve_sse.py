@@ -88,7 +88,16 @@ def wait_for(condition: Callable[[], bool], seconds: float, what: str) -> float:
 
 
 def in_flight() -> float:
+    """The deployment's ``rakka_requests_in_flight`` (metrics are per process: the tests
+    compare it with its value before they start a request)."""
     value = metrics_snapshot().get("rakka_requests_in_flight", {}).get(DEPLOYMENT, 0.0)
+    assert isinstance(value, float)
+    return value
+
+
+def cancelled_requests() -> float:
+    outcome = f'{DEPLOYMENT},model="gpt-4o-mini",outcome="cancelled"'
+    value = metrics_snapshot().get("rakka_requests_total", {}).get(outcome, 0.0)
     assert isinstance(value, float)
     return value
 
@@ -160,6 +169,7 @@ def direct_chat(prompt: str, max_tokens: int, overrides: Sequence[str] = ()) -> 
 
 
 def test_a_complete_stream_is_the_reply_as_events_then_the_result() -> None:
+    idle = in_flight()
     with serve(app_with()) as served:
         events = read_all(served, PROMPT, 24)
 
@@ -179,7 +189,7 @@ def test_a_complete_stream_is_the_reply_as_events_then_the_result() -> None:
     assert done["cost_estimated"] is False and done["attempts"] == 1
     assert done["latency_ms"] >= done["ttft_ms"] >= 0
     assert done["request_id"]
-    assert in_flight() == 0
+    assert in_flight() == idle
 
 
 def test_a_failed_request_ends_the_stream_with_a_failed_event() -> None:
@@ -208,32 +218,33 @@ def test_bad_query_parameters_are_refused_before_anything_is_sent() -> None:
         conn.close()
 
 
-def disconnect_after(served: Served, events: int) -> float:
+def disconnect_after(served: Served, events: int, idle: float) -> float:
     """Read ``events`` token events of a long answer, drop the connection; returns the
     monotonic time of the drop."""
     conn, response = open_stream(served, PROMPT, 4096)  # 4096 x 50 ms: minutes
     for _ in range(events):
         event = read_event(response)
         assert event is not None and event.event == "message"
-    assert in_flight() == 1
+    assert in_flight() == idle + 1
     dropped = time.monotonic()
     conn.close()
     return dropped
 
 
 def test_a_client_disconnect_ends_the_upstream_request_and_frees_its_slot() -> None:
+    idle, cancelled = in_flight(), cancelled_requests()
     with serve(app_with(*ONE_SLOT, extra_headers=DRIP)) as served:
         before = emulator_connections()
-        dropped = disconnect_after(served, 3)
+        dropped = disconnect_after(served, 3, idle)
 
-        wait_for(lambda: in_flight() == 0, 1.0, "the upstream request to end")
+        wait_for(lambda: in_flight() == idle, 1.0, "the upstream request to end")
         ended = time.monotonic() - dropped
         # The upstream connection was closed (not left in the pool): the emulator's next
         # write to it failed and its connection thread ended.
         wait_for(lambda: emulator_connections() <= before, 1.0, "the emulator to see it")
         closed = time.monotonic() - dropped
         print(
-            f"\ndisconnect -> in-flight 0: {ended * 1000:.1f} ms;"
+            f"\ndisconnect -> upstream request ended: {ended * 1000:.1f} ms;"
             f" -> emulator connection closed: {closed * 1000:.1f} ms"
         )
 
@@ -244,21 +255,23 @@ def test_a_client_disconnect_ends_the_upstream_request_and_frees_its_slot() -> N
         assert events[-1].event == "done", events[-1]
         assert time.monotonic() - start < 1.0  # 3 events x 50 ms, and no queueing
 
-    outcomes = metrics_snapshot()["rakka_requests_total"]
-    assert outcomes.get(f'{DEPLOYMENT},model="gpt-4o-mini",outcome="cancelled"', 0) >= 1
+    assert cancelled_requests() == cancelled + 1  # the dropped one; the second was `ok`
+    assert in_flight() == idle
 
 
 def test_a_disconnect_while_upstream_is_silent_ends_it_too() -> None:
     # The emulator holds the answer back for 30 s: the request is waiting for response
     # headers when the client leaves, and no send() to the client would fail meanwhile.
     stall = {"x-emulator-fault": "stall;seconds=30"}
+    idle, cancelled = in_flight(), cancelled_requests()
     with serve(app_with(*ONE_SLOT, extra_headers=stall)) as served:
         conn, _ = open_stream(served, PROMPT, 16)
-        wait_for(lambda: in_flight() == 1, 5.0, "the upstream request to start")
+        wait_for(lambda: in_flight() == idle + 1, 5.0, "the upstream request to start")
         dropped = time.monotonic()
         conn.close()
-        wait_for(lambda: in_flight() == 0, 1.0, "the upstream request to end")
+        wait_for(lambda: in_flight() == idle, 1.0, "the upstream request to end")
+        assert cancelled_requests() == cancelled + 1
         print(
-            f"\nsilent upstream: disconnect -> in-flight 0: "
+            f"\nsilent upstream: disconnect -> upstream request ended: "
             f"{(time.monotonic() - dropped) * 1000:.1f} ms"
         )
