@@ -295,3 +295,25 @@ def test_a_disconnect_while_upstream_is_silent_ends_it_too(spec: str) -> None:
             f"\nsilent upstream: disconnect -> upstream request ended: "
             f"{(time.monotonic() - dropped) * 1000:.1f} ms"
         )
+
+
+def test_a_disconnect_while_queued_for_the_slot_leaves_the_queue() -> None:
+    # One slot, queued (not refused): the first stream holds it, the second waits for it
+    # inside the runtime, and its client leaves while it waits.
+    queue = ("deployment.rate_limits.concurrent_requests=1",)
+    idle, cancelled = in_flight(), cancelled_requests()
+    with serve(app_with(*queue, extra_headers=DRIP)) as served:
+        first, first_response = open_stream(served, PROMPT, 4096)
+        assert (event := read_event(first_response)) is not None and event.event == "message"
+        waiting, _ = open_stream(served, PROMPT, 4096)
+        wait_for(lambda: in_flight() == idle + 2, 5.0, "the second request to queue")
+        waiting.close()
+        wait_for(lambda: in_flight() == idle + 1, 1.0, "the queued request to end")
+        assert cancelled_requests() == cancelled + 1
+        # The first stream goes on, unaffected; once it is dropped the slot is free again.
+        assert (event := read_event(first_response)) is not None and event.event == "message"
+        first.close()
+        wait_for(lambda: in_flight() == idle, 1.0, "the first request to end")
+        events = read_all(served, PROMPT, 3)
+        assert events[-1].event == "done", events[-1]
+    assert cancelled_requests() == cancelled + 2
