@@ -23,7 +23,8 @@ with the error (``{kind, message, status, retryable}``). The HTTP status is alre
 when a stream fails, so the failure travels as an event.
 
 When the client goes away (tab closed, ``curl`` stopped), the upstream request ends too:
-see :class:`EventStream`.
+see :class:`EventStream`. On shutdown uvicorn waits for open streams to finish unless
+``--timeout-graceful-shutdown N`` is given; after N seconds they are cut the same way.
 """
 
 from __future__ import annotations
