@@ -250,7 +250,7 @@ class AsyncRunHandle:
     """A request in flight on the asyncio driver: ``async for`` the chunks, or
     ``await handle.result()`` for the aggregate. Nothing is sent until it is iterated."""
 
-    __slots__ = ("_chunks", "_done", "_error", "_task", "state")
+    __slots__ = ("_canceller", "_chunks", "_done", "_error", "_reading", "_task", "state")
 
     def __init__(self, state: CallState, chunks: AsyncIterator[TokenChunk]) -> None:
         self.state = state
@@ -258,6 +258,8 @@ class AsyncRunHandle:
         self._done = False
         self._error: BaseException | None = None
         self._task: asyncio.Task[Any] | None = None
+        self._canceller: Callable[[], None] | None = None
+        self._reading = False  # the caller's task is inside the request (only then cut it)
 
     @property
     def request_id(self) -> str:
@@ -269,12 +271,19 @@ class AsyncRunHandle:
     async def __anext__(self) -> TokenChunk:
         if self._error is not None:
             raise self._error
+        state = self.state
+        if state.cancelled:  # cancelled between reads: end here, releasing everything
+            await self.aclose()
+            self._error = Cancelled("cancelled by the caller", partial=state.result)
+            raise self._error
         task = asyncio.current_task()
-        if task is not self._task:
+        if task is not self._task and task is not None:
             self._task = task
-            loop = asyncio.get_running_loop()
-            if task is not None:
-                self.state.on_cancel(_canceller(loop, task))
+            self._canceller = _canceller(self, asyncio.get_running_loop(), task)
+        # Only while this task is inside the request may cancel() interrupt it: a cancel
+        # between reads must not land in whatever else the task is doing.
+        self._reading = True
+        state.on_cancel(self._canceller)
         try:
             return await self._chunks.__anext__()
         except StopAsyncIteration:
@@ -282,11 +291,11 @@ class AsyncRunHandle:
             raise
         except asyncio.CancelledError:
             self._done = True
-            if self.state.cancelled and task is not None and task.cancelling():
+            if state.cancelled and task is not None and task.cancelling():
                 # Our own cancel (handle.cancel()): the request ends as Cancelled, and the
                 # task, which nobody else cancelled, goes on.
                 task.uncancel()
-                error = Cancelled("cancelled by the caller", partial=self.state.result)
+                error = Cancelled("cancelled by the caller", partial=state.result)
                 self._error = error
                 raise error from None
             raise
@@ -294,6 +303,9 @@ class AsyncRunHandle:
             self._done = True
             self._error = exc
             raise
+        finally:
+            self._reading = False
+            state.on_cancel(None)
 
     async def result(self) -> ChatResult:
         """Drain the rest of the stream and return the aggregate (raises on failure)."""
@@ -324,9 +336,17 @@ class AsyncRunHandle:
         await self.aclose()
 
 
-def _canceller(loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any]) -> Callable[[], None]:
+def _canceller(
+    handle: AsyncRunHandle, loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any]
+) -> Callable[[], None]:
+    """Cancel ``task`` (from any thread) if, when the loop gets to it, the task is still
+    inside ``handle``'s request; a cancel that arrives between reads only marks the state."""
+
+    def fire() -> None:
+        if handle._reading and not task.done():
+            task.cancel()
+
     def cancel() -> None:
-        if not task.done():
-            loop.call_soon_threadsafe(task.cancel)
+        loop.call_soon_threadsafe(fire)
 
     return cancel

@@ -174,3 +174,33 @@ def test_sync_and_async_share_one_breaker(
         asyncio.run(main())
     finally:
         runtime.close()
+
+
+def test_handle_cancel_between_reads_never_cancels_the_callers_other_work(
+    runtime: Runtime,
+) -> None:
+    async def main() -> None:
+        async with AsyncRuntime.sharing(runtime) as rt:
+            handle = rt.stream("x", max_tokens=40)
+            seen: list[str] = []
+
+            async def consumer() -> str:
+                try:
+                    async for chunk in handle:
+                        seen.append(chunk.text_delta)
+                        await asyncio.sleep(0.05)  # the caller's own work, between reads
+                    return "finished"
+                except Cancelled:
+                    return "Cancelled"
+
+            task = asyncio.create_task(consumer())
+            while len(seen) < 2:
+                await asyncio.sleep(0.005)
+            handle.cancel()  # lands while the consumer sleeps, not inside the request
+            assert await task == "Cancelled"
+            done = rt.stream("y", max_tokens=3)
+            assert (await done.result()).text
+            done.cancel()  # after the end: nothing to cut, and the task goes on
+            await asyncio.sleep(0.05)
+
+    asyncio.run(main())
