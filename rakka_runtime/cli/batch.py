@@ -2,9 +2,10 @@
 
 Exit codes: 0 every input line has its record (failed requests included: see the summary);
 1 a fatal error stopped the batch (the output could not be written, the input could not be
-read past some point); 2 bad usage, config or input file (nothing was sent); 130 stopped by
-SIGINT, 143 by SIGTERM (128 + the signal number, as shells report it). Every exit except 2
-prints the command that resumes the batch.
+read past some point), or lines were refused by the deployment's own limits before being
+sent (``backpressure``: a 429 pause, a full queue) and have no record yet; 2 bad usage,
+config or input file (nothing was sent); 130 stopped by SIGINT, 143 by SIGTERM (128 + the
+signal number, as shells report it). Every exit except 2 prints the command that resumes the batch.
 """
 
 from __future__ import annotations
@@ -220,6 +221,14 @@ def batch(
         click.echo(f"error: the batch stopped: {outcome.fatal}{left}", err=True)
         click.echo(f"resume with: {resume_command}", err=True)
         raise SystemExit(EXIT_FAILED)
+    if signals.received is None and outcome.refused:
+        click.echo(
+            f"error: {outcome.refused:,} lines were refused by the deployment's rate limits "
+            f"(backpressure) and not sent{left}",
+            err=True,
+        )
+        click.echo(f"resume with: {resume_command}", err=True)
+        raise SystemExit(EXIT_FAILED)
     signum = signals.received or signal.SIGTERM
     name = signal.Signals(signum).name
     abandoned = (
@@ -359,6 +368,7 @@ def _write_summary(
             "skipped": outcome.skipped,
             "unsent": outcome.unsent,
             "abandoned": outcome.abandoned,
+            "refused": outcome.refused,
             "elapsed_s": round(elapsed, 3),
         },
     }

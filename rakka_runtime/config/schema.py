@@ -312,6 +312,8 @@ class RateLimitPolicy(ConfigModel):
     tokens_per_minute: PositiveInt | None = None
     concurrent_requests: PositiveInt | None = None
     on_capacity_exhausted: Literal["queue", "reject"] = "queue"
+    # The longest a provider's hint (a 429's retry-after) pauses the deployment.
+    max_pause: PositiveDuration = 60.0
     backend: Literal["local", "redis"] = "local"
     redis: RedisBackend = field(default_factory=RedisBackend)
 

@@ -41,12 +41,14 @@ from typing import TYPE_CHECKING
 from rakka_runtime.errors import Backpressure
 from rakka_runtime.policies.admission import (
     DIMENSIONS,
+    MAX_PAUSE,
     MAX_QUEUE_WAIT,
     AdmissionQueue,
     Cancelled_,
     Feedback,
     Grant,
     cancel_poll,
+    capped_pause,
     leave_if_cancelled,
 )
 from rakka_runtime.policies.clock import SYSTEM_CLOCK, Clock
@@ -97,8 +99,10 @@ class SharedAdmission:
         clock: Clock = SYSTEM_CLOCK,
         max_wait: float = MAX_QUEUE_WAIT,
         lease: float = 30.0,
+        max_pause: float = MAX_PAUSE,
     ) -> None:
         self.name = name
+        self.max_pause = max_pause
         self.local = AdmissionQueue(
             name=name,
             requests_per_minute=requests_per_minute,
@@ -106,6 +110,7 @@ class SharedAdmission:
             concurrent_requests=concurrent_requests,
             clock=clock,
             max_wait=max_wait,
+            max_pause=max_pause,
         )
         self._redis = buckets
         self._store: RedisStore = buckets.store
@@ -146,13 +151,20 @@ class SharedAdmission:
         )
         return cls(
             name=name,
-            buckets=RedisBuckets(store, prefix=config.key_prefix, name=name, lease=config.lease),
+            buckets=RedisBuckets(
+                store,
+                prefix=config.key_prefix,
+                name=name,
+                lease=config.lease,
+                max_pause=policy.max_pause,
+            ),
             requests_per_minute=policy.requests_per_minute,
             tokens_per_minute=policy.tokens_per_minute,
             concurrent_requests=policy.concurrent_requests,
             reject_when_down=config.on_backend_failure == "reject",
             clock=clock,
             lease=config.lease,
+            max_pause=policy.max_pause,
         )
 
     # -- reading (tests, metrics) -----------------------------------------------------------
@@ -247,7 +259,9 @@ class SharedAdmission:
             self._cond.notify_all()  # the head of the line may fit now
 
     def pause(self, seconds: float) -> None:
-        """Admit nothing, in any process, for ``seconds`` (a 429's retry-after)."""
+        """Admit nothing, in any process, for ``seconds`` (a 429's retry-after), at most
+        ``max_pause`` (Redis caps it again, and caps a longer pause already stored)."""
+        seconds = capped_pause(seconds, self.max_pause)
         self.local.pause(seconds)
         self._shared(lambda: self._redis.pause(seconds))
         with self._cond:
@@ -268,7 +282,8 @@ class SharedAdmission:
             if remaining < bucket.capacity:  # otherwise it cannot lower anything
                 self._shared(lambda: self._redis.cap(bucket, remaining))
         elif remaining <= 0 and reset is not None:
-            self._shared(lambda: self._redis.pause(reset))
+            pause = capped_pause(reset, self.max_pause)
+            self._shared(lambda: self._redis.pause(pause))
         with self._cond:
             self._cond.notify_all()
 
