@@ -107,12 +107,24 @@ class RedisBuckets:
             levels=levels,
         )
 
-    def settle(self, lease_id: str | None, deltas: Sequence[tuple[Bucket, float]]) -> None:
-        """Free ``lease_id``'s slot and add each delta to its bucket (negative: charge)."""
-        args: list[object] = [lease_id or ""]
+    def settle(
+        self,
+        lease_id: str | None,
+        deltas: Sequence[tuple[Bucket, float]],
+        *,
+        only_if_held: bool = False,
+    ) -> bool:
+        """Free ``lease_id``'s slot and add each delta to its bucket (negative: charge).
+
+        With ``only_if_held`` (a retry whose first try may have run, or the undoing of a
+        reservation whose reply was lost) the deltas apply only if the lease was still
+        there, so at most once. Returns whether they applied.
+        """
+        args: list[object] = [lease_id or "", "1" if only_if_held else "0"]
         for bucket, delta in deltas:
             args.extend((*bucket.describe(), delta))
-        self.store.run(_SETTLE, [self._slots, *(b.key for b, _ in deltas)], args)
+        reply = self.store.run(_SETTLE, [self._slots, *(b.key for b, _ in deltas)], args)
+        return bool(int(reply))
 
     def renew(self, lease_ids: Iterable[str]) -> int:
         """Extend live leases by the lease time; returns how many were still held."""
