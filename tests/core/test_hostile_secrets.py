@@ -1,0 +1,110 @@
+"""Keys that must not leak however they are broken or echoed (issue 13, items 5-7).
+
+A key with a line break inside is a configuration error naming its source; a server that
+echoes the bare key in its error gets it redacted; a traceback that captures locals never
+holds an ``Authorization`` header's value.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rakka_provider_openai.emulator import Emulator
+
+BIN = Path(sys.executable).parent
+RAKKA = str(BIN / "rakka")
+FIRST = "sk-canary-" + secrets.token_hex(12)
+SECOND = "line-two-" + secrets.token_hex(12)
+
+
+def run_rakka(
+    args: list[str], env_key: str | None, **extra_env: str
+) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "RAKKA_HOSTILE_KEY"}
+    if env_key is not None:
+        env["RAKKA_HOSTILE_KEY"] = env_key
+    env.update(extra_env)
+    return subprocess.run(
+        [RAKKA, *args], capture_output=True, text=True, env=env, timeout=60, check=False
+    )
+
+
+def assert_no_key(*texts: str) -> None:
+    for text in texts:
+        assert FIRST not in text and SECOND not in text
+        assert FIRST[-8:] not in text and SECOND[:12] not in text
+
+
+@pytest.mark.parametrize(
+    "broken", [f"{FIRST}\n{SECOND}", f"{FIRST}\r\n{SECOND}", f"{FIRST}\r{SECOND}"]
+)
+def test_a_key_with_a_line_break_in_an_env_var_is_a_config_error_naming_it(
+    emulator: Emulator, broken: str
+) -> None:
+    done = run_rakka(
+        [
+            "chat",
+            "--json",
+            "hi",
+            "deployment=openai",
+            f"deployment.variant.endpoint={emulator.url}/v1",
+            "deployment.api_key.name=RAKKA_HOSTILE_KEY",
+        ],
+        broken,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "deployment.api_key" in done.stderr and "RAKKA_HOSTILE_KEY" in done.stderr
+    assert "line break" in done.stderr
+    assert_no_key(done.stdout, done.stderr)
+    assert emulator.stats.requests == 0
+
+
+def test_a_two_line_key_file_is_a_config_error_naming_the_file(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    key_file = tmp_path / "key"
+    key_file.write_text(f"{FIRST}\n{SECOND}\n", encoding="utf-8")
+    source = tmp_path / "in.jsonl"
+    source.write_text(
+        json.dumps({"custom_id": "a", "messages": [{"role": "user", "content": "hi"}]}) + "\n"
+    )
+    output = tmp_path / "out.jsonl"
+    overrides = [
+        "deployment=openai",
+        f"deployment.variant.endpoint={emulator.url}/v1",
+        "~deployment.api_key",
+        f"+deployment.api_key={{from: file, path: '{key_file}'}}",
+    ]
+    chat = run_rakka(["chat", "hi", *overrides], None)
+    batch = run_rakka(["batch", str(source), "-o", str(output), *overrides], None)
+    for done in (chat, batch):
+        assert done.returncode == 2, done.stderr
+        assert "Traceback" not in done.stderr
+        assert str(key_file) in done.stderr and "line break" in done.stderr
+        assert_no_key(done.stdout, done.stderr)
+    assert not output.exists() or FIRST not in output.read_text()
+    assert emulator.stats.requests == 0
+
+
+def test_a_key_with_a_control_character_or_beyond_latin_1_is_refused() -> None:
+    from rakka_runtime.config.schema import InlineSecret
+    from rakka_runtime.errors import ConfigError
+    from rakka_runtime.secret_value import Secret
+    from rakka_runtime.secrets import resolve_secret
+
+    for bad in (f"{FIRST}\x00x", f"{FIRST}\x7f", f"{FIRST}€", f"{FIRST}\u2028x"):
+        with pytest.raises(ConfigError) as info:
+            resolve_secret(InlineSecret(value=Secret(bad)))
+        assert_no_key(str(info.value), repr(info.value))
+    # A Redis password is not a header: any text is fine there, a line break is not.
+    assert resolve_secret(InlineSecret(value=Secret("pass€word")), header=False)
+    with pytest.raises(ConfigError):
+        resolve_secret(InlineSecret(value=Secret("pass\nword")), header=False)
