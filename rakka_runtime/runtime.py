@@ -33,6 +33,7 @@ from rakka_runtime.pricing import (
     estimate_output_tokens,
     price_table_for,
 )
+from rakka_runtime.redaction import redact_error, session_secrets
 from rakka_runtime.registry import ProviderContext, ProviderKind
 from rakka_runtime.runner import CallState, RunHandle, WireClient, compose
 from rakka_runtime.session import HeaderBuilder, Session
@@ -152,6 +153,7 @@ class DeploymentRunner:
         try:
             yield from self.client.send(state)
         except InferenceError as exc:
+            redact_error(exc, session_secrets(self.session))  # a server may echo the key
             failure = exc
             if state.cancelled and not isinstance(exc, Cancelled):
                 # The cut connection surfaces as a network error: say what happened, below

@@ -116,6 +116,7 @@ class Session:
         self._watcher: SecretWatcher | None = None
         self._swaps = 0
         self._closed = False
+        self._previous: Secret | None = None  # the credential the last swap replaced
         credential = resolve_credential()
         self.cell = SnapshotCell(_make(credential, build_headers(credential), 0))
 
@@ -129,6 +130,12 @@ class Session:
         if refresh_at is None or self._clock() < refresh_at:
             return snap
         return self._renew(snap)
+
+    def credentials(self) -> tuple[Secret, ...]:
+        """The current credential and the one the last rotation replaced (a request in
+        flight may still use it): what error text from the wire is redacted of."""
+        current = self.cell.current.credential
+        return tuple(c for c in (current, self._previous) if c is not None)
 
     @property
     def swaps(self) -> int:
@@ -185,6 +192,7 @@ class Session:
         old = self.cell.swap(lambda prev: _make(credential, headers, prev.version + 1))
         new = self.cell.current
         self._swaps += 1
+        self._previous = old.credential
         logger.info("%s: credential changed (snapshot version %d)", self.name, new.version)
         if self._on_swap is not None:
             try:

@@ -2,7 +2,9 @@
 
 Each request gets the next scripted answer (the last one repeats). The server reads the
 request head and body, records them, writes the answer's bytes as given and closes the
-connection, so a test controls every byte a misbehaving server sends.
+connection, so a test controls every byte a misbehaving server sends. ``{auth}`` in an
+answer's body is replaced by the credential the request carried (``Authorization:
+Bearer`` or ``api-key``), as a gateway that echoes the key would.
 """
 
 from __future__ import annotations
@@ -115,6 +117,23 @@ class ScriptedServer:
                 index = len(self.requests)
                 self.requests.append((head, body))
                 answer = self.answers[min(index, len(self.answers) - 1)]
+                if b"{auth}" in answer.body:
+                    answer = Answer(
+                        answer.status,
+                        answer.headers,
+                        answer.body.replace(b"{auth}", credential_of(head)),
+                    )
                 conn.sendall(answer.encode())
             except OSError:
                 return
+
+
+def credential_of(head: bytes) -> bytes:
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        name, value = name.strip().lower(), value.strip()
+        if name == b"authorization":
+            return value.removeprefix(b"Bearer ")
+        if name == b"api-key":
+            return value
+    return b""

@@ -12,16 +12,23 @@ import os
 import secrets
 import subprocess
 import sys
+import traceback
 from pathlib import Path
 
 import pytest
+from hostile_server import Answer, ScriptedServer
+from secret_support import wait_until
 
 from rakka_provider_openai.emulator import Emulator
+from rakka_runtime.errors import InferenceError
+from rakka_runtime.redaction import REDACTED
+from rakka_testing import RuntimeFactory
 
 BIN = Path(sys.executable).parent
 RAKKA = str(BIN / "rakka")
 FIRST = "sk-canary-" + secrets.token_hex(12)
 SECOND = "line-two-" + secrets.token_hex(12)
+BARE = secrets.token_hex(16)  # an Azure-style key: no "sk-" for a pattern to catch
 
 
 def run_rakka(
@@ -38,8 +45,8 @@ def run_rakka(
 
 def assert_no_key(*texts: str) -> None:
     for text in texts:
-        assert FIRST not in text and SECOND not in text
-        assert FIRST[-8:] not in text and SECOND[:12] not in text
+        assert FIRST not in text and SECOND not in text and BARE not in text
+        assert FIRST[-8:] not in text and SECOND[:12] not in text and BARE[-8:] not in text
 
 
 @pytest.mark.parametrize(
@@ -108,3 +115,107 @@ def test_a_key_with_a_control_character_or_beyond_latin_1_is_refused() -> None:
     assert resolve_secret(InlineSecret(value=Secret("pass€word")), header=False)
     with pytest.raises(ConfigError):
         resolve_secret(InlineSecret(value=Secret("pass\nword")), header=False)
+
+
+# --- a server that echoes the key (item 6) --------------------------------------------------
+
+ECHO_BODY = (
+    b'{"error": {"message": "gateway: key {auth} rejected (Authorization: Bearer {auth})",'
+    b' "type": "invalid_request_error", "code": "bad_key"}}'
+)
+
+
+def echo_answer(status: int) -> Answer:
+    return Answer(status, {"content-type": "application/json"}, ECHO_BODY)
+
+
+def sse_echo() -> Answer:
+    chunk = {
+        "id": "c",
+        "object": "chat.completion.chunk",
+        "created": 0,
+        "model": "gpt-4o-mini",
+        "choices": [{"index": 0, "delta": {"content": "partial "}, "finish_reason": None}],
+    }
+    error = {"error": {"message": "upstream said: {auth} is over quota", "type": "server_error"}}
+    body = f"data: {json.dumps(chunk)}\n\ndata: {json.dumps(error)}\n\n".encode()
+    return Answer(200, {"content-type": "text/event-stream"}, body)
+
+
+def texts_of(error: InferenceError) -> list[str]:
+    partial = error.partial
+    return [
+        str(error),
+        repr(error),
+        json.dumps(error.to_dict()),
+        "".join(traceback.format_exception(error)),
+        partial.text if partial is not None else "",
+    ]
+
+
+@pytest.mark.parametrize(
+    "answer", [echo_answer(400), echo_answer(401), echo_answer(500), sse_echo()]
+)
+def test_an_echoed_key_is_redacted_from_the_error(
+    make_runtime: RuntimeFactory, monkeypatch: pytest.MonkeyPatch, answer: Answer
+) -> None:
+    monkeypatch.setenv("RAKKA_HOSTILE_KEY", BARE)
+    with ScriptedServer([answer]) as server:
+        rt = make_runtime(
+            server, "deployment.api_key.name=RAKKA_HOSTILE_KEY", "deployment.retry.max_retries=0"
+        )
+        with pytest.raises(InferenceError) as info:
+            rt.chat("hi", stream=answer.headers["content-type"] == "text/event-stream")
+        assert any(BARE.encode() in head for head, _ in server.requests)  # it was sent
+    texts = texts_of(info.value)
+    assert_no_key(*texts)
+    assert REDACTED in texts[0]
+
+
+def test_the_key_a_rotation_replaced_is_redacted_too(
+    make_runtime: RuntimeFactory, tmp_path: Path
+) -> None:
+    key_file = tmp_path / "key"
+    key_file.write_text(BARE)
+    # A gateway that still has the old key at hand and echoes it.
+    stale = Answer(
+        400, {"content-type": "application/json"}, ECHO_BODY.replace(b"{auth}", BARE.encode())
+    )
+    with ScriptedServer([stale]) as server:
+        rt = make_runtime(
+            server,
+            "~deployment.api_key",
+            f"+deployment.api_key={{from: file, path: '{key_file}'}}",
+            "deployment.retry.max_retries=0",
+        )
+        key_file.write_text(SECOND)
+        session = rt.session
+        assert session is not None
+        wait_until(lambda: session.swaps == 1 or session.refresh())
+        with pytest.raises(InferenceError) as info:
+            rt.chat("hi", stream=False)
+    assert_no_key(*texts_of(info.value))
+
+
+def test_an_echoed_key_never_reaches_json_output_or_batch_records(
+    tmp_path: Path,
+) -> None:
+    source = tmp_path / "in.jsonl"
+    source.write_text(
+        json.dumps({"custom_id": "a", "messages": [{"role": "user", "content": "hi"}]}) + "\n"
+    )
+    output = tmp_path / "out.jsonl"
+    with ScriptedServer([echo_answer(400)]) as server:
+        overrides = [
+            "deployment=openai",
+            f"deployment.variant.endpoint={server.url}/v1",
+            "deployment.api_key.name=RAKKA_HOSTILE_KEY",
+        ]
+        chat = run_rakka(["chat", "--json", "hi", *overrides], BARE)
+        batch = run_rakka(["batch", str(source), "-o", str(output), *overrides], BARE)
+    assert chat.returncode == 1, chat.stderr
+    assert json.loads(chat.stdout)["error"]["kind"] == "bad_request"
+    assert batch.returncode == 0, batch.stderr
+    record = json.loads(output.read_text())
+    assert record["error"]["code"] == "bad_request" and REDACTED in record["error"]["message"]
+    assert_no_key(chat.stdout, chat.stderr, batch.stdout, batch.stderr, output.read_text())
