@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 import urllib3
 
 from rakka_runtime.errors import ConfigError, Unauthorized
+from rakka_runtime.secret_value import SecretHeader
 from rakka_runtime.secrets import Secret
 
 if TYPE_CHECKING:
@@ -63,10 +64,27 @@ class SessionSnapshot:
         return f"SessionSnapshot(version={self.version}, headers={sorted(self.headers)})"
 
 
+SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "api-key", "x-api-key"})
+"""Header names whose value is a credential whatever the provider put in it."""
+
+
+def hide_secret_headers(headers: Mapping[str, str], credential: Secret | None) -> dict[str, str]:
+    """``headers`` with each value that holds a secret (a credential header by name, or
+    any value containing the credential) as a :class:`SecretHeader`, whose repr is a
+    mask: a provider's header builder need not know about it."""
+    value = credential.reveal() if credential is not None else ""
+    return {
+        name: SecretHeader(text)
+        if name.lower() in SECRET_HEADERS or (value and value in text)
+        else text
+        for name, text in headers.items()
+    }
+
+
 def _make(credential: Secret | None, headers: Mapping[str, str], version: int) -> SessionSnapshot:
     return SessionSnapshot(
         credential,
-        MappingProxyType(dict(headers)),
+        MappingProxyType(hide_secret_headers(headers, credential)),
         version,
         getattr(credential, "refresh_at", None),
         getattr(credential, "expires_at", None),

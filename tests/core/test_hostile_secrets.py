@@ -219,3 +219,54 @@ def test_an_echoed_key_never_reaches_json_output_or_batch_records(
     record = json.loads(output.read_text())
     assert record["error"]["code"] == "bad_request" and REDACTED in record["error"]["message"]
     assert_no_key(chat.stdout, chat.stderr, batch.stdout, batch.stderr, output.read_text())
+
+
+# --- tracebacks that capture locals (item 7) ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fault", "stream"),
+    [
+        ("server_error", False),
+        ("reset", False),
+        ("reset", True),
+        ("cut;after=1", True),
+        ("stall;seconds=3", False),
+    ],
+)
+def test_a_traceback_capturing_locals_never_holds_the_key(
+    make_runtime: RuntimeFactory, monkeypatch: pytest.MonkeyPatch, fault: str, stream: bool
+) -> None:
+    monkeypatch.setenv("RAKKA_HOSTILE_KEY", BARE)
+    with Emulator(keys=[BARE]) as emu:
+        emu.set_scenario({"rules": [{"fault": fault, "every": 1}]})
+        rt = make_runtime(
+            emu,
+            "deployment.api_key.name=RAKKA_HOSTILE_KEY",
+            "deployment.retry.max_retries=0",
+            "deployment.timeouts.request_timeout=500ms",
+        )
+        with pytest.raises(InferenceError) as info:
+            if stream:
+                for _ in rt.stream("hi"):
+                    pass
+            else:
+                rt.chat("hi", stream=False)
+    # What Sentry and other error reporters record: every frame's locals, the whole chain.
+    report = traceback.TracebackException.from_exception(info.value, capture_locals=True)
+    text = "".join(report.format())
+    assert "Authorization" in text or "headers" in text  # the send path's locals are there
+    assert_no_key(text)
+
+
+def test_any_provider_s_credential_headers_repr_masked() -> None:
+    from rakka_runtime.secret_value import Secret
+    from rakka_runtime.session import hide_secret_headers
+
+    headers = hide_secret_headers(
+        {"X-Custom-Auth": f"Token {BARE}", "api-key": "short", "Accept": "text/plain"},
+        Secret(BARE),
+    )
+    assert BARE not in repr(headers) and "short" not in repr(headers)
+    assert headers["X-Custom-Auth"] == f"Token {BARE}"  # sent as it is
+    assert repr(headers["Accept"]) == "'text/plain'"

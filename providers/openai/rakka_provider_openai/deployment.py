@@ -14,7 +14,7 @@ from urllib.parse import quote
 
 from rakka_runtime import __version__
 from rakka_runtime.config.schema import ConfigModel, DeploymentConfig, EntraAuth
-from rakka_runtime.secret_value import Secret
+from rakka_runtime.secret_value import Secret, SecretHeader
 
 USER_AGENT = f"rakka-runtime/{__version__}"
 OPENAI_ENDPOINT = "https://api.openai.com/v1"
@@ -93,12 +93,12 @@ def auth_headers(deployment: DeploymentConfig, credential: Secret | None) -> Map
     if isinstance(variant, AzureVariant):
         if credential is not None:
             if entra:
-                headers["Authorization"] = f"Bearer {credential.reveal()}"
+                headers["Authorization"] = SecretHeader(f"Bearer {credential.reveal()}")
             else:
-                headers["api-key"] = credential.reveal()
+                headers["api-key"] = SecretHeader(credential.reveal())
     else:
         if credential is not None:
-            headers["Authorization"] = f"Bearer {credential.reveal()}"
+            headers["Authorization"] = SecretHeader(f"Bearer {credential.reveal()}")
         organization = getattr(deployment, "organization", None)
         project = getattr(deployment, "project", None)
         if organization:
