@@ -37,6 +37,7 @@ from rakka_runtime.config.markers import ParseInstead
 from rakka_runtime.secret_value import Secret
 
 __all__ = [
+    "PLUGIN_LOCATORS",
     "SECRET_MEMBERS",
     "URL_PASSWORD",
     "ApiKeyAuth",
@@ -63,6 +64,7 @@ __all__ = [
     "SecretRefUnion",
     "SecretWatch",
     "Timeouts",
+    "near_builtin_source",
 ]
 
 NonEmptyStr = Annotated[str, MinLen(1)]
@@ -144,6 +146,20 @@ class PluginSecret(_SecretRefModel):
     def __post_init__(self) -> None:
         if self.source in _BUILTIN_SOURCES:
             raise ValueError(f"{self.source!r} is a built-in source, not a plugin one")
+        near = near_builtin_source(self.source)
+        if near is not None:
+            # {from: inlin, value: K} would otherwise be a plugin reference that is printed
+            # and compiled in clear: a near miss of a built-in is a typo, not a plugin.
+            raise ValueError(
+                f"unknown secret source {self.source!r}: did you mean {near!r}? "
+                f"(built-in sources: {', '.join(_BUILTIN_SOURCES)}; a plugin source must "
+                "not be one letter off a built-in one)"
+            )
+        if not _SOURCE_NAME.fullmatch(self.source):
+            raise ValueError(
+                f"malformed secret source {self.source!r}: expected a name of letters, "
+                "digits, '_', '-' or '.' (a plugin's source)"
+            )
 
     def as_config(self) -> dict[str, Any]:
         """The flat form config files use."""
@@ -154,6 +170,40 @@ class PluginSecret(_SecretRefModel):
         from pydantic_core import core_schema
 
         return core_schema.no_info_before_validator_function(collect_plugin_params, handler(source))
+
+
+_SOURCE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
+
+PLUGIN_LOCATORS = frozenset(
+    {"name", "path", "field", "key", "mount", "version", "region", "project", "namespace"}
+)
+"""Parameters of a plugin secret reference that say where a secret lives, shown by
+``rakka config show`` and written by ``config compile``; every other parameter may be a
+credential for the secret store itself (``secret_id``, ``role_token``) and is masked, or
+refused by compile."""
+
+
+def near_builtin_source(source: str) -> str | None:
+    """The built-in source ``source`` is a typo of (case, one letter added, dropped,
+    changed or two swapped), or ``None``."""
+    lowered = source.lower()
+    for builtin in _BUILTIN_SOURCES:
+        if lowered == builtin or _one_edit(lowered, builtin):
+            return builtin
+    return None
+
+
+def _one_edit(a: str, b: str) -> bool:
+    if abs(len(a) - len(b)) > 1 or a == b:
+        return False
+    if len(a) == len(b):
+        diff = [i for i in range(len(a)) if a[i] != b[i]]
+        if len(diff) == 1:
+            return True
+        i, j = diff[0], diff[-1]
+        return len(diff) == 2 and j == i + 1 and a[i] == b[j] and a[j] == b[i]
+    short, long = (a, b) if len(a) < len(b) else (b, a)
+    return any(long[:i] + long[i + 1 :] == short for i in range(len(long)))
 
 
 SECRET_MEMBERS: dict[str, type[_SecretRefModel]] = {
