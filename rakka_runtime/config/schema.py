@@ -31,6 +31,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from annotated_types import Ge, Gt, Interval, Le, MinLen
 
+from rakka_runtime.config.checks import Number, RedisUrl
 from rakka_runtime.config.durations import Duration, PositiveDuration, format_duration
 from rakka_runtime.config.errors import SECRET_REF_ERROR, SECRET_TAG_PREFIX
 from rakka_runtime.config.markers import ParseInstead
@@ -68,10 +69,14 @@ __all__ = [
 ]
 
 NonEmptyStr = Annotated[str, MinLen(1)]
-NonNegativeInt = Annotated[int, Ge(0)]
-PositiveInt = Annotated[int, Gt(0)]
-NonNegativeFloat = Annotated[float, Ge(0)]
-PositiveFloat = Annotated[float, Gt(0)]
+# Number: a bool is not 1, and a float must be finite (a price of 1e309 is not a price).
+NonNegativeInt = Annotated[int, Number, Ge(0)]
+PositiveInt = Annotated[int, Number, Gt(0)]
+NonNegativeFloat = Annotated[float, Number, Ge(0)]
+PositiveFloat = Annotated[float, Number, Gt(0)]
+
+MAX_CONCURRENT_REQUESTS = 10_000
+"""Most ``rate_limits.concurrent_requests`` (the connection pool is sized from it)."""
 
 URL_PASSWORD = re.compile(r"(\w[\w+.-]*://[^/@\s:]*:)[^/@\s]+@")
 """A URL's userinfo password (``redis://:pass@host``); group 1 is what precedes it."""
@@ -274,7 +279,7 @@ class RetryPolicy(ConfigModel):
     max_retries: NonNegativeInt = 3
     initial_backoff: Duration = 1.0
     max_backoff: Duration = 60.0
-    backoff_multiplier: Annotated[float, Ge(1.0)] = 2.0
+    backoff_multiplier: Annotated[float, Number, Ge(1.0)] = 2.0
     jitter: Literal["none", "equal", "full"] = "equal"
     respect_retry_after: bool = True
     # A longer Retry-After fails the call rather than parking it; None: no cap.
@@ -304,7 +309,7 @@ class RedisBackend(ConfigModel):
     died stays taken (live processes renew theirs).
     """
 
-    url: str = field(
+    url: RedisUrl = field(
         default="redis://127.0.0.1:6379/0", metadata={"pattern": r"^(rediss?|unix)://"}
     )
     # A secret reference (env, file or inline), read again for every new connection, so a
@@ -346,7 +351,7 @@ class CircuitBreakerPolicy(ConfigModel):
     half_open_max_probes: PositiveInt = 1
     window: PositiveDuration | None = None
     min_calls: PositiveInt = 20
-    failure_rate: Annotated[float, Interval(ge=0.0, le=1.0)] | None = None
+    failure_rate: Annotated[float, Number, Interval(ge=0.0, le=1.0)] | None = None
     backend: Literal["local", "redis"] = "local"
     redis: BreakerRedisBackend = field(default_factory=BreakerRedisBackend)
 
@@ -360,7 +365,7 @@ class RateLimitPolicy(ConfigModel):
     enabled: bool = True
     requests_per_minute: PositiveInt | None = None
     tokens_per_minute: PositiveInt | None = None
-    concurrent_requests: PositiveInt | None = None
+    concurrent_requests: Annotated[int, Number, Gt(0), Le(MAX_CONCURRENT_REQUESTS)] | None = None
     on_capacity_exhausted: Literal["queue", "reject"] = "queue"
     # The longest a provider's hint (a 429's retry-after) pauses the deployment.
     max_pause: PositiveDuration = 60.0
@@ -503,10 +508,20 @@ def _as_of(value: Any) -> date | str:
         try:
             return date.fromisoformat(value.strip())
         except ValueError:
+            pass
+        # A label must still date the prices ("Aug 2025", "2025-08"): one without a year
+        # ("not a date") would hide how stale the table is.
+        if _YEAR.search(value):
             return value.strip()
     from pydantic_core import PydanticCustomError  # only to report a bad value
 
-    raise PydanticCustomError("config", f"{value!r} is not a date or a label (use YYYY-MM-DD)")
+    raise PydanticCustomError(
+        "config",
+        f"{value!r} is not a date or a label with a year (use YYYY-MM-DD, or e.g. 'Aug 2025')",
+    )
+
+
+_YEAR = re.compile(r"(?<!\d)(19|20|21)\d\d(?!\d)")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

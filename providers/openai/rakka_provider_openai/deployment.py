@@ -13,6 +13,7 @@ from typing import Literal
 from urllib.parse import quote
 
 from rakka_runtime import __version__
+from rakka_runtime.config.checks import Endpoint, HeaderText, quote_value
 from rakka_runtime.config.schema import ConfigModel, DeploymentConfig, EntraAuth
 from rakka_runtime.secret_value import Secret, SecretHeader
 
@@ -23,7 +24,7 @@ OPENAI_ENDPOINT = "https://api.openai.com/v1"
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DirectVariant(ConfigModel):
     kind: Literal["direct"] = "direct"
-    endpoint: str | None = OPENAI_ENDPOINT
+    endpoint: Endpoint | None = OPENAI_ENDPOINT
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -32,7 +33,7 @@ class AzureVariant(ConfigModel):
     resource: str | None = None
     deployment: str
     api_version: str = "2024-10-21"
-    endpoint: str | None = None
+    endpoint: Endpoint | None = None
 
     def __post_init__(self) -> None:
         if not self.resource and not self.endpoint:
@@ -48,12 +49,19 @@ class OpenAIDeployment(DeploymentConfig):
     """``provider: openai``: direct by default; the seed's Azure variant is accepted too."""
 
     variant: Variant = field(default_factory=DirectVariant, metadata={"discriminator": "kind"})
-    organization: str | None = None
-    project: str | None = None
+    organization: HeaderText | None = None
+    project: HeaderText | None = None
 
     def __post_init__(self) -> None:
         DeploymentConfig.__post_init__(self)  # (slots=True classes cannot use super())
         variant = self.variant
+        if self.embedded_emulator and variant.endpoint not in (None, OPENAI_ENDPOINT):
+            # (The default endpoint is what a deployment without a variant gets.)
+            raise ValueError(
+                "embedded_emulator starts its own server and would ignore variant.endpoint "
+                f"{quote_value(variant.endpoint)}: set variant.endpoint: null, or "
+                "embedded_emulator: false to use that endpoint"
+            )
         if (
             isinstance(variant, DirectVariant)
             and not variant.endpoint
