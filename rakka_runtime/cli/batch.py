@@ -266,6 +266,15 @@ class _StopOnSignals:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if self.received is not None:
+            # Stopping already, and the process exits with 128 + the first signal: ignore
+            # any further one. Restoring the default handler here let a second Ctrl-C a
+            # moment after the run ended kill the process by the signal instead; so would
+            # our handler, which the interpreter resets to the default while it finalizes
+            # (it leaves SIG_IGN alone).
+            for signum in self._previous:
+                signal.signal(signum, signal.SIG_IGN)
+            return
         for signum, previous in self._previous.items():
             signal.signal(signum, previous)
 

@@ -222,3 +222,23 @@ def test_lines_refused_by_a_pause_are_not_done_and_the_resume_sends_them(
     resumed = run_batch(resume_words(done.stderr))
     assert resumed.returncode == 0, resumed.stderr
     assert_exactly_once(read_records(output), (f"req-{i}" for i in range(6)))
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_second_signal_just_after_the_first_still_exits_128_plus_the_first(
+    tmp_path: Path, emulator_process: StartEmulator, signum: signal.Signals
+) -> None:
+    # Fast requests: the run ends a moment after the first signal, and the second one
+    # lands while the process prints its summary and exits.
+    emulator = emulator_process({"rules": [{"fault": "stall;seconds=0.05", "every": 1}]})
+    source = write_requests(tmp_path / "in.jsonl", 400)
+    for delay in (0.1, 0.2, 0.3):
+        output = tmp_path / f"out-{delay}.jsonl"
+        proc = start_batch(batch_command(source, output, emulator.url, "-c", "2"))
+        wait_for_lines(output, 4, proc, timeout=30)
+        proc.send_signal(signum)
+        time.sleep(delay)  # the gap between the two signals is what is tested
+        proc.send_signal(signum)
+        _, stderr = proc.communicate(timeout=30)
+        assert proc.returncode == 128 + signum, (delay, proc.returncode, stderr)
+        assert f"stopped by {signum.name}" in stderr
