@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
-from rakka_runtime.errors import InferenceError
+from rakka_runtime.errors import Cancelled, InferenceError
 from rakka_runtime.pricing import Spend
 from rakka_runtime.types import Attempt, ChatResult, ExecuteBatch, TokenChunk
 
@@ -169,8 +169,10 @@ class RunHandle:
         if not self._done:
             for _ in self:
                 pass
-        if self.state.result is None:  # a layer swallowed the end of the stream
-            raise InferenceError("the request ended without a result")
+        if self.state.result is None:
+            if self.state.cancelled:  # the reader already got Cancelled; so does this call
+                raise Cancelled("cancelled by the caller")
+            raise InferenceError("the request ended without a result")  # a layer swallowed it
         return self.state.result
 
     def cancel(self) -> None:
