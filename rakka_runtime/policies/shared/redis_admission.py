@@ -162,9 +162,12 @@ class SharedAdmission:
         self._unsettled: deque[_Unsettled] = deque()
         self._unsettled_lock = threading.Lock()
         self._settling = False  # the retry thread runs
+        self._closed = False
 
     def close(self) -> None:
-        """Close the Redis connections (the runtime closes its middlewares on close)."""
+        """Close the Redis connections (the runtime closes its middlewares on close).
+        Settlements still waiting for Redis are given up: their leases expire."""
+        self._closed = True
         self._store.close()
 
     @classmethod
@@ -382,8 +385,9 @@ class SharedAdmission:
                 self._cond.notify_all()
 
     def _try(self, tokens: int) -> tuple[Reservation, SharedGrant | None]:
-        if self._unsettled:
-            self._retry_unsettled()  # Redis answers again: free what a stall kept first
+        if self._unsettled and not self._retry_unsettled():
+            # Free what a stall kept first; Redis failed again, so the reservation would too.
+            raise BackendUnavailable(f"Redis at {self._store.url} is down")
         with self._cond:
             wants = tuple(
                 (bucket, 1 if dimension == "requests" else tokens)
@@ -508,16 +512,16 @@ class SharedAdmission:
     def _settle_loop(self) -> None:
         while True:
             time.sleep(SETTLE_POLL)  # Redis's own time, as leases: not an injected clock
-            if self._store.usable():
+            if not self._closed and self._store.usable():
                 self._retry_unsettled()
             with self._unsettled_lock:
-                if not self._unsettled:
+                if not self._unsettled or self._closed:
                     self._settling = False
                     return
 
-    def _retry_unsettled(self) -> None:
+    def _retry_unsettled(self) -> bool:
         """Settle what a Redis failure interrupted, oldest first; stop at the first failure
-        (Redis is down again: the rest waits for the next try)."""
+        (Redis is down again: the rest waits for the next try). Returns False then."""
         with self._unsettled_lock:
             pending = list(self._unsettled)
             self._unsettled.clear()
@@ -534,9 +538,10 @@ class SharedAdmission:
                     later.insert(0, dataclasses.replace(entry, only_if_held=True))
                 with self._unsettled_lock:
                     self._unsettled.extendleft(reversed(later))
-                return
+                return False
         with self._cond:
             self._cond.notify_all()  # freed slots: the head of the line may fit now
+        return True
 
     def unsettled(self) -> int:
         """Settlements waiting for Redis to answer again (tests, metrics)."""
