@@ -15,12 +15,26 @@ import pytest
 
 from rakka_runtime.config.compiled import compile_config
 from rakka_runtime.config.loader import dump_config_yaml, load_config
+from rakka_runtime.config.schema import PluginSecret
 from rakka_runtime.errors import ConfigError
-from rakka_runtime.plugins import PluginHooks
+from rakka_runtime.hookspecs import hookimpl
+from rakka_runtime.plugins import PluginHooks, make_plugin_manager
 from rakka_runtime.runtime import resolve_deployment
 
 CANARY = "canary-" + "5e3c0a9d71f24b8e"
 RAKKA = str(Path(sys.executable).parent / "rakka")
+
+
+class Vault:
+    """A secret-source plugin (never asked here: nothing is resolved)."""
+
+    @hookimpl
+    def rakka_secret_source(self, ref: PluginSecret) -> str | None:
+        return None
+
+
+def vault_hooks() -> PluginHooks:
+    return PluginHooks(make_plugin_manager(extra_plugins=[("vault", Vault())]))
 
 
 def rakka(*args: str) -> subprocess.CompletedProcess[str]:
@@ -71,7 +85,7 @@ def test_everything_under_a_plugin_reference_but_its_locators_is_masked() -> Non
     shown = dump_config_yaml(config)
     assert CANARY not in shown
     assert "path: kv/openai" in shown and "field: key" in shown and "from: vault" in shown
-    _, deployment = resolve_deployment(config, PluginHooks())
+    _, deployment = resolve_deployment(config, vault_hooks())
     with pytest.raises(ConfigError) as info:
         compile_config(config, deployment)
     assert info.value.path.startswith("deployment.api_key")
@@ -86,7 +100,7 @@ def test_a_plugin_reference_of_locators_only_still_compiles() -> None:
             "+deployment.api_key={from: vault, path: kv/openai, field: key}",
         ]
     )
-    _, deployment = resolve_deployment(config, PluginHooks())
+    _, deployment = resolve_deployment(config, vault_hooks())
     compiled = compile_config(config, deployment)
     assert compiled["config"]["deployment"]["api_key"] == {
         "from": "vault",
@@ -94,3 +108,18 @@ def test_a_plugin_reference_of_locators_only_still_compiles() -> None:
         "field": "key",
     }
     assert json.dumps(compiled)
+
+
+def test_a_plugin_source_with_no_secret_source_plugin_installed_is_unknown() -> None:
+    config = load_config(
+        [
+            "deployment=openai",
+            "~deployment.api_key",
+            f"+deployment.api_key={{from: vault, path: kv/openai, secret_id: {CANARY}}}",
+        ]
+    )
+    with pytest.raises(ConfigError) as info:
+        resolve_deployment(config, PluginHooks())
+    assert info.value.path == "deployment.api_key"
+    assert "unknown secret source 'vault'" in str(info.value)
+    assert CANARY not in str(info.value)
