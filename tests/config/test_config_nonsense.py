@@ -138,3 +138,20 @@ def test_sane_values_still_pass(capsys: pytest.CaptureFixture[str]) -> None:
         )
     assert info.value.code in (0, None)
     assert "org-abc123" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("override", "path"),
+    [
+        ("deployment.variant.resource='evil.com/x?'", "deployment.variant.resource"),
+        ("deployment.variant.endpoint=notaurl", "deployment.variant.endpoint"),
+    ],
+)
+def test_azure_resource_and_endpoint_must_make_a_url(
+    override: str, path: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["config", "show", "deployment=azure", override])
+    err = capsys.readouterr().err
+    assert info.value.code == 2, err
+    assert path in err and "Traceback" not in err, err

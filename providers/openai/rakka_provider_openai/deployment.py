@@ -30,7 +30,10 @@ class DirectVariant(ConfigModel):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AzureVariant(ConfigModel):
     kind: Literal["azure"] = "azure"
-    resource: str | None = None
+    # The host label of https://<resource>.openai.azure.com: a DNS label, nothing else.
+    resource: str | None = field(
+        default=None, metadata={"pattern": r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$"}
+    )
     deployment: str
     api_version: str = "2024-10-21"
     endpoint: Endpoint | None = None
