@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from rakka_runtime.secret_value import Secret
+from rakka_runtime.secret_value import Secret, SecretHeader
 
 if TYPE_CHECKING:
     from rakka_runtime.errors import InferenceError
@@ -37,7 +37,12 @@ def session_secrets(session: Session | None) -> tuple[str, ...]:
     rotation, the one it replaced."""
     if session is None:
         return ()
-    return tuple(secret.reveal() for secret in session.credentials() if isinstance(secret, Secret))
+    # As SecretHeader: a frame holding them (this module's, if it ever failed) reprs masked.
+    return tuple(
+        SecretHeader(secret.reveal())
+        for secret in session.credentials()
+        if isinstance(secret, Secret)
+    )
 
 
 def redact_text(text: str, secrets: Iterable[str]) -> str:

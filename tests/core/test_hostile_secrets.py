@@ -270,3 +270,25 @@ def test_any_provider_s_credential_headers_repr_masked() -> None:
     assert BARE not in repr(headers) and "short" not in repr(headers)
     assert headers["X-Custom-Auth"] == f"Token {BARE}"  # sent as it is
     assert repr(headers["Accept"]) == "'text/plain'"
+
+
+def test_redact_error_scrubs_every_text_field() -> None:
+    from rakka_runtime.errors import BadRequest
+    from rakka_runtime.redaction import redact_error
+    from rakka_runtime.types import ChatResult, ToolCall
+
+    partial = ChatResult("r", text=f"said {BARE}")
+    partial.tool_calls.append(ToolCall("c", "f", f'{{"k": "{BARE}"}}'))
+    error = BadRequest(
+        f"key {BARE} and {SECOND}", code=f"bad_{BARE}", request_id=BARE, partial=partial
+    )
+    redact_error(error, [BARE, SECOND, "short"])
+    assert_no_key(
+        str(error),
+        repr(error),
+        error.code or "",
+        error.request_id or "",
+        partial.text,
+        partial.tool_calls[0].arguments,
+    )
+    assert error.message == f"key {REDACTED} and {REDACTED}"
