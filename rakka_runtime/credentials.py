@@ -11,13 +11,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from rakka_runtime.config.schema import DeploymentConfig, EntraAuth, FileSecret
+from rakka_runtime.config.schema import DeploymentConfig, EntraAuth, FileSecret, PluginSecret
 from rakka_runtime.errors import ConfigError
 from rakka_runtime.plugins import PluginHooks
 from rakka_runtime.secrets import Secret, resolve_secret
 from rakka_runtime.tokens import fetch_token
 
-__all__ = ["credential_resolver", "watched_files"]
+__all__ = ["check_secret_sources", "credential_resolver", "watched_files"]
 
 CredentialResolver = Callable[[], Secret | None]
 
@@ -48,6 +48,22 @@ def credential_resolver(deployment: DeploymentConfig, hooks: PluginHooks) -> Cre
         return resolve_secret(ref, path="deployment.api_key", plugin_resolver=hooks.resolve_secret)
 
     return resolve
+
+
+def check_secret_sources(deployment: DeploymentConfig, hooks: PluginHooks) -> None:
+    """A plugin secret source is unknown for certain when no installed plugin offers any
+    (``rakka_secret_source``): say so now (``config show``/``compile`` included), not at
+    the first request. Which sources a plugin serves is only known by asking it, at start.
+
+    :raises ConfigError: naming ``deployment.api_key`` and the source, never a parameter.
+    """
+    ref = deployment.api_key
+    if isinstance(ref, PluginSecret) and not hooks.offers_secret_sources():
+        raise ConfigError(
+            "deployment.api_key",
+            f"unknown secret source {ref.source!r}: it is not built in (env, file, inline) "
+            "and no installed plugin provides secret sources",
+        )
 
 
 def watched_files(deployment: DeploymentConfig) -> list[Path]:

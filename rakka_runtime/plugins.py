@@ -108,6 +108,10 @@ class PluginHooks:
         value: str | None = self.pm.hook.rakka_secret_source(ref=ref)
         return value
 
+    def offers_secret_sources(self) -> bool:
+        """Whether any registered plugin implements ``rakka_secret_source``."""
+        return bool(self.pm.hook.rakka_secret_source.get_hookimpls())
+
     def token_provider(self, name: str) -> TokenProvider | None:
         provider: TokenProvider | None = self.pm.hook.rakka_token_provider(name=name)
         return provider

@@ -14,7 +14,7 @@ from typing import Any
 
 from rakka_runtime.config.schema import DeploymentConfig, RakkaConfig, RateLimitPolicy
 from rakka_runtime.core.flow import DeploymentCore
-from rakka_runtime.credentials import credential_resolver, watched_files
+from rakka_runtime.credentials import check_secret_sources, credential_resolver, watched_files
 from rakka_runtime.drivers import sync, sync_transport
 from rakka_runtime.errors import ConfigError, InvalidRequest
 from rakka_runtime.plugins import PluginHooks
@@ -53,11 +53,14 @@ def resolve_deployment(
                 f"a {type(deployment).__name__} is not a {provider.config_model.__name__}, "
                 f"the deployment class of provider {kind!r}",
             )
+        check_secret_sources(deployment, hooks)
         return provider, deployment
     # pydantic is loaded here, on the first raw (composed) config, not at import.
     from rakka_runtime.config.validation import validate_deployment
 
-    return provider, validate_deployment(deployment, provider.config_model)
+    validated = validate_deployment(deployment, provider.config_model)
+    check_secret_sources(validated, hooks)
+    return provider, validated
 
 
 class Runtime:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hmac
 from typing import Any, NoReturn
 
-__all__ = ["MASK", "Secret"]
+__all__ = ["MASK", "Secret", "SecretHeader"]
 
 MASK = "**********"
 
@@ -75,3 +75,24 @@ class Secret:
 
 def _unwrap_secret(value: object) -> object:
     return value.reveal() if isinstance(value, Secret) else value
+
+
+class SecretHeader(str):
+    """A header value that holds a secret (``Bearer <key>``, an ``api-key``): a ``str``
+    that sends as itself but whose repr is a mask.
+
+    Header dicts are reprs waiting to happen: an error reporter that records a frame's
+    locals (``traceback.TracebackException(capture_locals=True)``, Sentry) reprs every
+    dict the send path holds. With the value in this type every such dict shows
+    ``'**********'``. ``str(value)`` and formatting still give the real text (for the
+    one place that writes it to the socket), so never log those.
+    """
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return f"'{MASK}'"
+
+    def __reduce__(self) -> tuple[type[str], tuple[str]]:
+        # A pickle is data, not a repr: it keeps the value (as Secret does), as a SecretHeader.
+        return (SecretHeader, (str(self),))

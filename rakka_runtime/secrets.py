@@ -23,7 +23,7 @@ from rakka_runtime.config.schema import (
 from rakka_runtime.errors import ConfigError
 from rakka_runtime.secret_value import MASK, Secret
 
-__all__ = ["MASK", "PluginResolver", "Secret", "resolve_secret"]
+__all__ = ["MASK", "PluginResolver", "Secret", "header_unsafe", "resolve_secret"]
 
 logger = logging.getLogger("rakka_runtime.secrets")
 
@@ -36,6 +36,7 @@ def resolve_secret(
     *,
     path: str = "deployment.api_key",
     plugin_resolver: PluginResolver | None = None,
+    header: bool = True,
 ) -> Secret:
     """Read the secret ``ref`` points at.
 
@@ -47,25 +48,30 @@ def resolve_secret(
     - any other source: ``plugin_resolver(ref)`` (the ``rakka_secret_source`` hook).
 
     :param path: the config path of the reference, named in every error.
-    :raises ConfigError: when the secret is missing, unreadable or empty, or no plugin
-        resolves it. The message never contains the secret.
+    :param header: the value goes into an HTTP header (an API key): characters beyond
+        Latin-1 are refused too. Otherwise (a Redis password) only line breaks and other
+        control characters are.
+    :raises ConfigError: when the secret is missing, unreadable or empty, holds a line
+        break or a character a header cannot carry, or no plugin resolves it. The message
+        never contains the secret.
     """
     if isinstance(ref, EnvSecret):
         raw = os.environ.get(ref.name)
         if raw is None:
             _fail(path, f"environment variable {ref.name} is not set")
-        return _non_empty(raw, path, f"environment variable {ref.name}")
+        return _checked(raw, path, f"environment variable {ref.name}", header)
     if isinstance(ref, FileSecret):
-        return _non_empty(_read_file(ref, path), path, f"secret file '{ref.path}'")
+        return _checked(_read_file(ref, path), path, f"secret file '{ref.path}'", header)
     if isinstance(ref, InlineSecret):
         logger.warning(
             "%s: inline secrets are for tests only; use {from: env, name: ...} or "
             "{from: file, path: ...} in real deployments",
             path,
         )
-        return _non_empty(ref.value.reveal(), path, "inline secret")
+        return _checked(ref.value.reveal(), path, "inline secret", header)
     if isinstance(ref, PluginSecret):
-        return _non_empty(_from_plugin(ref, path, plugin_resolver), path, _plugin_name(ref))
+        value = _from_plugin(ref, path, plugin_resolver)
+        return _checked(value, path, _plugin_name(ref), header)
     raise TypeError(f"not a secret reference: {type(ref).__name__}")
 
 
@@ -115,10 +121,29 @@ def _plugin_name(ref: PluginSecret) -> str:
     return f"secret source {ref.source!r}"
 
 
-def _non_empty(value: str, path: str, what: str) -> Secret:
+def header_unsafe(value: str, *, header: bool = True) -> str | None:
+    """Why ``value`` (already stripped) cannot be used as a secret, or ``None``.
+
+    The reason never quotes the value, nor says where in it the fault is.
+    """
+    for char in value:
+        code = ord(char)
+        if char in "\r\n\u2028\u2029\x85":
+            return "holds a line break (a secret is one line: a two-line file?)"
+        if code < 0x20 or 0x7F <= code < 0xA0:
+            return "holds a control character"
+        if header and code > 0xFF:
+            return "holds a character beyond Latin-1, which an HTTP header cannot carry"
+    return None
+
+
+def _checked(value: str, path: str, what: str, header: bool) -> Secret:
     stripped = value.strip()
     if not stripped:
         _fail(path, f"{what} is empty")
+    why = header_unsafe(stripped, header=header)
+    if why is not None:
+        _fail(path, f"{what} {why}")
     return Secret(stripped)
 
 

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 import urllib3
 
 from rakka_runtime.errors import ConfigError, Unauthorized
+from rakka_runtime.secret_value import SecretHeader
 from rakka_runtime.secrets import Secret
 
 if TYPE_CHECKING:
@@ -63,10 +64,27 @@ class SessionSnapshot:
         return f"SessionSnapshot(version={self.version}, headers={sorted(self.headers)})"
 
 
+SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "api-key", "x-api-key"})
+"""Header names whose value is a credential whatever the provider put in it."""
+
+
+def hide_secret_headers(headers: Mapping[str, str], credential: Secret | None) -> dict[str, str]:
+    """``headers`` with each value that holds a secret (a credential header by name, or
+    any value containing the credential) as a :class:`SecretHeader`, whose repr is a
+    mask: a provider's header builder need not know about it."""
+    value = credential.reveal() if credential is not None else ""
+    return {
+        name: SecretHeader(text)
+        if name.lower() in SECRET_HEADERS or (value and value in text)
+        else text
+        for name, text in headers.items()
+    }
+
+
 def _make(credential: Secret | None, headers: Mapping[str, str], version: int) -> SessionSnapshot:
     return SessionSnapshot(
         credential,
-        MappingProxyType(dict(headers)),
+        MappingProxyType(hide_secret_headers(headers, credential)),
         version,
         getattr(credential, "refresh_at", None),
         getattr(credential, "expires_at", None),
@@ -116,6 +134,7 @@ class Session:
         self._watcher: SecretWatcher | None = None
         self._swaps = 0
         self._closed = False
+        self._previous: Secret | None = None  # the credential the last swap replaced
         credential = resolve_credential()
         self.cell = SnapshotCell(_make(credential, build_headers(credential), 0))
 
@@ -140,6 +159,12 @@ class Session:
         if snap.expires_at is not None and self._clock() < snap.expires_at:
             return self._renew(snap)  # renews in the background, never waits
         return None
+
+    def credentials(self) -> tuple[Secret, ...]:
+        """The current credential and the one the last rotation replaced (a request in
+        flight may still use it): what error text from the wire is redacted of."""
+        current = self.cell.current.credential
+        return tuple(c for c in (current, self._previous) if c is not None)
 
     @property
     def swaps(self) -> int:
@@ -196,6 +221,7 @@ class Session:
         old = self.cell.swap(lambda prev: _make(credential, headers, prev.version + 1))
         new = self.cell.current
         self._swaps += 1
+        self._previous = old.credential
         logger.info("%s: credential changed (snapshot version %d)", self.name, new.version)
         if self._on_swap is not None:
             try:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from rakka_runtime.errors import ConfigError
-from rakka_runtime.secrets import Secret
+from rakka_runtime.secrets import Secret, header_unsafe
 
 __all__ = ["BearerToken", "TokenProvider", "fetch_token"]
 
@@ -72,6 +72,9 @@ def fetch_token(
         raise ConfigError(path, f"{what} failed: {type(exc).__name__}: {exc}") from None
     if not isinstance(token, str) or not token.strip():
         raise ConfigError(path, f"{what} returned no token (expected a non-empty string)")
+    why = header_unsafe(token.strip())
+    if why is not None:
+        raise ConfigError(path, f"{what} returned a token that {why}")
     if isinstance(expires_on, bool) or not isinstance(expires_on, int | float):
         raise ConfigError(
             path,

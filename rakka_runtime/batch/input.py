@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import sys
 from collections.abc import Iterable, Iterator, Mapping
@@ -100,14 +101,83 @@ def read_items(lines: Iterable[bytes]) -> Iterator[BatchItem]:
 def parse_line(raw: bytes, line: int) -> BatchItem:
     where = f"line {line}"
     try:
-        obj = json.loads(raw)
+        obj = json.loads(raw, parse_constant=_Constant)
     except json.JSONDecodeError as exc:
         return _failed(
             f"line-{line}", line, f"{where}: not valid JSON ({exc.msg}, column {exc.colno})"
         )
     except (ValueError, RecursionError) as exc:  # bad UTF-8, nesting too deep
         return _failed(f"line-{line}", line, f"{where}: not valid JSON ({exc})")
+    problem = _unsendable(raw, obj)
+    if problem is not None:
+        return _failed(_custom_id_or(obj, f"line-{line}"), line, f"{where}: {problem}")
     return parse_request(obj, line, where=where)
+
+
+def _unsendable(raw: bytes, obj: object) -> str | None:
+    """What in a decoded line Python's json accepts but no request can carry."""
+    if isinstance(obj, _Constant):
+        return f"not valid JSON ({obj.name} is not a JSON value)"
+    constants = b"NaN" in raw or b"Infinity" in raw
+    surrogates = _SURROGATE_ESCAPE.search(raw) is not None
+    if not constants and not surrogates:
+        return None  # the usual line: no walk
+    found = _find(obj, constants=constants, surrogates=surrogates)
+    if isinstance(found, _Constant):
+        return f"not valid JSON ({found.name} is not a JSON value)"
+    if found is not None:
+        # Valid JSON, but not Unicode: it could never be sent (UTF-8 cannot encode it).
+        return (
+            "holds a lone UTF-16 surrogate (a \\uD800-\\uDFFF escape without its pair), "
+            "which is not valid Unicode"
+        )
+    return None
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+"""Only an escape can put a surrogate into a decoded line (raw UTF-8 cannot carry one):
+lines without one skip the walk."""
+
+
+class _Constant:
+    """``NaN``/``Infinity``/``-Infinity`` as decoded: json accepts them, JSON (RFC 8259)
+    does not, and a request holding one could not be sent."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+def _find(value: object, *, constants: bool, surrogates: bool) -> object | None:
+    """The first non-JSON constant, or a string with a lone surrogate, in ``value``."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, _Constant):
+            if constants:
+                return item
+        elif isinstance(item, str):
+            if surrogates and any("\ud800" <= char <= "\udfff" for char in item):
+                return item
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return None
+
+
+def _custom_id_or(obj: object, default: str) -> str:
+    if isinstance(obj, dict):
+        custom_id = obj.get("custom_id")
+        if (
+            isinstance(custom_id, str)
+            and custom_id
+            and _find(custom_id, constants=False, surrogates=True) is None
+        ):
+            return custom_id
+    return default
 
 
 def parse_request(obj: object, line: int, *, where: str | None = None) -> BatchItem:

@@ -16,7 +16,9 @@ on a stop request closes the window (nothing more is sent), lets in-flight reque
 for ``grace`` seconds (no retry starts after it), then seals the output. Requests still
 running after that are cancelled (their connections cut) and abandoned, and ones that fail
 retryably while stopping are dropped: their records are never written, so a re-run sends
-them again.
+them again. So are lines the deployment's own limits refused before sending
+(``backpressure``: a pause after a 429, a full queue): nothing was sent, so they are not
+done; the run is then incomplete (``RunOutcome.refused``) and a re-run sends them.
 
 :meth:`BatchRunner.request_stop` only sets plain attributes, so it is safe to call from a
 signal handler (an ``Event.set`` there could deadlock on a lock the main thread holds).
@@ -46,7 +48,7 @@ from rakka_runtime.batch.records import (
 )
 from rakka_runtime.batch.window import Window
 from rakka_runtime.drivers.sync_transport import POOL_SIZE
-from rakka_runtime.errors import InferenceError
+from rakka_runtime.errors import Backpressure, InferenceError
 
 if TYPE_CHECKING:
     from rakka_runtime.aio import AsyncRuntime
@@ -79,6 +81,8 @@ class RunOutcome:
     :ivar unsent: lines without a record because of a stop: read ahead but never sent, or
         failed retryably while stopping (the grace deadline may have cut their retries).
     :ivar abandoned: requests still in flight when the grace period ran out.
+    :ivar refused: lines the deployment's limits refused before sending (``backpressure``):
+        no record written, so a re-run (resume) sends them.
     :ivar fatal: what stopped the batch on its own (an unwritable output, an unreadable
         input), if anything.
     """
@@ -90,6 +94,7 @@ class RunOutcome:
     unsent: int
     abandoned: int
     fatal: BaseException | None
+    refused: int = 0
 
 
 logger = logging.getLogger("rakka_runtime.batch")
@@ -195,6 +200,7 @@ class BatchRunner:
         self._inflight: dict[int, RunHandle | AsyncRunHandle] = {}
         self._workers_left = concurrency
         self._deferred = 0  # retryable failures during a stop: left for the re-run
+        self._refused = 0  # refused before sending (backpressure): left for the re-run
         self._finished = threading.Event()
         self._reader_done = threading.Event()
         # Plain attributes: written by signal handlers, read by polling.
@@ -262,6 +268,7 @@ class BatchRunner:
             and self._finished.is_set()
             and not unsent
             and not abandoned
+            and not self._refused
             and self.fatal is None
         )
         return RunOutcome(
@@ -272,6 +279,7 @@ class BatchRunner:
             unsent=unsent,
             abandoned=abandoned,
             fatal=self.fatal,
+            refused=self._refused,
         )
 
     def _wind_down(self) -> tuple[int, int]:
@@ -368,13 +376,7 @@ class BatchRunner:
                 item = self._window.get()
                 if item is None:
                     return
-                record, retryable = self._send(item)
-                if retryable and self._stop_requested:
-                    # Maybe cut short by the grace deadline: a re-run retries it in full.
-                    with self._inflight_lock:
-                        self._deferred += 1
-                    continue
-                self._emit(item.line, record)
+                self._settle(item, *self._send(item))
         except Exception as exc:  # the output cannot be written: nothing else is worth doing
             self.fatal = exc
             self.request_stop(force=True)
@@ -409,12 +411,7 @@ class BatchRunner:
 
         async def one(item: BatchItem) -> None:
             try:
-                record, retryable = await self._send_async(runtime, item)
-                if retryable and self._stop_requested:
-                    with self._inflight_lock:
-                        self._deferred += 1
-                    return
-                self._emit(item.line, record)
+                self._settle(item, *await self._send_async(runtime, item))
             except Exception as exc:
                 problem.append(exc)
                 self.request_stop(force=True)
@@ -452,6 +449,20 @@ class BatchRunner:
             handle = sending.track(self._runtime.execute(sending.request))
             sending.succeeded(handle.result(), handle.state.status)
         return sending.outcome
+
+    def _settle(self, item: BatchItem, record: Record, retryable: bool) -> None:
+        """Write an item's record, or leave the line for a re-run (either driver)."""
+        if (record.get("error") or {}).get("code") == Backpressure.kind:
+            # Refused by the deployment's own limits, nothing sent: not done.
+            with self._inflight_lock:
+                self._refused += 1
+            return
+        if retryable and self._stop_requested:
+            # Maybe cut short by the grace deadline: a re-run retries it in full.
+            with self._inflight_lock:
+                self._deferred += 1
+            return
+        self._emit(item.line, record)
 
     def _failed(self, item: BatchItem, error: InferenceError, started: float) -> Record:
         partial = error.partial

@@ -2,9 +2,10 @@
 
 Exit codes: 0 every input line has its record (failed requests included: see the summary);
 1 a fatal error stopped the batch (the output could not be written, the input could not be
-read past some point); 2 bad usage, config or input file (nothing was sent); 130 stopped by
-SIGINT, 143 by SIGTERM (128 + the signal number, as shells report it). Every exit except 2
-prints the command that resumes the batch.
+read past some point), or lines were refused by the deployment's own limits before being
+sent (``backpressure``: a 429 pause, a full queue) and have no record yet; 2 bad usage,
+config or input file (nothing was sent); 130 stopped by SIGINT, 143 by SIGTERM (128 + the
+signal number, as shells report it). Every exit except 2 prints the command that resumes the batch.
 """
 
 from __future__ import annotations
@@ -230,6 +231,14 @@ def batch(
         click.echo(f"error: the batch stopped: {outcome.fatal}{left}", err=True)
         click.echo(f"resume with: {resume_command}", err=True)
         raise SystemExit(EXIT_FAILED)
+    if signals.received is None and outcome.refused:
+        click.echo(
+            f"error: {outcome.refused:,} lines were refused by the deployment's rate limits "
+            f"(backpressure) and not sent{left}",
+            err=True,
+        )
+        click.echo(f"resume with: {resume_command}", err=True)
+        raise SystemExit(EXIT_FAILED)
     signum = signals.received or signal.SIGTERM
     name = signal.Signals(signum).name
     abandoned = (
@@ -267,6 +276,15 @@ class _StopOnSignals:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if self.received is not None:
+            # Stopping already, and the process exits with 128 + the first signal: ignore
+            # any further one. Restoring the default handler here let a second Ctrl-C a
+            # moment after the run ended kill the process by the signal instead; so would
+            # our handler, which the interpreter resets to the default while it finalizes
+            # (it leaves SIG_IGN alone).
+            for signum in self._previous:
+                signal.signal(signum, signal.SIG_IGN)
+            return
         for signum, previous in self._previous.items():
             signal.signal(signum, previous)
 
@@ -369,6 +387,7 @@ def _write_summary(
             "skipped": outcome.skipped,
             "unsent": outcome.unsent,
             "abandoned": outcome.abandoned,
+            "refused": outcome.refused,
             "elapsed_s": round(elapsed, 3),
         },
     }

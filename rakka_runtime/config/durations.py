@@ -16,6 +16,7 @@ from rakka_runtime.config.markers import ParseBefore
 
 __all__ = [
     "ACCEPTED_DURATIONS",
+    "MAX_CONFIG_DURATION",
     "Duration",
     "PositiveDuration",
     "format_duration",
@@ -103,15 +104,27 @@ def format_duration(seconds: float) -> str:
 # these on valid values without loading it.
 
 
+MAX_CONFIG_DURATION = 7 * 24 * 3600.0
+"""Longest duration a config may set (one week): anything longer is a typo, and values
+like ``1e300`` overflow the platform's timeouts (``OverflowError`` deep in a wait)."""
+
+
 def _validate_duration(value: Any) -> float:
     try:
-        return parse_duration(value)
+        seconds = parse_duration(value)
     except ValueError as exc:
         from pydantic_core import PydanticCustomError
 
         # A custom error type keeps pydantic from prefixing "Value error, " and lets the
         # config error formatter print the message unchanged.
         raise PydanticCustomError("duration", str(exc)) from None
+    if seconds > MAX_CONFIG_DURATION:
+        from pydantic_core import PydanticCustomError
+
+        raise PydanticCustomError(
+            "duration", f"{value!r} is longer than a week (168h); {ACCEPTED_DURATIONS}"
+        )
+    return seconds
 
 
 def _validate_positive_duration(value: Any) -> float:

@@ -52,7 +52,7 @@ import rakka_runtime
 from rakka_runtime.config.defaults import deployment_defaults, provider_deployment_model
 from rakka_runtime.config.errors import from_hydra_error, names_a_secret
 from rakka_runtime.config.plain import to_plain
-from rakka_runtime.config.schema import URL_PASSWORD, RakkaConfig
+from rakka_runtime.config.schema import PLUGIN_LOCATORS, URL_PASSWORD, RakkaConfig
 from rakka_runtime.config.validation import validate_config
 from rakka_runtime.errors import ConfigError
 from rakka_runtime.secret_value import MASK
@@ -283,14 +283,30 @@ def dump_config_yaml(config: object) -> str:
     )
 
 
+def _redacted_reference(source: str, value: Mapping[str, Any]) -> dict[str, Any]:
+    """A secret reference with everything under it masked but what locates the secret:
+    ``name`` of ``env``, ``path`` of ``file``, the :data:`PLUGIN_LOCATORS` of a plugin
+    source (plain strings or numbers only). An inline value is always masked."""
+    shown = {"env": ("name",), "file": ("path",), "inline": ()}.get(source, PLUGIN_LOCATORS)
+    out: dict[str, Any] = {}
+    for k, v in value.items():
+        key = str(k)
+        if key == "from":
+            out[key] = v
+        elif key in shown and isinstance(v, str | int | float) and not isinstance(v, bool):
+            out[key] = redacted(v, key)
+        else:
+            out[key] = MASK
+    return out
+
+
 def redacted(value: Any, key: str | None = None) -> Any:
     """``value`` (plain data) with everything that is or may be a secret masked."""
     if isinstance(value, Mapping):
-        inline = value.get("from") == "inline"
-        return {
-            str(k): MASK if inline and k == "value" else redacted(v, str(k))
-            for k, v in value.items()
-        }
+        source = value.get("from")
+        if isinstance(source, str) and source:
+            return _redacted_reference(source, value)
+        return {str(k): redacted(v, str(k)) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [redacted(item) for item in value]
     if isinstance(value, str):

@@ -31,12 +31,14 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from annotated_types import Ge, Gt, Interval, Le, MinLen
 
+from rakka_runtime.config.checks import Number, RedisUrl
 from rakka_runtime.config.durations import Duration, PositiveDuration, format_duration
 from rakka_runtime.config.errors import SECRET_REF_ERROR, SECRET_TAG_PREFIX
 from rakka_runtime.config.markers import ParseInstead
 from rakka_runtime.secret_value import Secret
 
 __all__ = [
+    "PLUGIN_LOCATORS",
     "SECRET_MEMBERS",
     "URL_PASSWORD",
     "ApiKeyAuth",
@@ -63,13 +65,18 @@ __all__ = [
     "SecretRefUnion",
     "SecretWatch",
     "Timeouts",
+    "near_builtin_source",
 ]
 
 NonEmptyStr = Annotated[str, MinLen(1)]
-NonNegativeInt = Annotated[int, Ge(0)]
-PositiveInt = Annotated[int, Gt(0)]
-NonNegativeFloat = Annotated[float, Ge(0)]
-PositiveFloat = Annotated[float, Gt(0)]
+# Number: a bool is not 1, and a float must be finite (a price of 1e309 is not a price).
+NonNegativeInt = Annotated[int, Number, Ge(0)]
+PositiveInt = Annotated[int, Number, Gt(0)]
+NonNegativeFloat = Annotated[float, Number, Ge(0)]
+PositiveFloat = Annotated[float, Number, Gt(0)]
+
+MAX_CONCURRENT_REQUESTS = 10_000
+"""Most ``rate_limits.concurrent_requests`` (the connection pool is sized from it)."""
 
 URL_PASSWORD = re.compile(r"(\w[\w+.-]*://[^/@\s:]*:)[^/@\s]+@")
 """A URL's userinfo password (``redis://:pass@host``); group 1 is what precedes it."""
@@ -144,6 +151,20 @@ class PluginSecret(_SecretRefModel):
     def __post_init__(self) -> None:
         if self.source in _BUILTIN_SOURCES:
             raise ValueError(f"{self.source!r} is a built-in source, not a plugin one")
+        near = near_builtin_source(self.source)
+        if near is not None:
+            # {from: inlin, value: K} would otherwise be a plugin reference that is printed
+            # and compiled in clear: a near miss of a built-in is a typo, not a plugin.
+            raise ValueError(
+                f"unknown secret source {self.source!r}: did you mean {near!r}? "
+                f"(built-in sources: {', '.join(_BUILTIN_SOURCES)}; a plugin source must "
+                "not be one letter off a built-in one)"
+            )
+        if not _SOURCE_NAME.fullmatch(self.source):
+            raise ValueError(
+                f"malformed secret source {self.source!r}: expected a name of letters, "
+                "digits, '_', '-' or '.' (a plugin's source)"
+            )
 
     def as_config(self) -> dict[str, Any]:
         """The flat form config files use."""
@@ -154,6 +175,40 @@ class PluginSecret(_SecretRefModel):
         from pydantic_core import core_schema
 
         return core_schema.no_info_before_validator_function(collect_plugin_params, handler(source))
+
+
+_SOURCE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
+
+PLUGIN_LOCATORS = frozenset(
+    {"name", "path", "field", "key", "mount", "version", "region", "project", "namespace"}
+)
+"""Parameters of a plugin secret reference that say where a secret lives, shown by
+``rakka config show`` and written by ``config compile``; every other parameter may be a
+credential for the secret store itself (``secret_id``, ``role_token``) and is masked, or
+refused by compile."""
+
+
+def near_builtin_source(source: str) -> str | None:
+    """The built-in source ``source`` is a typo of (case, one letter added, dropped,
+    changed or two swapped), or ``None``."""
+    lowered = source.lower()
+    for builtin in _BUILTIN_SOURCES:
+        if lowered == builtin or _one_edit(lowered, builtin):
+            return builtin
+    return None
+
+
+def _one_edit(a: str, b: str) -> bool:
+    if abs(len(a) - len(b)) > 1 or a == b:
+        return False
+    if len(a) == len(b):
+        diff = [i for i in range(len(a)) if a[i] != b[i]]
+        if len(diff) == 1:
+            return True
+        i, j = diff[0], diff[-1]
+        return len(diff) == 2 and j == i + 1 and a[i] == b[j] and a[j] == b[i]
+    short, long = (a, b) if len(a) < len(b) else (b, a)
+    return any(long[:i] + long[i + 1 :] == short for i in range(len(long)))
 
 
 SECRET_MEMBERS: dict[str, type[_SecretRefModel]] = {
@@ -224,7 +279,7 @@ class RetryPolicy(ConfigModel):
     max_retries: NonNegativeInt = 3
     initial_backoff: Duration = 1.0
     max_backoff: Duration = 60.0
-    backoff_multiplier: Annotated[float, Ge(1.0)] = 2.0
+    backoff_multiplier: Annotated[float, Number, Ge(1.0)] = 2.0
     jitter: Literal["none", "equal", "full"] = "equal"
     respect_retry_after: bool = True
     # A longer Retry-After fails the call rather than parking it; None: no cap.
@@ -254,7 +309,7 @@ class RedisBackend(ConfigModel):
     died stays taken (live processes renew theirs).
     """
 
-    url: str = field(
+    url: RedisUrl = field(
         default="redis://127.0.0.1:6379/0", metadata={"pattern": r"^(rediss?|unix)://"}
     )
     # A secret reference (env, file or inline), read again for every new connection, so a
@@ -296,7 +351,7 @@ class CircuitBreakerPolicy(ConfigModel):
     half_open_max_probes: PositiveInt = 1
     window: PositiveDuration | None = None
     min_calls: PositiveInt = 20
-    failure_rate: Annotated[float, Interval(ge=0.0, le=1.0)] | None = None
+    failure_rate: Annotated[float, Number, Interval(ge=0.0, le=1.0)] | None = None
     backend: Literal["local", "redis"] = "local"
     redis: BreakerRedisBackend = field(default_factory=BreakerRedisBackend)
 
@@ -310,8 +365,10 @@ class RateLimitPolicy(ConfigModel):
     enabled: bool = True
     requests_per_minute: PositiveInt | None = None
     tokens_per_minute: PositiveInt | None = None
-    concurrent_requests: PositiveInt | None = None
+    concurrent_requests: Annotated[int, Number, Gt(0), Le(MAX_CONCURRENT_REQUESTS)] | None = None
     on_capacity_exhausted: Literal["queue", "reject"] = "queue"
+    # The longest a provider's hint (a 429's retry-after) pauses the deployment.
+    max_pause: PositiveDuration = 60.0
     backend: Literal["local", "redis"] = "local"
     redis: RedisBackend = field(default_factory=RedisBackend)
 
@@ -477,10 +534,20 @@ def _as_of(value: Any) -> date | str:
         try:
             return date.fromisoformat(value.strip())
         except ValueError:
+            pass
+        # A label must still date the prices ("Aug 2025", "2025-08"): one without a year
+        # ("not a date") would hide how stale the table is.
+        if _YEAR.search(value):
             return value.strip()
     from pydantic_core import PydanticCustomError  # only to report a bad value
 
-    raise PydanticCustomError("config", f"{value!r} is not a date or a label (use YYYY-MM-DD)")
+    raise PydanticCustomError(
+        "config",
+        f"{value!r} is not a date or a label with a year (use YYYY-MM-DD, or e.g. 'Aug 2025')",
+    )
+
+
+_YEAR = re.compile(r"(?<!\d)(19|20|21)\d\d(?!\d)")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

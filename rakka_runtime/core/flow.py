@@ -23,6 +23,7 @@ from rakka_runtime.pricing import (
     estimate_cost,
     estimate_output_tokens,
 )
+from rakka_runtime.redaction import redact_error, session_secrets
 from rakka_runtime.types import Attempt, ChatRequest, ChatResult, Usage
 
 if TYPE_CHECKING:
@@ -154,6 +155,8 @@ class DeploymentCore:
             )
             failure.__cause__ = error
             error = failure
+        # A server may echo the key in its message (gateways do): never let it through.
+        redact_error(error, session_secrets(self.session))
         failure = error
         if state.cancelled and not isinstance(error, Cancelled):
             # The cut connection surfaces as a network error: say what happened, below the

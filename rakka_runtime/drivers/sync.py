@@ -247,6 +247,8 @@ class RunHandle:
             for _ in self:
                 pass
         if self.state.result is None:
+            if self.state.cancelled:  # the reader already got Cancelled; so does this call
+                raise Cancelled("cancelled by the caller")
             raise InferenceError("the request ended without a result")
         return self.state.result
 

@@ -32,7 +32,15 @@ from rakka_runtime.errors import Backpressure, Cancelled
 from rakka_runtime.policies.buckets import TokenBucket
 from rakka_runtime.policies.clock import SYSTEM_CLOCK, Clock
 
-__all__ = ["DIMENSIONS", "MAX_QUEUE_WAIT", "Admission", "AdmissionQueue", "Grant", "Pending"]
+__all__ = [
+    "DIMENSIONS",
+    "MAX_PAUSE",
+    "MAX_QUEUE_WAIT",
+    "Admission",
+    "AdmissionQueue",
+    "Grant",
+    "Pending",
+]
 
 DIMENSIONS = ("requests", "tokens")
 
@@ -41,6 +49,21 @@ MAX_QUEUE_WAIT = 60.0
 configured bucket refills completely within a minute, so a longer wait can only come from
 a provider pause or a pile-up, and then failing (for the caller to decide) beats parking a
 thread indefinitely."""
+
+MAX_PAUSE = 60.0
+"""The longest a provider's hint (a 429's ``retry-after``, a ``reset`` with nothing
+remaining) may pause a deployment, in seconds (``rate_limits.max_pause``). A server may
+ask for anything (``retry-after: 999999``); one answer must not block a deployment, or a
+fleet sharing it through Redis, for days. A deployment still limited after the pause
+gets another 429 and pauses again."""
+
+
+def capped_pause(seconds: float, max_pause: float) -> float:
+    """``seconds`` (a provider's hint) within ``[0, max_pause]``; NaN reads as 0."""
+    if not seconds > 0.0:  # also NaN
+        return 0.0
+    return min(seconds, max_pause)
+
 
 _EPSILON = 1e-9  # float slack when a predicted time is "now"
 _SLICE = 0.05  # longest the head waits on the condition before looking at the clock again
@@ -140,10 +163,12 @@ class AdmissionQueue:
         concurrent_requests: int | None = None,
         clock: Clock = SYSTEM_CLOCK,
         max_wait: float = MAX_QUEUE_WAIT,
+        max_pause: float = MAX_PAUSE,
     ) -> None:
         self.name = name
         self._clock = clock
         self._max_wait = max_wait
+        self.max_pause = max_pause
         now = clock.monotonic()
         self._buckets: dict[str, TokenBucket] = {}
         for dimension, amount in zip(
@@ -313,9 +338,10 @@ class AdmissionQueue:
             self._wake()
 
     def pause(self, seconds: float) -> None:
-        """Admit nothing for ``seconds`` (a 429's retry-after); never shortens a pause."""
+        """Admit nothing for ``seconds`` (a 429's retry-after), at most ``max_pause``;
+        never shortens a pause."""
         with self._cond:
-            until = self._clock.monotonic() + max(0.0, seconds)
+            until = self._clock.monotonic() + capped_pause(seconds, self.max_pause)
             if until > self._paused_until:
                 self._paused_until = until
                 self._cond.notify_all()
@@ -349,7 +375,8 @@ class AdmissionQueue:
                 if bucket is not None:
                     bucket.cap_at(remaining, now)
                 elif remaining <= 0 and reset is not None:
-                    self._paused_until = max(self._paused_until, now + reset)
+                    pause = capped_pause(reset, self.max_pause)
+                    self._paused_until = max(self._paused_until, now + pause)
             # A lower level may put a waiter's deadline out of reach: let it fail now.
             self._wake()
 

@@ -18,7 +18,8 @@ Per attempt:
    count lowers the local buckets (never above config), a limit teaches a dimension the
    config leaves unset, and
    a 429 pauses the whole deployment for its retry-after
-   (:data:`PAUSE_WITHOUT_RETRY_AFTER` when it gave none).
+   (:data:`PAUSE_WITHOUT_RETRY_AFTER` when it gave none), at most ``max_pause`` (the
+   admission object caps it, whichever backend).
 4. **Reconcile** when the attempt ends, however it ends (finished, failed, or the caller
    closed the handle): the concurrency slot is freed and the token reservation is replaced
    by the reported usage. Without usage (a failure, an abandoned stream) the estimated
@@ -195,6 +196,7 @@ class RateLimitPlugin(ClockedPlugin):
                 tokens_per_minute=policy.tokens_per_minute,
                 concurrent_requests=policy.concurrent_requests,
                 clock=self.clock,
+                max_pause=policy.max_pause,
             )
         return RateLimitGate(policy, admission)
 

@@ -194,3 +194,51 @@ def test_a_batch_runs_from_a_compiled_config_and_its_resume_hint_keeps_it(
     mixed = run_batch([*command, str(compiled), "deployment.model=x"])
     assert mixed.returncode == 2
     assert "--compiled takes no overrides" in mixed.stderr
+
+
+def test_lines_refused_by_a_pause_are_not_done_and_the_resume_sends_them(
+    tmp_path: Path, emulator_process: StartEmulator
+) -> None:
+    # A hostile retry-after: the first request is told to come back in 11.6 days.
+    emulator = emulator_process(
+        {"rules": [{"fault": "rate_limit;retry_after=999999", "requests": [1]}]}
+    )
+    source = write_requests(tmp_path / "in.jsonl", 6)
+    output = tmp_path / "out.jsonl"
+    done = run_batch(
+        batch_command(
+            source, output, emulator.url, "-c", "1",
+            overrides=["deployment.rate_limits.on_capacity_exhausted=reject",
+                       "deployment.retry.max_retries=0"],
+        ),
+        timeout=60,
+    )
+    assert done.returncode == 1, done.stderr  # not a silent success
+    records = read_records(output)
+    assert outcome_counts(records) == {"rate_limited": 1}  # the others were never sent
+    assert "5 lines were refused by the deployment's rate limits" in done.stderr
+    assert "paused for 1e+06s" not in done.stderr
+
+    resumed = run_batch(resume_words(done.stderr))
+    assert resumed.returncode == 0, resumed.stderr
+    assert_exactly_once(read_records(output), (f"req-{i}" for i in range(6)))
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_second_signal_just_after_the_first_still_exits_128_plus_the_first(
+    tmp_path: Path, emulator_process: StartEmulator, signum: signal.Signals
+) -> None:
+    # Fast requests: the run ends a moment after the first signal, and the second one
+    # lands while the process prints its summary and exits.
+    emulator = emulator_process({"rules": [{"fault": "stall;seconds=0.05", "every": 1}]})
+    source = write_requests(tmp_path / "in.jsonl", 400)
+    for delay in (0.1, 0.2, 0.3):
+        output = tmp_path / f"out-{delay}.jsonl"
+        proc = start_batch(batch_command(source, output, emulator.url, "-c", "2"))
+        wait_for_lines(output, 4, proc, timeout=30)
+        proc.send_signal(signum)
+        time.sleep(delay)  # the gap between the two signals is what is tested
+        proc.send_signal(signum)
+        _, stderr = proc.communicate(timeout=30)
+        assert proc.returncode == 128 + signum, (delay, proc.returncode, stderr)
+        assert f"stopped by {signum.name}" in stderr

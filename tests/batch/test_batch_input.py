@@ -121,3 +121,37 @@ def test_count_requests_leaves_a_pipe_unread(tmp_path: Path) -> None:
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
     assert count_requests(str(fifo)) is None  # would block forever if it tried to read
+
+
+# --- what Python's json accepts but a request cannot carry (issue 13, item 10) -------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "custom_id", "why"),
+    [
+        (rb'{"custom_id": "s", "messages": [{"role": "user", "content": "a\ud800b"}]}', "s",
+         "lone UTF-16 surrogate"),
+        (rb'{"custom_id": "s", "messages": [{"role": "user", "content": "\uDFFF"}]}', "s",
+         "lone UTF-16 surrogate"),
+        (rb'{"custom_id": "n", "messages": [{"role": "user", "content": "x"}], '
+         rb'"temperature": NaN}', "n", "NaN is not a JSON value"),
+        (rb'{"custom_id": "i", "messages": [{"role": "user", "content": "x"}], '
+         rb'"max_tokens": -Infinity}', "i", "-Infinity is not a JSON value"),
+        (b"NaN", "line-7", "NaN is not a JSON value"),
+        (rb'{"custom_id": "\ud800", "messages": []}', "line-7", "lone UTF-16 surrogate"),
+    ],
+)
+def test_lines_json_accepts_but_no_request_can_carry_are_invalid_with_their_line(
+    raw: bytes, custom_id: str, why: str
+) -> None:
+    item = parse_line(raw, 7)
+    assert item.request is None and item.error is not None
+    assert item.error.startswith("line 7: ") and why in item.error
+    assert item.custom_id == custom_id
+
+
+def test_a_surrogate_pair_and_the_word_nan_are_fine() -> None:
+    raw = '{"messages": [{"role": "user", "content": "NaN \\ud83d\\ude00 Infinity"}]}'
+    item = parse_line(raw.encode(), 1)
+    assert item.error is None and item.request is not None
+    assert item.request.messages[0]["content"] == "NaN \U0001f600 Infinity"

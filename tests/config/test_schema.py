@@ -201,7 +201,7 @@ def test_rakka_config_forbids_unknown_top_level_keys() -> None:
             RakkaConfig,
             {
                 "deployment": {},
-                "pricing": {"as_of": "x"},
+                "pricing": {"as_of": "2025-08-07"},
                 "env": {"name": "dev"},
                 "hydra": {},
             },
@@ -223,4 +223,7 @@ def test_pricing_as_of_is_a_date_or_a_label(as_of: object, expected: object) -> 
 def test_pricing_as_of_reports_one_error() -> None:
     with pytest.raises(ConfigError) as info:
         load_config(["pricing.as_of=null"])
-    assert str(info.value) == "pricing.as_of: None is not a date or a label (use YYYY-MM-DD)"
+    assert str(info.value) == (
+        "pricing.as_of: None is not a date or a label with a year (use YYYY-MM-DD, or e.g. "
+        "'Aug 2025')"
+    )

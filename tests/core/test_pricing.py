@@ -198,7 +198,7 @@ def test_unreadable_litellm_file_is_a_config_error(tmp_path: Path) -> None:
     pricing = validate(PricingTable, {"as_of": "2025-01-01", "sources": [bad]})
     with pytest.raises(ConfigError, match=r"pricing\.sources: .* is not a JSON object"):
         price_table_for(pricing)
-    missing = validate(PricingTable, {"as_of": "x", "sources": [tmp_path / "none.json"]})
+    missing = validate(PricingTable, {"as_of": "2025-01-01", "sources": [tmp_path / "none.json"]})
     with pytest.raises(ConfigError, match="cannot read"):
         price_table_for(missing)
 

@@ -333,6 +333,9 @@ def test_cancel_from_another_thread_cuts_the_stream_it_reads(
         assert [a.kind for a in error.attempts] == ["cancelled"]  # no retry of a cancel
         assert error.partial is not None and error.partial.text == "".join(seen)
         assert 0 < len(seen) < 400
+        # Asking the handle for its result afterwards says the same (not a generic error).
+        with pytest.raises(Cancelled):
+            handle.result()
         # Not the provider's fault: the circuit stays closed and the next call succeeds.
         assert runtime.chat("again", stream=False, max_tokens=4).text
 

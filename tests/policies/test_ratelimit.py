@@ -503,3 +503,41 @@ def test_disabled_rate_limits_install_nothing(
         limits=limits,
     ).chat("hi")
     assert limits.built == []
+
+
+# --- a hostile retry-after (issue 13, item 2) --------------------------------------------
+
+
+def test_a_huge_retry_after_pauses_the_deployment_for_at_most_max_pause(
+    emulator: Emulator, make_runtime: RuntimeFactory
+) -> None:
+    emulator.set_scenario({"rules": [{"fault": "rate_limit;retry_after=999999", "requests": [1]}]})
+    limits = RecordingLimits()
+    rt = limited_runtime(make_runtime, emulator, limits=limits)
+    with pytest.raises(RateLimited):
+        rt.chat("hi")
+    paused_until = limits.admission.paused_until
+    assert paused_until is not None
+    assert paused_until - time.monotonic() <= 60.0  # the default max_pause, not 11.6 days
+
+
+def test_max_pause_bounds_how_long_a_429_blocks_later_requests(
+    emulator: Emulator, make_runtime: RuntimeFactory
+) -> None:
+    emulator.set_scenario({"rules": [{"fault": "rate_limit;retry_after=999999", "requests": [1]}]})
+    rt = limited_runtime(make_runtime, emulator, "deployment.rate_limits.max_pause=300ms")
+    with pytest.raises(RateLimited):
+        rt.chat("hi")
+    started = time.monotonic()
+    assert rt.chat("hi").text  # queued through the (capped) pause, then sent
+    assert 0.1 < time.monotonic() - started < 5.0
+
+
+def test_a_huge_reset_with_nothing_remaining_is_capped_too() -> None:
+    clock = FakeClock()
+    queue = AdmissionQueue(clock=clock, max_pause=2.0)
+    queue.observe("requests", remaining=0, limit=None, reset=1e300)
+    assert queue.paused_until == pytest.approx(clock.monotonic() + 2.0)
+    queue.pause(float("nan"))  # nonsense never pauses, never raises
+    queue.pause(float("inf"))
+    assert queue.paused_until == pytest.approx(clock.monotonic() + 2.0)

@@ -14,8 +14,9 @@ from typing import Literal
 from urllib.parse import quote, urlsplit
 
 from rakka_runtime import __version__
+from rakka_runtime.config.checks import Endpoint, HeaderText, quote_value
 from rakka_runtime.config.schema import ConfigModel, DeploymentConfig, EntraAuth
-from rakka_runtime.secret_value import Secret
+from rakka_runtime.secret_value import Secret, SecretHeader
 
 USER_AGENT = f"rakka-runtime/{__version__}"
 OPENAI_ENDPOINT = "https://api.openai.com/v1"
@@ -24,7 +25,7 @@ OPENAI_ENDPOINT = "https://api.openai.com/v1"
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DirectVariant(ConfigModel):
     kind: Literal["direct"] = "direct"
-    endpoint: str | None = OPENAI_ENDPOINT
+    endpoint: Endpoint | None = OPENAI_ENDPOINT
 
 
 AzureDeploymentType = Literal["global", "data_zone", "regional"]
@@ -40,10 +41,13 @@ def azure_price_namespace(variant: object) -> str | None:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AzureVariant(ConfigModel):
     kind: Literal["azure"] = "azure"
-    resource: str | None = None
+    # The host label of https://<resource>.openai.azure.com: a DNS label, nothing else.
+    resource: str | None = field(
+        default=None, metadata={"pattern": r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$"}
+    )
     deployment: str
     api_version: str = "2024-10-21"
-    endpoint: str | None = None
+    endpoint: Endpoint | None = None
     # How the Azure deployment is hosted, which decides its price: Global (any Azure
     # region), Data Zone (the US or EU zone; 10% above Global) or Regional (one region).
     deployment_type: AzureDeploymentType = "global"
@@ -65,8 +69,8 @@ class OpenAIDeployment(DeploymentConfig):
     """``provider: openai``: direct by default; the seed's Azure variant is accepted too."""
 
     variant: Variant = field(default_factory=DirectVariant, metadata={"discriminator": "kind"})
-    organization: str | None = None
-    project: str | None = None
+    organization: HeaderText | None = None
+    project: HeaderText | None = None
     # How a request's max_tokens is sent: "auto" (see completion_limit_key), or a field name
     # for an OpenAI-compatible server that accepts only that one.
     max_tokens_param: MaxTokensParam = "auto"
@@ -78,6 +82,13 @@ class OpenAIDeployment(DeploymentConfig):
     def __post_init__(self) -> None:
         DeploymentConfig.__post_init__(self)  # (slots=True classes cannot use super())
         variant = self.variant
+        if self.embedded_emulator and variant.endpoint not in (None, OPENAI_ENDPOINT):
+            # (The default endpoint is what a deployment without a variant gets.)
+            raise ValueError(
+                "embedded_emulator starts its own server and would ignore variant.endpoint "
+                f"{quote_value(variant.endpoint)}: set variant.endpoint: null, or "
+                "embedded_emulator: false to use that endpoint"
+            )
         if (
             isinstance(variant, DirectVariant)
             and not variant.endpoint
@@ -174,12 +185,12 @@ def auth_headers(deployment: DeploymentConfig, credential: Secret | None) -> Map
     if isinstance(variant, AzureVariant):
         if credential is not None:
             if entra:
-                headers["Authorization"] = f"Bearer {credential.reveal()}"
+                headers["Authorization"] = SecretHeader(f"Bearer {credential.reveal()}")
             else:
-                headers["api-key"] = credential.reveal()
+                headers["api-key"] = SecretHeader(credential.reveal())
     else:
         if credential is not None:
-            headers["Authorization"] = f"Bearer {credential.reveal()}"
+            headers["Authorization"] = SecretHeader(f"Bearer {credential.reveal()}")
         organization = getattr(deployment, "organization", None)
         project = getattr(deployment, "project", None)
         if organization:

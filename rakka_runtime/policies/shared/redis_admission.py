@@ -18,6 +18,12 @@ ends. What differs:
 - **Concurrency leases.** A slot is a lease in Redis that this process renews every third
   of ``lease`` while the request runs, so the slots of a process that died free
   themselves after at most ``lease``.
+- **A stall interrupts nothing for long.** A release Redis did not take (it was down, or
+  the call timed out and may not have run), and a reservation whose reply was lost (it
+  may run when Redis wakes, taking a slot nobody holds), are kept here and settled again
+  as soon as Redis answers: by the next admission, and by a background thread polling at
+  :data:`SETTLE_POLL`. Such a retry frees the lease and applies its deltas only if the
+  lease was still held, so nothing applies twice. See :meth:`SharedAdmission._settle`.
 - **Redis down.** ``on_backend_failure: local`` admits through a local
   :class:`~rakka_runtime.policies.admission.AdmissionQueue` with the same limits (each
   process then has the whole quota to itself until Redis is back); ``reject`` fails with
@@ -29,6 +35,7 @@ ends. What differs:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import threading
 import time
@@ -41,12 +48,14 @@ from typing import TYPE_CHECKING
 from rakka_runtime.errors import Backpressure
 from rakka_runtime.policies.admission import (
     DIMENSIONS,
+    MAX_PAUSE,
     MAX_QUEUE_WAIT,
     AdmissionQueue,
     Cancelled_,
     Feedback,
     Grant,
     cancel_poll,
+    capped_pause,
     leave_if_cancelled,
 )
 from rakka_runtime.policies.clock import SYSTEM_CLOCK, Clock
@@ -56,10 +65,18 @@ from rakka_runtime.policies.shared.redis_store import BackendUnavailable, RedisS
 if TYPE_CHECKING:
     from rakka_runtime.config.schema import RateLimitPolicy
 
-__all__ = ["POLL", "SLOT_POLL", "SharedAdmission", "SharedGrant"]
+__all__ = ["POLL", "SETTLE_POLL", "SLOT_POLL", "SharedAdmission", "SharedGrant"]
 
 POLL = 0.1
 """Longest a waiting head sleeps before asking Redis again."""
+
+SETTLE_POLL = 0.1
+"""How often settlements a Redis failure interrupted are retried (each try still goes
+through the store's own reconnection pacing, ``retry_interval``)."""
+
+MAX_UNSETTLED = 10_000
+"""Most interrupted settlements kept for retry; past that the oldest are dropped (their
+leases expire on their own)."""
 
 SLOT_POLL = 0.02
 """How often a head waiting for a concurrency slot asks Redis (a slot another process
@@ -82,6 +99,16 @@ class _Waiter:
     tokens: int
 
 
+@dataclass(slots=True, frozen=True)
+class _Unsettled:
+    """A settlement Redis did not confirm: retried until it does, or the lease is over."""
+
+    lease: str | None
+    deltas: tuple[tuple[Bucket, float], ...]
+    only_if_held: bool
+    until: float  # time.monotonic() after which the lease has expired anyway
+
+
 class SharedAdmission:
     """One deployment's capacity in Redis, behind a FCFS line per process."""
 
@@ -97,8 +124,10 @@ class SharedAdmission:
         clock: Clock = SYSTEM_CLOCK,
         max_wait: float = MAX_QUEUE_WAIT,
         lease: float = 30.0,
+        max_pause: float = MAX_PAUSE,
     ) -> None:
         self.name = name
+        self.max_pause = max_pause
         self.local = AdmissionQueue(
             name=name,
             requests_per_minute=requests_per_minute,
@@ -106,6 +135,7 @@ class SharedAdmission:
             concurrent_requests=concurrent_requests,
             clock=clock,
             max_wait=max_wait,
+            max_pause=max_pause,
         )
         self._redis = buckets
         self._store: RedisStore = buckets.store
@@ -128,9 +158,16 @@ class SharedAdmission:
         self._in_flight = 0
         self._held: set[str] = set()  # leases this process renews
         self._renewing = False
+        self._lease = lease
+        self._unsettled: deque[_Unsettled] = deque()
+        self._unsettled_lock = threading.Lock()
+        self._settling = False  # the retry thread runs
+        self._closed = False
 
     def close(self) -> None:
-        """Close the Redis connections (the runtime closes its middlewares on close)."""
+        """Close the Redis connections (the runtime closes its middlewares on close).
+        Settlements still waiting for Redis are given up: their leases expire."""
+        self._closed = True
         self._store.close()
 
     @classmethod
@@ -146,13 +183,20 @@ class SharedAdmission:
         )
         return cls(
             name=name,
-            buckets=RedisBuckets(store, prefix=config.key_prefix, name=name, lease=config.lease),
+            buckets=RedisBuckets(
+                store,
+                prefix=config.key_prefix,
+                name=name,
+                lease=config.lease,
+                max_pause=policy.max_pause,
+            ),
             requests_per_minute=policy.requests_per_minute,
             tokens_per_minute=policy.tokens_per_minute,
             concurrent_requests=policy.concurrent_requests,
             reject_when_down=config.on_backend_failure == "reject",
             clock=clock,
             lease=config.lease,
+            max_pause=policy.max_pause,
         )
 
     # -- reading (tests, metrics) -----------------------------------------------------------
@@ -223,8 +267,8 @@ class SharedAdmission:
     def release(self, grant: SharedGrant, *, requests_used: int, tokens_used: int) -> None:
         """Free the slot and reconcile the reservation where it was made.
 
-        When Redis fails here the reservation stays charged (the safe side) and the lease
-        expires on its own.
+        When Redis fails here the settlement is retried as soon as Redis answers again
+        (see :meth:`_settle`), so a stall does not keep the slot for its whole lease.
         """
         if grant.released:
             return
@@ -242,12 +286,14 @@ class SharedAdmission:
             if used != reserved:
                 deltas.append((bucket, float(reserved - used)))
         if deltas or grant.lease is not None:
-            self._shared(lambda: self._redis.settle(grant.lease, deltas))
+            self._settle(grant.lease, tuple(deltas))
         with self._cond:
             self._cond.notify_all()  # the head of the line may fit now
 
     def pause(self, seconds: float) -> None:
-        """Admit nothing, in any process, for ``seconds`` (a 429's retry-after)."""
+        """Admit nothing, in any process, for ``seconds`` (a 429's retry-after), at most
+        ``max_pause`` (Redis caps it again, and caps a longer pause already stored)."""
+        seconds = capped_pause(seconds, self.max_pause)
         self.local.pause(seconds)
         self._shared(lambda: self._redis.pause(seconds))
         with self._cond:
@@ -268,7 +314,8 @@ class SharedAdmission:
             if remaining < bucket.capacity:  # otherwise it cannot lower anything
                 self._shared(lambda: self._redis.cap(bucket, remaining))
         elif remaining <= 0 and reset is not None:
-            self._shared(lambda: self._redis.pause(reset))
+            pause = capped_pause(reset, self.max_pause)
+            self._shared(lambda: self._redis.pause(pause))
         with self._cond:
             self._cond.notify_all()
 
@@ -338,13 +385,25 @@ class SharedAdmission:
                 self._cond.notify_all()
 
     def _try(self, tokens: int) -> tuple[Reservation, SharedGrant | None]:
+        if self._unsettled and not self._retry_unsettled():
+            # Free what a stall kept first; Redis failed again, so the reservation would too.
+            raise BackendUnavailable(f"Redis at {self._store.url} is down")
         with self._cond:
             wants = tuple(
                 (bucket, 1 if dimension == "requests" else tokens)
                 for dimension, bucket in self._buckets.items()
             )
         lease = uuid.uuid4().hex if self._slots else None
-        reply = self._redis.reserve(wants, slots=self._slots, lease_id=lease or "")
+        try:
+            reply = self._redis.reserve(wants, slots=self._slots, lease_id=lease or "")
+        except BackendUnavailable:
+            if lease is not None:
+                # The script may still run when Redis wakes (the command was sent): it
+                # would take a slot and charge the buckets for a request that went
+                # elsewhere. Undo it once Redis answers, if it ran.
+                undo = tuple((bucket, float(amount)) for bucket, amount in wants)
+                self._keep_unsettled(lease, undo, only_if_held=True)
+            raise
         with self._cond:
             self._known, self._known_at = reply.levels, self._clock.monotonic()
             if not reply.granted:
@@ -416,6 +475,77 @@ class SharedAdmission:
         if self._store.usable():
             with contextlib.suppress(BackendUnavailable):
                 change()
+
+    def _settle(self, lease: str | None, deltas: tuple[tuple[Bucket, float], ...]) -> None:
+        """Settle in Redis now, or keep the settlement for when Redis answers again.
+
+        Not sent (Redis is down): retried as it is. Sent but failed (a timeout: it may
+        have run when Redis woke): retried only with ``only_if_held``, which applies it
+        only if the lease is still there, so never twice. A settlement without a lease
+        (no concurrency limit) whose outcome is unknown is not retried: its reservation
+        stays charged (the safe side) and refills within the minute.
+        """
+        if not self._store.usable():
+            self._keep_unsettled(lease, deltas, only_if_held=lease is not None)
+            return
+        try:
+            self._redis.settle(lease, deltas)
+        except BackendUnavailable:
+            if lease is not None:
+                self._keep_unsettled(lease, deltas, only_if_held=True)
+
+    def _keep_unsettled(
+        self, lease: str | None, deltas: tuple[tuple[Bucket, float], ...], *, only_if_held: bool
+    ) -> None:
+        entry = _Unsettled(lease, deltas, only_if_held, time.monotonic() + self._lease)
+        with self._unsettled_lock:
+            self._unsettled.append(entry)
+            while len(self._unsettled) > MAX_UNSETTLED:
+                self._unsettled.popleft()
+            if self._settling:
+                return
+            self._settling = True
+        threading.Thread(
+            target=self._settle_loop, name=f"rakka-settle:{self.name}", daemon=True
+        ).start()
+
+    def _settle_loop(self) -> None:
+        while True:
+            time.sleep(SETTLE_POLL)  # Redis's own time, as leases: not an injected clock
+            if not self._closed and self._store.usable():
+                self._retry_unsettled()
+            with self._unsettled_lock:
+                if not self._unsettled or self._closed:
+                    self._settling = False
+                    return
+
+    def _retry_unsettled(self) -> bool:
+        """Settle what a Redis failure interrupted, oldest first; stop at the first failure
+        (Redis is down again: the rest waits for the next try). Returns False then."""
+        with self._unsettled_lock:
+            pending = list(self._unsettled)
+            self._unsettled.clear()
+        now = time.monotonic()
+        for index, entry in enumerate(pending):
+            if entry.until <= now:
+                continue  # its lease has expired in Redis: nothing left to free
+            try:
+                self._redis.settle(entry.lease, entry.deltas, only_if_held=entry.only_if_held)
+            except BackendUnavailable:
+                later = list(pending[index + 1 :])
+                if entry.lease is not None:
+                    # This try may have run: from now on, at most once.
+                    later.insert(0, dataclasses.replace(entry, only_if_held=True))
+                with self._unsettled_lock:
+                    self._unsettled.extendleft(reversed(later))
+                return False
+        with self._cond:
+            self._cond.notify_all()  # freed slots: the head of the line may fit now
+        return True
+
+    def unsettled(self) -> int:
+        """Settlements waiting for Redis to answer again (tests, metrics)."""
+        return len(self._unsettled)
 
     def _renew_leases(self) -> None:
         while True:

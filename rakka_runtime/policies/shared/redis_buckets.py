@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from rakka_runtime.policies.admission import MAX_PAUSE
 from rakka_runtime.policies.shared.redis_store import LuaScript, RedisStore, key
 
 __all__ = ["Bucket", "RedisBuckets", "Reservation"]
@@ -60,9 +61,18 @@ class Reservation:
 
 
 class RedisBuckets:
-    def __init__(self, store: RedisStore, *, prefix: str, name: str, lease: float) -> None:
+    def __init__(
+        self,
+        store: RedisStore,
+        *,
+        prefix: str,
+        name: str,
+        lease: float,
+        max_pause: float = MAX_PAUSE,
+    ) -> None:
         self.store = store
         self._lease_ms = lease * 1000.0
+        self._max_pause_ms = max_pause * 1000.0
         self._key_prefix = (prefix, name)
         self._pause = self._key("pause")
         self._slots = self._key("slots")
@@ -78,7 +88,7 @@ class RedisBuckets:
         self, wants: Sequence[tuple[Bucket, int]], *, slots: int | None, lease_id: str
     ) -> Reservation:
         """Take ``amount`` from every bucket of ``wants`` and a slot, or nothing."""
-        args: list[object] = [slots or 0, lease_id, self._lease_ms]
+        args: list[object] = [slots or 0, lease_id, self._lease_ms, self._max_pause_ms]
         for bucket, amount in wants:
             args.extend((*bucket.describe(), amount))
         reply = self.store.run(
@@ -97,19 +107,34 @@ class RedisBuckets:
             levels=levels,
         )
 
-    def settle(self, lease_id: str | None, deltas: Sequence[tuple[Bucket, float]]) -> None:
-        """Free ``lease_id``'s slot and add each delta to its bucket (negative: charge)."""
-        args: list[object] = [lease_id or ""]
+    def settle(
+        self,
+        lease_id: str | None,
+        deltas: Sequence[tuple[Bucket, float]],
+        *,
+        only_if_held: bool = False,
+    ) -> bool:
+        """Free ``lease_id``'s slot and add each delta to its bucket (negative: charge).
+
+        With ``only_if_held`` (a retry whose first try may have run, or the undoing of a
+        reservation whose reply was lost) the deltas apply only if the lease was still
+        there, so at most once. Returns whether they applied.
+        """
+        args: list[object] = [lease_id or "", "1" if only_if_held else "0"]
         for bucket, delta in deltas:
             args.extend((*bucket.describe(), delta))
-        self.store.run(_SETTLE, [self._slots, *(b.key for b, _ in deltas)], args)
+        reply = self.store.run(_SETTLE, [self._slots, *(b.key for b, _ in deltas)], args)
+        return bool(int(reply))
 
     def renew(self, lease_ids: Iterable[str]) -> int:
         """Extend live leases by the lease time; returns how many were still held."""
         return int(self.store.run(_RENEW, [self._slots], [self._lease_ms, *lease_ids]))
 
     def pause(self, seconds: float) -> None:
-        self.store.run(_PAUSE, [self._pause], [max(0.0, seconds) * 1000.0])
+        """Pause every process for ``seconds``, at most ``max_pause`` (a stored pause that
+        is longer, written by a process with a larger limit, is cut to it)."""
+        ms = min(max(0.0, seconds) * 1000.0, self._max_pause_ms)
+        self.store.run(_PAUSE, [self._pause], [ms, self._max_pause_ms])
 
     def cap(self, bucket: Bucket, remaining: int) -> None:
         self.store.run(_CAP, [bucket.key], [*bucket.describe(), remaining])

@@ -93,7 +93,7 @@ class _PasswordFromSecret:
     def _read(self) -> str:
         from rakka_runtime.secrets import resolve_secret
 
-        return resolve_secret(self._ref, path=self._path).reveal()
+        return resolve_secret(self._ref, path=self._path, header=False).reveal()
 
     def __repr__(self) -> str:
         return f"_PasswordFromSecret({self._path})"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -82,6 +83,16 @@ class RedisServer:
             self.process.kill()
             self.process.wait(10)
             self.process = None
+
+    def stop(self) -> None:
+        """SIGSTOP: the server hangs (connections stay open, nothing is answered)."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def cont(self) -> None:
+        """SIGCONT: the server answers again, the commands sent meanwhile first."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
 
     def restart(self) -> None:
         self.kill()

@@ -21,7 +21,7 @@ from redis_support import RedisServer, redis_overrides
 from rakka_provider_openai.emulator import Emulator
 from rakka_runtime.config.schema import RateLimitPolicy
 from rakka_runtime.config.validation import validate
-from rakka_runtime.errors import Backpressure
+from rakka_runtime.errors import Backpressure, RateLimited
 from rakka_runtime.plugins import BUILTIN_PLUGINS, PluginHooks, make_plugin_manager
 from rakka_runtime.policies.shared.redis_admission import SharedAdmission
 from rakka_testing import RuntimeFactory
@@ -136,6 +136,44 @@ def test_a_429_in_one_process_pauses_all(redis_server: RedisServer, prefix: str)
     started = time.monotonic()
     b.admit(0, deadline=started + 3)  # waits the pause out
     assert 0.7 < time.monotonic() - started < 2.0
+
+
+def test_a_huge_retry_after_pauses_the_fleet_for_at_most_max_pause(
+    redis_server: RedisServer, prefix: str, emulator: Emulator, make_runtime: RuntimeFactory
+) -> None:
+    emulator.set_scenario({"rules": [{"fault": "rate_limit;retry_after=999999", "requests": [1]}]})
+    pm = make_plugin_manager(disabled=set(BUILTIN_PLUGINS) - {"rate_limits"})
+    rt = make_runtime(
+        emulator,
+        *redis_overrides(redis_server.url, prefix),
+        "deployment.rate_limits.max_pause=2s",
+        hooks=PluginHooks(pm),
+    )
+    with pytest.raises(RateLimited):
+        rt.chat("hi")
+    policy = {"backend": "redis", "redis": {"url": redis_server.url, "key_prefix": prefix}}
+    fresh = SharedAdmission.from_policy("openai", validate(RateLimitPolicy, policy))
+    paused, _, _ = fresh._redis.peek([])
+    assert 0.5 < paused <= 2.0  # stored fleet-wide, but capped: not 11.6 days
+    fresh.close()
+
+
+def test_a_longer_pause_already_in_redis_is_cut_to_max_pause(
+    redis_server: RedisServer, prefix: str
+) -> None:
+    import redis
+
+    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    seconds, micros = client.time()
+    now_ms = seconds * 1000 + micros / 1000
+    # Written by a process with no cap (an older version): 11.6 days from now.
+    client.set(f"{prefix}:{{rl:d}}:pause", repr(now_ms + 999_999_000.0))
+    client.close()
+    fresh = replica(redis_server, prefix, max_pause="500ms")
+    started = time.monotonic()
+    fresh.admit(0, deadline=started + 5)
+    assert time.monotonic() - started < 2.0
+    fresh.close()
 
 
 def test_provider_headers_lower_the_shared_bucket(redis_server: RedisServer, prefix: str) -> None:

@@ -9,7 +9,9 @@
 -- KEYS[2]   slots: sorted set, lease id -> lease expiry (ms of server time)
 -- KEYS[3..] one hash {level, at} per bucket; a missing hash is a full bucket
 -- ARGV[1]   concurrency slots (0: unlimited)   ARGV[2] lease id   ARGV[3] lease (ms)
--- ARGV[4..] per bucket: capacity, refill per ms, amount
+-- ARGV[4]   longest pause honoured (ms): a stored pause ending later (written by a process
+--           with a larger limit, or an older version) is cut to end that long from now
+-- ARGV[5..] per bucket: capacity, refill per ms, amount
 --
 -- Returns {granted (1/0), wait ms as text (-1: a slot, which cannot be predicted),
 --          what blocked (0 pause, -1 slots, i: bucket i), level of each bucket as text}.
@@ -21,14 +23,20 @@ local function fmt(x) return string.format('%.17g', x) end
 
 local wait, blocked = 0, 0
 local paused = tonumber(redis.call('GET', KEYS[1]) or '0')
+local max_pause = tonumber(ARGV[4])
+if paused > now + max_pause then
+  -- Cut to this process's limit, once, for everyone: it then ends as a pause would.
+  paused = now + max_pause
+  redis.call('SET', KEYS[1], fmt(paused), 'PX', math.ceil(max_pause) + 1)
+end
 if paused > now then wait = paused - now end
 
 local levels = {}
 local nbuckets = #KEYS - 2
 for i = 1, nbuckets do
-  local cap = tonumber(ARGV[3 * i + 1])
-  local rate = tonumber(ARGV[3 * i + 2])
-  local amount = tonumber(ARGV[3 * i + 3])
+  local cap = tonumber(ARGV[3 * i + 2])
+  local rate = tonumber(ARGV[3 * i + 3])
+  local amount = tonumber(ARGV[3 * i + 4])
   local h = redis.call('HMGET', KEYS[i + 2], 'level', 'at')
   local level, at = tonumber(h[1]), tonumber(h[2])
   if level == nil or at == nil then
@@ -55,9 +63,9 @@ local reply = {0, fmt(wait), blocked}
 if wait == 0 then
   reply[1] = 1
   for i = 1, nbuckets do
-    local cap = tonumber(ARGV[3 * i + 1])
-    local rate = tonumber(ARGV[3 * i + 2])
-    levels[i] = levels[i] - tonumber(ARGV[3 * i + 3])
+    local cap = tonumber(ARGV[3 * i + 2])
+    local rate = tonumber(ARGV[3 * i + 3])
+    levels[i] = levels[i] - tonumber(ARGV[3 * i + 4])
     redis.call('HSET', KEYS[i + 2], 'level', fmt(levels[i]), 'at', fmt(now))
     -- Once full again the hash says nothing a missing one would not: let it expire.
     redis.call('PEXPIRE', KEYS[i + 2], math.ceil((cap - levels[i]) / rate) + 1000)
