@@ -8,8 +8,8 @@ replaces) are replaced by :data:`REDACTED` (as the pattern-based scrubbing of
 before it leaves the attempt: the message (and ``args``), the code, the request id, and
 the partial output (text and tool-call arguments).
 
-Called once, where an exchange's error is caught (``DeploymentCore.exchange_failed``, both drivers): every
-layer above (retry, breaker, batch, CLI) sees the redacted error only.
+Called once, where an exchange's error is caught (``DeploymentCore.exchange_failed``, for
+both drivers): every layer above (retry, breaker, batch, CLI) sees the redacted error only.
 """
 
 from __future__ import annotations
