@@ -3,7 +3,7 @@
 Every failure a caller can see is an ``InferenceError`` with a snake_case ``kind``; what is
 retried and what counts against the circuit breaker are class attributes, so policies
 decide from the class, never from message text. Classifying wire shapes into these classes
-is :mod:`rakka_runtime.error_classification`'s job.
+is each provider codec's job, over the rule engine of :mod:`rakka_runtime.error_classification`.
 """
 
 from __future__ import annotations

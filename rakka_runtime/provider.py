@@ -20,7 +20,10 @@ A provider plugin imports this module only::
         context.open_session(lambda secret: {"x-api-key": secret.reveal() if secret else ""})
         return MyCodec(deployment)
 
-See ``providers/openai`` for the worked example.
+Everything a provider needs from the core is re-exported here (values, errors, the
+error-rule engine, config base classes and checks): a provider imports this module, or the
+package root's public API, and nothing else of ``rakka_runtime``. ``providers/openai`` is
+the worked example (a test checks that it keeps to this).
 """
 
 from __future__ import annotations
@@ -29,33 +32,58 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
-from rakka_runtime.config.schema import DeploymentConfig
+from rakka_runtime import __version__
+from rakka_runtime.config.checks import Endpoint, HeaderText, quote_value
+from rakka_runtime.config.durations import parse_duration
+from rakka_runtime.config.schema import ConfigModel, DeploymentConfig, EntraAuth
+from rakka_runtime.error_classification import (
+    NO_FIELDS,
+    ErrorFields,
+    ErrorRule,
+    build_error,
+    context_tokens,
+    error_message,
+    excerpt,
+    header,
+    label,
+    match_rule,
+    parse_retry_after,
+    status_line,
+)
 from rakka_runtime.errors import (
     Backpressure,
     BadRequest,
+    Conflict,
     ContentFiltered,
     ContextLengthExceeded,
     Forbidden,
     InferenceError,
+    InvalidRequest,
     NotFound,
     ProtocolError,
     QuotaExceeded,
     RateLimited,
     ServerError,
     StreamInterrupted,
+    Timeout,
     Unauthorized,
 )
 from rakka_runtime.hookspecs import hookimpl
-from rakka_runtime.secret_value import Secret
+from rakka_runtime.pricing import estimate_input_tokens
+from rakka_runtime.registry import ProviderRegistry
+from rakka_runtime.secret_value import Secret, SecretHeader
 from rakka_runtime.sse import SSEEvent
 from rakka_runtime.types import (
     ChatRequest,
     ChatResult,
     ExecuteBatch,
     Message,
+    SamplingParams,
     TokenChunk,
+    TokenLogprob,
     ToolCall,
     ToolCallDelta,
+    TopLogprob,
     Usage,
 )
 
@@ -63,38 +91,66 @@ if TYPE_CHECKING:
     from rakka_runtime.session import Session
 
 __all__ = [
+    "NO_FIELDS",
     "Backpressure",
     "BadRequest",
     "ChatRequest",
     "ChatResult",
+    "ConfigModel",
+    "Conflict",
     "ContentFiltered",
     "ContextLengthExceeded",
     "DeploymentConfig",
+    "Endpoint",
+    "EntraAuth",
+    "ErrorFields",
+    "ErrorRule",
     "ExecuteBatch",
     "Feedback",
     "Forbidden",
     "HeaderBuilder",
+    "HeaderText",
     "HttpRequest",
     "InferenceError",
+    "InvalidRequest",
     "Message",
     "NotFound",
     "ProtocolError",
     "ProviderCodec",
     "ProviderContext",
     "ProviderFactory",
+    "ProviderRegistry",
     "QuotaExceeded",
     "RateLimited",
     "SSEEvent",
+    "SamplingParams",
     "Secret",
+    "SecretHeader",
     "ServerError",
     "StreamDecoder",
     "StreamInterrupted",
+    "Timeout",
     "TokenChunk",
+    "TokenLogprob",
     "ToolCall",
     "ToolCallDelta",
+    "TopLogprob",
     "Unauthorized",
     "Usage",
+    "__version__",
+    "build_error",
+    "context_tokens",
+    "error_message",
+    "estimate_input_tokens",
+    "excerpt",
+    "header",
     "hookimpl",
+    "label",
+    "match_rule",
+    "parse_duration",
+    "parse_retry_after",
+    "quote_value",
+    "status_line",
 ]
 
 ConfigT = TypeVar("ConfigT", bound=DeploymentConfig)

@@ -17,15 +17,13 @@ from rakka_provider_openai.deployment import (
     chat_url,
     completion_limit_key,
 )
+from rakka_provider_openai.errors import classify_http_error, error_for_finish_reason
 from rakka_provider_openai.wire import (
     ChatAggregate,
     build_chat_body,
     decode_stream_chunk,
     parse_completion,
 )
-from rakka_runtime.config.durations import parse_duration
-from rakka_runtime.error_classification import classify_http_error, error_for_finish_reason
-from rakka_runtime.pricing import estimate_input_tokens
 from rakka_runtime.provider import (
     ChatRequest,
     ChatResult,
@@ -37,6 +35,8 @@ from rakka_runtime.provider import (
     SSEEvent,
     StreamInterrupted,
     TokenChunk,
+    estimate_input_tokens,
+    parse_duration,
 )
 
 __all__ = ["OpenAICodec", "ratelimit_feedback"]

@@ -13,10 +13,17 @@ from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import quote, urlsplit
 
-from rakka_runtime import __version__
-from rakka_runtime.config.checks import Endpoint, HeaderText, quote_value
-from rakka_runtime.config.schema import ConfigModel, DeploymentConfig, EntraAuth
-from rakka_runtime.secret_value import Secret, SecretHeader
+from rakka_runtime.provider import (
+    ConfigModel,
+    DeploymentConfig,
+    Endpoint,
+    EntraAuth,
+    HeaderText,
+    Secret,
+    SecretHeader,
+    __version__,
+    quote_value,
+)
 
 USER_AGENT = f"rakka-runtime/{__version__}"
 OPENAI_ENDPOINT = "https://api.openai.com/v1"

@@ -21,9 +21,7 @@ if TYPE_CHECKING:
         DirectVariant,
         OpenAIDeployment,
     )
-    from rakka_runtime.config.schema import DeploymentConfig
-    from rakka_runtime.provider import ProviderContext
-    from rakka_runtime.registry import ProviderRegistry
+    from rakka_runtime.provider import DeploymentConfig, ProviderContext, ProviderRegistry
 
 # Imports stay inside the hooks: `rakka --help` loads this module, and should not pay
 # for pydantic models or the emulator it does not use.

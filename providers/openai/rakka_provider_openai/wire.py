@@ -20,11 +20,12 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from rakka_runtime.error_classification import classify_stream_error
-from rakka_runtime.errors import InvalidRequest, ProtocolError
-from rakka_runtime.types import (
+from rakka_provider_openai.errors import classify_stream_error
+from rakka_runtime.provider import (
     ChatResult,
     ExecuteBatch,
+    InvalidRequest,
+    ProtocolError,
     TokenChunk,
     TokenLogprob,
     ToolCall,
@@ -285,7 +286,7 @@ def decode_stream_chunk(
     (``choices: []`` with ``prompt_filter_results``), content-filter-only chunks, and empty
     deltas. The ``include_usage`` chunk (``choices: []`` plus ``usage``) gives a chunk with
     ``usage`` set. An ``{"error": ...}`` object raises what
-    :func:`~rakka_runtime.error_classification.classify_stream_error` makes of it.
+    :func:`~rakka_provider_openai.errors.classify_stream_error` makes of it.
     """
     if not isinstance(obj, dict):
         raise ProtocolError(f"stream chunk is not an object: {type(obj).__name__}")

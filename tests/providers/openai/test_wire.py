@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import rakka_provider_openai.wire as wire
+from rakka_provider_openai.errors import classify_stream_error
 from rakka_provider_openai.wire import (
     ChatAggregate,
     build_chat_body,
@@ -19,7 +20,6 @@ from rakka_provider_openai.wire import (
     parse_usage,
     uses_max_completion_tokens,
 )
-from rakka_runtime.error_classification import classify_stream_error
 from rakka_runtime.errors import InferenceError, InvalidRequest, ProtocolError, ServerError
 from rakka_runtime.types import ExecuteBatch, SamplingParams, ToolCall, ToolCallDelta, Usage
 

@@ -9,22 +9,24 @@ from typing import Any
 
 import pytest
 
-from rakka_runtime.error_classification import (
+from rakka_provider_openai.errors import (
     CONTENT_FILTER_RULE,
     FINISH_REASON_ERRORS,
     HTTP_ERROR_RULES,
     STREAM_ERROR_FALLBACK,
     STREAM_ERROR_RULES,
-    ErrorFields,
-    ErrorRule,
     classify_http_error,
     classify_stream_error,
     error_fields,
     error_for_finish_reason,
-    match_rule,
     parse_error_body,
-    parse_retry_after,
     parse_should_retry,
+)
+from rakka_runtime.error_classification import (
+    ErrorFields,
+    ErrorRule,
+    match_rule,
+    parse_retry_after,
 )
 from rakka_runtime.errors import (
     BadRequest,
