@@ -203,6 +203,10 @@ def _compose_locked(
         package="_global_",
     )
     root: list[Any] = [_SCHEMA_CONFIG, "config"]
+    # The ConfigStore is process-wide: drop env copies an earlier composition stored (for
+    # another config_dir), or they could extend an env this one does not shadow.
+    for group in (_ENV_BASE, _ENV_USER):
+        store.repo.pop(group, None)
     if shadowed:
         # A user env/<name>.yaml named like a built-in env extends it: the built-in one is
         # applied, then the user's again on top (merging the same file twice is a no-op).

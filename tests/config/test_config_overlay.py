@@ -314,3 +314,12 @@ def test_a_new_env_can_extend_a_builtin_one_through_its_defaults(tmp_path: Path)
     assert config.deployment["rate_limits"]["requests_per_minute"] == 100
     assert config.deployment["rate_limits"]["concurrent_requests"] == 64  # from prod
     assert config.pricing.models["gpt-4o-mini"].source == "negotiated"
+
+
+def test_an_env_extension_does_not_leak_into_another_config_dir(tmp_path: Path) -> None:
+    first, second = tmp_path / "first", tmp_path / "second"
+    _write(first, "env/prod.yaml", "# @package _global_\ndeployment: {name: from-first}\n")
+    _write(second, "env/dev.yaml", "# @package _global_\nenv: {name: dev}\n")
+    assert compose_config(["env=prod"], config_dir=first)["deployment"]["name"] == "from-first"
+    # `second` shadows only dev: its prod is the built-in one, untouched by `first`.
+    assert compose_config(["env=prod"], config_dir=second)["deployment"]["name"] == "local"
