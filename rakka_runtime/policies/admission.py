@@ -21,16 +21,16 @@ from __future__ import annotations
 
 import math
 import threading
-from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from rakka_runtime.core.notify import Notifier
 from rakka_runtime.core.policy import Wait
-from rakka_runtime.errors import Backpressure, Cancelled
+from rakka_runtime.errors import Backpressure
 from rakka_runtime.policies.buckets import TokenBucket
 from rakka_runtime.policies.clock import SYSTEM_CLOCK, Clock
+from rakka_runtime.policies.line import Line, Pending, Waiter, admit_by_steps, eta
 
 __all__ = [
     "DIMENSIONS",
@@ -66,28 +66,15 @@ def capped_pause(seconds: float, max_pause: float) -> float:
 
 
 _EPSILON = 1e-9  # float slack when a predicted time is "now"
-_SLICE = 0.05  # longest the head waits on the condition before looking at the clock again
-CANCEL_POLL = 0.1  # how often a queued request looks at its ``cancelled`` flag
-
 Cancelled_ = Callable[[], bool]
 """Whether the caller cancelled the request (``RunHandle.cancel``): a queued one leaves."""
-
-
-def leave_if_cancelled(cancelled: Cancelled_ | None) -> None:
-    if cancelled is not None and cancelled():
-        raise Cancelled("cancelled while queued for rate-limit capacity")
-
-
-def cancel_poll(timeout: float, cancelled: Cancelled_ | None) -> float:
-    """``timeout``, cut to :data:`CANCEL_POLL` for a wait that must notice a cancel."""
-    return timeout if cancelled is None else min(timeout, CANCEL_POLL)
 
 
 GrantT = TypeVar("GrantT")
 
 
 class Admission(Protocol[GrantT]):
-    """What the rate-limit middleware needs of a deployment's capacity: this module's
+    """What the rate-limit policy needs of a deployment's capacity: this module's
     :class:`AdmissionQueue` or the Redis-shared one
     (:mod:`rakka_runtime.policies.shared.redis_admission`). See :class:`AdmissionQueue`
     for the meaning of each call."""
@@ -100,6 +87,17 @@ class Admission(Protocol[GrantT]):
         wait: bool = True,
         cancelled: Cancelled_ | None = None,
     ) -> GrantT: ...
+
+    def reserve(
+        self,
+        tokens: int,
+        *,
+        waiter: Any = None,
+        deadline: float | None = None,
+        wait: bool = True,
+    ) -> GrantT | Pending: ...
+
+    def leave_line(self, waiter: Any) -> None: ...
 
     def release(self, grant: GrantT, *, requests_used: int, tokens_used: int) -> None: ...
 
@@ -123,27 +121,6 @@ class Grant:
     tokens: int
     charged: tuple[tuple[str, TokenBucket], ...]
     released: bool = False
-
-
-@dataclass(slots=True, eq=False)
-class _Waiter:
-    tokens: int
-    limit: float = math.inf  # when it stops waiting, on the queue's clock
-
-
-@dataclass(slots=True)
-class Pending:
-    """A place in line: ask again (:meth:`AdmissionQueue.reserve` with ``waiter``) after
-    ``wait``, or earlier when the queue's notifier fires."""
-
-    waiter: _Waiter
-    wait: Wait
-
-
-@dataclass(slots=True)
-class _Eta:
-    at: float
-    why: str = ""
 
 
 class AdmissionQueue:
@@ -180,7 +157,7 @@ class AdmissionQueue:
         self._slots = concurrent_requests
         self._in_flight = 0
         self._paused_until = -math.inf
-        self._waiting: deque[_Waiter] = deque()
+        self._line = Line()
         self._cond = threading.Condition(threading.Lock())
         # Fired on every change that may let a waiter go (threads and tasks wait on it).
         self.changed = Notifier()
@@ -193,7 +170,7 @@ class AdmissionQueue:
 
     @property
     def waiting(self) -> int:
-        return len(self._waiting)
+        return len(self._line)
 
     @property
     def paused_until(self) -> float | None:
@@ -228,30 +205,19 @@ class AdmissionQueue:
         :raises Backpressure: at once when ``wait`` is false and capacity is short, or when
             the request would not be admitted before its deadline.
         """
-        waiter: _Waiter | None = None
-        try:
-            while True:
-                step = self.reserve(tokens, waiter=waiter, deadline=deadline, wait=wait)
-                if isinstance(step, Grant):
-                    waiter = None
-                    return step
-                waiter = step.waiter
-                leave_if_cancelled(cancelled)
-                pause = step.wait
-                before = self._clock.monotonic()
-                timeout = cancel_poll(min(pause.seconds, _SLICE), cancelled)
-                woken = self.changed.wait(pause.seen, timeout)
-                if pause.timed and not woken and self._clock.monotonic() == before:
-                    self._clock.sleep(pause.seconds)  # a test's fake clock: see Wait.timed
-        finally:
-            if waiter is not None:
-                self.leave_line(waiter)
+        return admit_by_steps(
+            lambda waiter: self.reserve(tokens, waiter=waiter, deadline=deadline, wait=wait),
+            self.leave_line,
+            self.changed,
+            self._clock,
+            cancelled,
+        )
 
     def reserve(
         self,
         tokens: int,
         *,
-        waiter: _Waiter | None = None,
+        waiter: Waiter | None = None,
         deadline: float | None = None,
         wait: bool = True,
     ) -> Grant | Pending:
@@ -264,40 +230,37 @@ class AdmissionQueue:
         with self._cond:
             now = self._clock.monotonic()
             if waiter is None:
-                if not self._waiting:
-                    eta = self._eta(tokens, (), now)
-                    if eta.at <= now + _EPSILON and self._slot_free():
-                        return self._grant(tokens, now)
-                else:
-                    eta = self._eta(tokens, self._waiting, now)
+                at, why = self._eta(tokens, self._line, now)
+                if not self._line and at <= now + _EPSILON and self._slot_free():
+                    return self._grant(tokens, now)
                 if not wait:
-                    why = eta.why if eta.at > now + _EPSILON else self._busy()
-                    raise self._refusal(f"capacity exhausted ({why})", eta.at - now)
-                limit = deadline if deadline is not None else now + self._max_wait
-                waiter = _Waiter(tokens, limit)
-                self._waiting.append(waiter)
+                    why = why if at > now + _EPSILON else self._busy()
+                    raise self._refusal(f"capacity exhausted ({why})", at - now)
+                waiter = self._line.join(
+                    tokens, deadline if deadline is not None else now + self._max_wait
+                )
             limit = waiter.limit
-            ahead = self._ahead(waiter)
-            eta = self._eta(tokens, ahead, now)
-            if eta.at > limit:
+            ahead = self._line.ahead(waiter)
+            at, why = self._eta(tokens, ahead, now)
+            if at > limit:
                 self._drop(waiter)
                 raise self._refusal(
-                    f"capacity would not be free before the deadline ({eta.why})", eta.at - now
+                    f"capacity would not be free before the deadline ({why})", at - now
                 )
             head = not ahead
-            if head and eta.at <= now + _EPSILON and self._slot_free():
+            if head and at <= now + _EPSILON and self._slot_free():
                 self._drop(waiter)
                 return self._grant(tokens, now)
             if now >= limit:
                 self._drop(waiter)
                 raise self._refusal(f"deadline passed in the queue ({self._busy()})", None)
-            timed = head and eta.at > now
-            seconds = min(limit, eta.at) - now if timed else limit - now
+            timed = head and at > now
+            seconds = min(limit, at) - now if timed else limit - now
             return Pending(
                 waiter,
                 Wait(
                     seconds,
-                    eta.why if timed else self._busy(),
+                    why if timed else self._busy(),
                     notifier=self.changed,
                     seen=self.changed.version,
                     timed=timed,
@@ -305,14 +268,13 @@ class AdmissionQueue:
                 ),
             )
 
-    def leave_line(self, waiter: _Waiter) -> None:
+    def leave_line(self, waiter: Waiter) -> None:
         """A waiter gives up its place (cancelled); the next one may go now."""
         with self._cond:
             self._drop(waiter)
 
-    def _drop(self, waiter: _Waiter) -> None:
-        if waiter in self._waiting:
-            self._waiting.remove(waiter)
+    def _drop(self, waiter: Waiter) -> None:
+        self._line.leave(waiter)
         # Whether this waiter left admitted or refused, the next one may go now.
         self._cond.notify_all()
         self.changed.notify()
@@ -403,31 +365,22 @@ class AdmissionQueue:
 
     # -- under the lock ---------------------------------------------------------------------
 
-    def _ahead(self, waiter: _Waiter) -> list[_Waiter]:
-        ahead = []
-        for other in self._waiting:
-            if other is waiter:
-                break
-            ahead.append(other)
-        return ahead
-
-    def _eta(self, tokens: int, ahead: Sequence[_Waiter], now: float) -> _Eta:
+    def _eta(self, tokens: int, ahead: Iterable[Waiter], now: float) -> tuple[float, str]:
         """When a request of ``tokens`` fits after everyone in ``ahead`` has been admitted."""
-        eta = _Eta(now)
-        if self._paused_until > now:
-            eta = _Eta(self._paused_until, f"paused for {self._paused_until - now:.3g}s")
-        for dimension, bucket in self._buckets.items():
-            own = 1 if dimension == "requests" else tokens
-            before = len(ahead) if dimension == "requests" else sum(w.tokens for w in ahead)
-            at = now + bucket.seconds_until(before + bucket.admits(own), now)
-            if at > eta.at:
-                eta = _Eta(at, f"{dimension} free in {at - now:.3g}s")
-        return eta
+        at, why = eta(
+            ((dim, b.refill(now), b.capacity, b.rate) for dim, b in self._buckets.items()),
+            ahead,
+            tokens,
+            now,
+        )
+        if self._paused_until > at:
+            return self._paused_until, f"paused for {self._paused_until - now:.3g}s"
+        return at, why
 
     def _wake(self) -> None:
         # Only queued admissions wait: with none, skip the notifications' work (it runs
         # under the lock every request would otherwise contend for).
-        if self._waiting:
+        if self._line:
             self._cond.notify_all()
             self.changed.notify()
 

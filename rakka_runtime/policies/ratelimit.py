@@ -38,8 +38,9 @@ from typing import TYPE_CHECKING, Any, Literal
 from rakka_runtime.core.flow import estimated_tokens
 from rakka_runtime.errors import InferenceError, RateLimited
 from rakka_runtime.hookspecs import hookimpl
-from rakka_runtime.policies.admission import Admission, AdmissionQueue, Pending
+from rakka_runtime.policies.admission import Admission, AdmissionQueue
 from rakka_runtime.policies.clock import ClockedPlugin
+from rakka_runtime.policies.line import Pending
 from rakka_runtime.types import ChatRequest, ChatResult
 
 if TYPE_CHECKING:
@@ -84,8 +85,9 @@ class RateLimitGate:
         self.policy = policy
         self.admission = admission
         self._wait = policy.on_capacity_exhausted == "queue"
-        self._queue = admission if isinstance(admission, AdmissionQueue) else None
-        self.blocking = self._queue is None
+        # The Redis-shared admission asks Redis in its steps: the asyncio driver runs them
+        # in a worker thread (the waits between steps are the driver's, as for the local one).
+        self.blocking = not isinstance(admission, AdmissionQueue)
         # Per request: its place in line while it waits (keyed by the state object).
         self._waiters: dict[int, Any] = {}
 
@@ -96,21 +98,11 @@ class RateLimitGate:
             close()
 
     def enter(self, state: CallState) -> Any:
-        tokens = reserved_tokens(state.request, state.estimated_input_tokens)
-        queue = self._queue
-        if queue is None:
-            grant = self.admission.admit(
-                tokens,
-                deadline=_on_clock(state, self.admission),
-                wait=self._wait,
-                cancelled=lambda: state.cancelled,
-            )
-            return _Ticket(grant, state.result)
         key = id(state)
-        step = queue.reserve(
-            tokens,
+        step = self.admission.reserve(
+            reserved_tokens(state.request, state.estimated_input_tokens),
             waiter=self._waiters.pop(key, None),
-            deadline=_on_clock(state, queue),
+            deadline=_on_clock(state, self.admission),
             wait=self._wait,
         )
         if isinstance(step, Pending):
@@ -120,8 +112,8 @@ class RateLimitGate:
 
     def abandon(self, state: CallState) -> None:
         waiter = self._waiters.pop(id(state), None)
-        if waiter is not None and self._queue is not None:
-            self._queue.leave_line(waiter)
+        if waiter is not None:
+            self.admission.leave_line(waiter)
 
     def on_response(self, state: CallState, ticket: _Ticket) -> None:
         feedback = state.rate_limit_feedback

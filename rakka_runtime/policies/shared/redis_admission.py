@@ -45,6 +45,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from rakka_runtime.core.notify import Notifier
+from rakka_runtime.core.policy import Wait
 from rakka_runtime.errors import Backpressure
 from rakka_runtime.policies.admission import (
     DIMENSIONS,
@@ -54,11 +56,10 @@ from rakka_runtime.policies.admission import (
     Cancelled_,
     Feedback,
     Grant,
-    cancel_poll,
     capped_pause,
-    leave_if_cancelled,
 )
 from rakka_runtime.policies.clock import SYSTEM_CLOCK, Clock
+from rakka_runtime.policies.line import Line, Pending, Waiter, admit_by_steps, eta
 from rakka_runtime.policies.shared.redis_buckets import Bucket, RedisBuckets, Reservation
 from rakka_runtime.policies.shared.redis_store import BackendUnavailable, RedisStore
 
@@ -94,9 +95,11 @@ class SharedGrant:
     released: bool = False
 
 
-@dataclass(slots=True, eq=False)
-class _Waiter:
-    tokens: int
+@dataclass(slots=True, frozen=True)
+class _LocalPlace:
+    """A place in the local fallback queue (Redis was down when the request asked)."""
+
+    waiter: Waiter
 
 
 @dataclass(slots=True, frozen=True)
@@ -151,7 +154,9 @@ class SharedAdmission:
             if amount is not None:
                 self._buckets[dimension] = buckets.bucket(dimension, amount)
         self._configured = frozenset(self._buckets)
-        self._line: deque[_Waiter] = deque()
+        self._line = Line()
+        # Fired whenever a waiter may go (a release, a pause, feedback, a place freed).
+        self.changed = Notifier()
         self._cond = threading.Condition(threading.Lock())
         self._known: dict[str, float] = {}  # bucket levels in Redis's last reply
         self._known_at = 0.0
@@ -246,13 +251,36 @@ class SharedAdmission:
         wait: bool = True,
         cancelled: Cancelled_ | None = None,
     ) -> SharedGrant:
-        """Reserve one request and ``tokens`` tokens in Redis (see the module docstring).
+        """:meth:`reserve` until granted, waiting on this thread (see the module docstring).
 
         :raises Backpressure: as :meth:`AdmissionQueue.admit`, or while Redis is down
             with ``on_backend_failure: reject``.
         """
+        return admit_by_steps(
+            lambda waiter: self.reserve(tokens, waiter=waiter, deadline=deadline, wait=wait),
+            self.leave_line,
+            self.changed,
+            self._clock,
+            cancelled,
+        )
+
+    def reserve(
+        self,
+        tokens: int,
+        *,
+        waiter: Waiter | _LocalPlace | None = None,
+        deadline: float | None = None,
+        wait: bool = True,
+    ) -> SharedGrant | Pending:
+        """One step of admission, as :meth:`AdmissionQueue.reserve`: a grant, or a place in
+        this process's line and how long to wait before asking again. Only the head asks
+        Redis (one round trip; blocking I/O, so the asyncio driver calls this in a thread).
+        While Redis is down the step goes to the local fallback queue."""
+        if isinstance(waiter, _LocalPlace):
+            return self._local_step(tokens, waiter.waiter, deadline, wait)
         if not self._store.usable():
-            return self._fallback(tokens, deadline, wait, cancelled)
+            self.leave_line(waiter)
+            return self._local_step(tokens, None, deadline, wait)
         probing = not self._store.healthy  # this call is the periodic reconnection attempt
         try:
             if not wait:
@@ -260,9 +288,23 @@ class SharedAdmission:
                 if grant is None:
                     raise self._refusal(f"capacity exhausted ({self._why(reply)})", reply.wait)
                 return grant
-            return self._wait_in_line(tokens, deadline, probing=probing, cancelled=cancelled)
+            return self._step(tokens, waiter, deadline, probing=probing)
         except BackendUnavailable:
-            return self._fallback(tokens, deadline, wait, cancelled)
+            self.leave_line(waiter)
+            return self._local_step(tokens, None, deadline, wait)
+
+    def leave_line(self, waiter: Waiter | _LocalPlace | None) -> None:
+        """A waiter gives up its place (cancelled, refused, or gone to the fallback)."""
+        if isinstance(waiter, _LocalPlace):
+            self.local.leave_line(waiter.waiter)
+            return
+        if waiter is None:
+            return
+        with self._cond:
+            self._line.leave(waiter)
+            # Admitted, refused or fallen back: the next in line may go now.
+            self._cond.notify_all()
+        self.changed.notify()
 
     def release(self, grant: SharedGrant, *, requests_used: int, tokens_used: int) -> None:
         """Free the slot and reconcile the reservation where it was made.
@@ -289,6 +331,7 @@ class SharedAdmission:
             self._settle(grant.lease, tuple(deltas))
         with self._cond:
             self._cond.notify_all()  # the head of the line may fit now
+            self.changed.notify()
 
     def pause(self, seconds: float) -> None:
         """Admit nothing, in any process, for ``seconds`` (a 429's retry-after), at most
@@ -298,6 +341,7 @@ class SharedAdmission:
         self._shared(lambda: self._redis.pause(seconds))
         with self._cond:
             self._cond.notify_all()  # a waiter whose deadline the pause outlasts fails now
+            self.changed.notify()
 
     def observe(
         self, dimension: str, *, remaining: int, limit: int | None, reset: float | None
@@ -318,6 +362,7 @@ class SharedAdmission:
             self._shared(lambda: self._redis.pause(pause))
         with self._cond:
             self._cond.notify_all()
+            self.changed.notify()
 
     def observe_all(self, feedback: Sequence[Feedback]) -> None:
         for dimension, remaining, limit, reset in feedback:
@@ -325,64 +370,62 @@ class SharedAdmission:
 
     # -- waiting ----------------------------------------------------------------------------
 
-    def _wait_in_line(
-        self,
-        tokens: int,
-        deadline: float | None,
-        *,
-        probing: bool,
-        cancelled: Cancelled_ | None,
-    ) -> SharedGrant:
+    def _step(
+        self, tokens: int, waiter: Waiter | None, deadline: float | None, *, probing: bool
+    ) -> SharedGrant | Pending:
         clock = self._clock
-        limit = deadline if deadline is not None else clock.monotonic() + self._max_wait
-        waiter = _Waiter(tokens)
+        now = clock.monotonic()
         with self._cond:
-            self._line.append(waiter)
+            if waiter is None:
+                limit = deadline if deadline is not None else now + self._max_wait
+                waiter = self._line.join(tokens, limit)
+            limit = waiter.limit
+            ahead = self._line.ahead(waiter)
+            if ahead:
+                at, why = self._predict(tokens, ahead, now)
+                seen = self.changed.version
+        if ahead:
+            if at > limit:
+                self.leave_line(waiter)
+                raise self._refusal(
+                    f"capacity would not be free before the deadline ({why})", at - now
+                )
+            if now >= limit:
+                self.leave_line(waiter)
+                raise self._refusal("deadline passed in the queue", None)
+            return Pending(waiter, self._wait(limit - now, why or "in line", seen, timed=False))
+        # The head asks Redis outside the lock: releases and arrivals go on meanwhile.
+        seen = self.changed.version
         try:
-            while True:
-                with self._cond:
-                    while True:
-                        now = clock.monotonic()
-                        ahead = self._ahead(waiter)
-                        if not ahead:
-                            break
-                        at, why = self._predict(tokens, ahead, now)
-                        if at > limit:
-                            raise self._refusal(
-                                f"capacity would not be free before the deadline ({why})",
-                                at - now,
-                            )
-                        if now >= limit:
-                            raise self._refusal("deadline passed in the queue", None)
-                        leave_if_cancelled(cancelled)
-                        self._cond.wait(cancel_poll(limit - now, cancelled))
-                if not (probing or self._store.healthy):
-                    # Redis went down while this request waited: the head before it found
-                    # out, and asking again would only repeat the wait for a timeout.
-                    raise BackendUnavailable(f"Redis at {self._store.url} is down")
-                # The head asks Redis outside the lock: releases and arrivals go on meanwhile.
-                reply, grant = self._try(tokens)
-                if grant is not None:
-                    return grant
-                now = clock.monotonic()
-                if reply.wait is not None and now + reply.wait > limit:
-                    raise self._refusal(
-                        f"capacity would not be free before the deadline ({self._why(reply)})",
-                        reply.wait,
-                    )
-                if now >= limit:
-                    raise self._refusal(f"deadline passed in the queue ({self._why(reply)})", None)
-                leave_if_cancelled(cancelled)
-                nap = SLOT_POLL if reply.wait is None else min(reply.wait, POLL)
-                with self._cond:
-                    # A release in this process wakes the head early.
-                    self._cond.wait(cancel_poll(min(nap, limit - now), cancelled))
-        finally:
-            with self._cond:
-                if waiter in self._line:
-                    self._line.remove(waiter)
-                # Admitted, refused or fallen back: the next in line may go now.
-                self._cond.notify_all()
+            if not (probing or self._store.healthy):
+                # Redis went down while this request waited: the head before it found
+                # out, and asking again would only repeat the wait for a timeout.
+                raise BackendUnavailable(f"Redis at {self._store.url} is down")
+            reply, grant = self._try(tokens)
+        except BackendUnavailable:
+            self.leave_line(waiter)  # it goes to the fallback: no place kept here
+            raise
+        if grant is not None:
+            self.leave_line(waiter)
+            return grant
+        now = clock.monotonic()
+        if reply.wait is not None and now + reply.wait > limit:
+            self.leave_line(waiter)
+            raise self._refusal(
+                f"capacity would not be free before the deadline ({self._why(reply)})",
+                reply.wait,
+            )
+        if now >= limit:
+            self.leave_line(waiter)
+            raise self._refusal(f"deadline passed in the queue ({self._why(reply)})", None)
+        # A slot another process frees is only seen by asking; a release here wakes it.
+        nap = SLOT_POLL if reply.wait is None else min(reply.wait, POLL)
+        return Pending(waiter, self._wait(min(nap, limit - now), self._why(reply), seen))
+
+    def _wait(self, seconds: float, why: str, seen: int, *, timed: bool = True) -> Wait:
+        return Wait(
+            max(0.0, seconds), why, notifier=self.changed, seen=seen, timed=timed, clock=self._clock
+        )
 
     def _try(self, tokens: int) -> tuple[Reservation, SharedGrant | None]:
         if self._unsettled and not self._retry_unsettled():
@@ -418,34 +461,17 @@ class SharedAdmission:
                     ).start()
         return reply, SharedGrant(tokens, wants, lease)
 
-    def _ahead(self, waiter: _Waiter) -> list[_Waiter]:
-        ahead = []
-        for other in self._line:
-            if other is waiter:
-                break
-            ahead.append(other)
-        return ahead
-
-    def _predict(self, tokens: int, ahead: list[_Waiter], now: float) -> tuple[float, str]:
+    def _predict(self, tokens: int, ahead: list[Waiter], now: float) -> tuple[float, str]:
         """When ``tokens`` would fit after ``ahead``, from the levels Redis last reported
         (refilled since); other processes' use is unknown here, so it is a lower bound."""
-        at, why = now, ""
         elapsed = max(0.0, now - self._known_at)
+        levels = []
         for dimension, level in self._known.items():
             bucket = self._buckets.get(dimension)
-            if bucket is None:
-                continue
-            rate = bucket.capacity / 60.0
-            requests = dimension == "requests"
-            before = len(ahead) if requests else sum(w.tokens for w in ahead)
-            own = 1 if requests else tokens
-            deficit = (
-                before + min(own, bucket.capacity) - min(bucket.capacity, level + elapsed * rate)
-            )
-            if deficit > 0 and now + deficit / rate > at:
-                at = now + deficit / rate
-                why = f"{dimension} free in {at - now:.3g}s"
-        return at, why
+            if bucket is not None:
+                rate = bucket.capacity / 60.0
+                levels.append((dimension, level + elapsed * rate, float(bucket.capacity), rate))
+        return eta(levels, ahead, tokens, now)
 
     def _why(self, reply: Reservation) -> str:
         if reply.blocked == "slots":
@@ -456,19 +482,22 @@ class SharedAdmission:
 
     # -- Redis down, leases -----------------------------------------------------------------
 
-    def _fallback(
-        self, tokens: int, deadline: float | None, wait: bool, cancelled: Cancelled_ | None
-    ) -> SharedGrant:
+    def _local_step(
+        self, tokens: int, waiter: Waiter | None, deadline: float | None, wait: bool
+    ) -> SharedGrant | Pending:
+        """Redis is down: admit through this process's own queue (same limits)."""
         if self._reject_when_down:
             raise Backpressure(
                 f"deployment {self.name!r}: the shared rate limits are unreachable "
                 f"(Redis at {self._store.url})",
                 retry_after=self._store.retry_in(),
             )
-        grant = self.local.admit(tokens, deadline=deadline, wait=wait, cancelled=cancelled)
+        step = self.local.reserve(tokens, waiter=waiter, deadline=deadline, wait=wait)
+        if isinstance(step, Pending):
+            return Pending(_LocalPlace(step.waiter), step.wait)
         with self._cond:
             self._in_flight += 1
-        return SharedGrant(tokens, (), None, local=grant)
+        return SharedGrant(tokens, (), None, local=step)
 
     def _shared(self, change: Callable[[], object]) -> None:
         """Apply ``change`` in Redis if it is up; a lost update is only a missed correction."""
@@ -541,6 +570,7 @@ class SharedAdmission:
                 return False
         with self._cond:
             self._cond.notify_all()  # freed slots: the head of the line may fit now
+            self.changed.notify()
         return True
 
     def unsettled(self) -> int:
