@@ -37,6 +37,7 @@ from rakka_runtime.errors import (
     ContextLengthExceeded,
     Forbidden,
     InferenceError,
+    InvalidRequest,
     NotFound,
     ProtocolError,
     QuotaExceeded,
@@ -46,6 +47,7 @@ from rakka_runtime.errors import (
     Unauthorized,
 )
 from rakka_runtime.hookspecs import hookimpl
+from rakka_runtime.registry import ProviderRegistry
 from rakka_runtime.secret_value import Secret
 from rakka_runtime.sse import SSEEvent
 from rakka_runtime.types import (
@@ -76,12 +78,14 @@ __all__ = [
     "HeaderBuilder",
     "HttpRequest",
     "InferenceError",
+    "InvalidRequest",
     "Message",
     "NotFound",
     "ProtocolError",
     "ProviderCodec",
     "ProviderContext",
     "ProviderFactory",
+    "ProviderRegistry",
     "QuotaExceeded",
     "RateLimited",
     "SSEEvent",

@@ -366,6 +366,7 @@ class PriceOverride(ConfigModel):
     input: NonNegativeFloat | None = None
     output: NonNegativeFloat | None = None
     cached_input: NonNegativeFloat | None = None
+    cache_write_input: NonNegativeFloat | None = None
 
 
 # --- Credentials ------------------------------------------------------------------------
@@ -446,13 +447,17 @@ class DeploymentConfig(ConfigModel):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PriceRow(ConfigModel):
     """USD (or the table's currency) per million tokens. Cached prompt tokens are billed
-    at ``input`` when ``cached_input`` is absent."""
+    at ``input`` when ``cached_input`` is absent, and so are prompt-cache writes when
+    ``cache_write_input`` is absent."""
 
     input: NonNegativeFloat
     output: NonNegativeFloat
     cached_input: NonNegativeFloat | None = None
     # Where the rate was checked (a URL or "negotiated"), shown by `rakka pricing`.
     source: str | None = None
+    cache_write_input: NonNegativeFloat | None = None
+    # When this row's price was checked, where it differs from the table's `as_of`.
+    as_of: str | None = None
 
 
 def _as_of(value: Any) -> date | str:
