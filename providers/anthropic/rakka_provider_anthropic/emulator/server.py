@@ -4,8 +4,9 @@ Standard library only, and it never imports ``rakka_runtime``: it tests the runt
 the official ``anthropic`` SDK) from the outside. HTTP/1.1 keep-alive, a thread per
 connection; streams are sent chunked, one SSE event per chunk.
 
-It checks what the real API checks first: ``x-api-key`` (401 ``authentication_error``),
-the ``anthropic-version`` header, a JSON body with ``model``, ``max_tokens`` and
+It checks what the real API checks first: the key (``x-api-key``, or ``Authorization:
+Bearer`` as recent SDKs send it; 401 ``authentication_error``), a dated
+``anthropic-version`` header, a JSON body with ``model``, ``max_tokens`` and
 ``messages`` (400 ``invalid_request_error``). Every answer carries ``request-id`` and the
 ``anthropic-ratelimit-*`` headers (per-minute windows, RFC 3339 resets).
 
@@ -20,6 +21,7 @@ import contextlib
 import itertools
 import json
 import os
+import re
 import socket
 import threading
 import time
@@ -33,7 +35,7 @@ from .content import Answer, answer
 from .faults import ERROR_FAULTS, Fault, FaultBudget, parse_fault
 from .keys import KeyRing
 
-_VERSIONS = ("2023-06-01", "2023-01-01")
+_VERSION = re.compile(r"\d{4}-\d{2}-\d{2}")  # any dated API version is accepted
 
 
 class _Window:
@@ -231,10 +233,10 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             if not emu.budget.admit(fault):
                 fault = None
-        if not emu.keys.accepts(self.headers.get("x-api-key")):
+        if not emu.keys.accepts(self._key()):
             self._error(401, "authentication_error", "invalid x-api-key", headers)
             return
-        if self.headers.get("anthropic-version") not in _VERSIONS:
+        if not _VERSION.fullmatch(self.headers.get("anthropic-version") or ""):
             self._error(
                 400, "invalid_request_error", "anthropic-version: header is required", headers
             )
@@ -287,6 +289,15 @@ class _Handler(BaseHTTPRequestHandler):
             "usage": {**counts, "output_tokens": result.output_tokens},
         }
         self._send(200, json.dumps(message).encode(), headers)
+
+    def _key(self) -> str | None:
+        # x-api-key, or the bearer form recent SDKs send (``Authorization: Bearer KEY``).
+        key = self.headers.get("x-api-key")
+        if key is None:
+            scheme, _, value = (self.headers.get("authorization") or "").partition(" ")
+            if scheme.lower() == "bearer" and value:
+                key = value.strip()
+        return key
 
     def _body(self, raw: bytes, headers: dict[str, str]) -> dict[str, Any] | None:
         try:
