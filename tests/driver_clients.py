@@ -191,7 +191,9 @@ class _StartedAsync:
         return self.done.result(timeout)
 
 
-def _client_of(driver: str, runtime: Runtime, opened: list[tuple[Runtime, AsyncClient | None]]) -> Client:
+def _client_of(
+    driver: str, runtime: Runtime, opened: list[tuple[Runtime, AsyncClient | None]]
+) -> Client:
     if driver == "sync":
         opened.append((runtime, None))
         return SyncClient(runtime)

@@ -27,8 +27,7 @@ WEATHER = {
 
 
 @pytest.mark.parametrize("stream", [True, False], ids=["stream", "body"])
-def test_text_usage_and_cost(client_for: Make, anthropic_emulator: Emulator,
-                             stream: bool) -> None:
+def test_text_usage_and_cost(client_for: Make, anthropic_emulator: Emulator, stream: bool) -> None:
     client = client_for(anthropic_config(anthropic_emulator.url))
     result, deltas = client.run("Tell me about forests", stream=stream, max_tokens=100)
     assert result.text and result.finish_reason == "stop"
@@ -50,12 +49,20 @@ def test_cache_reads_and_writes_are_priced_at_their_own_rates(
     client_for: Make, anthropic_emulator: Emulator, stream: bool
 ) -> None:
     client = client_for(anthropic_config(anthropic_emulator.url))
-    counts = {"input_tokens": 1000, "cache_creation_input_tokens": 20_000,
-              "cache_read_input_tokens": 300_000}
-    result, _ = client.run("cached", stream=stream, max_tokens=5,
-                           extra_headers={"x-emulator-usage": json.dumps(counts)})
-    assert result.usage == Usage(input_tokens=321_000, output_tokens=5, cached_tokens=300_000,
-                                 cache_write_tokens=20_000)
+    counts = {
+        "input_tokens": 1000,
+        "cache_creation_input_tokens": 20_000,
+        "cache_read_input_tokens": 300_000,
+    }
+    result, _ = client.run(
+        "cached",
+        stream=stream,
+        max_tokens=5,
+        extra_headers={"x-emulator-usage": json.dumps(counts)},
+    )
+    assert result.usage == Usage(
+        input_tokens=321_000, output_tokens=5, cached_tokens=300_000, cache_write_tokens=20_000
+    )
     # claude-sonnet-4-5: input 3.00, cache write 3.75, cache read 0.30, output 15.00 per 1M.
     expected = (1000 * 3.00 + 20_000 * 3.75 + 300_000 * 0.30 + 5 * 15.00) / 1e6
     assert result.cost_usd == pytest.approx(expected, rel=1e-12)
@@ -63,8 +70,9 @@ def test_cache_reads_and_writes_are_priced_at_their_own_rates(
 
 
 @pytest.mark.parametrize("stream", [True, False], ids=["stream", "body"])
-def test_tool_calls_are_assembled(client_for: Make, anthropic_emulator: Emulator,
-                                  stream: bool) -> None:
+def test_tool_calls_are_assembled(
+    client_for: Make, anthropic_emulator: Emulator, stream: bool
+) -> None:
     client = client_for(anthropic_config(anthropic_emulator.url))
     result, deltas = client.run("Weather in Oslo", stream=stream, tools=[WEATHER])
     assert result.finish_reason == "tool_calls"
@@ -88,9 +96,13 @@ def test_forced_tool_choice_streams_json_in_fragments(
 ) -> None:
     client = client_for(anthropic_config(anthropic_emulator.url))
     runtime = client.runtime
-    handle = runtime.execute(runtime.request(
-        "A long question about the weather in Trondheim", tools=[WEATHER],
-        tool_choice="required"))
+    handle = runtime.execute(
+        runtime.request(
+            "A long question about the weather in Trondheim",
+            tools=[WEATHER],
+            tool_choice="required",
+        )
+    )
     fragments = [d for chunk in handle for d in chunk.tool_call_delta or ()]
     result = handle.result()
     assert result.text == ""  # a forced call has no text before it

@@ -21,16 +21,21 @@ CODEC = AnthropicCodec(AnthropicDeployment(provider="anthropic", model="claude-x
 
 
 def body(kind: str, message: str) -> bytes:
-    return json.dumps({
-        "type": "error", "error": {"type": kind, "message": message}, "request_id": "req_body"
-    }).encode()
+    return json.dumps(
+        {"type": "error", "error": {"type": kind, "message": message}, "request_id": "req_body"}
+    ).encode()
 
 
 # (status, error.type, message) -> (kind, retryable)
 WIRE = [
     (400, "invalid_request_error", "messages: field required", "bad_request", False),
-    (400, "invalid_request_error", "prompt is too long: 208310 tokens > 200000 maximum",
-     "context_length_exceeded", False),
+    (
+        400,
+        "invalid_request_error",
+        "prompt is too long: 208310 tokens > 200000 maximum",
+        "context_length_exceeded",
+        False,
+    ),
     (401, "authentication_error", "invalid x-api-key", "unauthorized", False),
     (402, "billing_error", "credit balance too low", "quota_exceeded", False),
     (403, "permission_error", "no access", "forbidden", False),
@@ -60,7 +65,9 @@ def test_error_body_classification(
 
 def test_context_length_numbers_and_fallbacks() -> None:
     error = CODEC.classify_error(
-        400, {}, body("invalid_request_error", "prompt is too long: 208,310 tokens > 200,000 maximum")
+        400,
+        {},
+        body("invalid_request_error", "prompt is too long: 208,310 tokens > 200,000 maximum"),
     )
     assert isinstance(error, ContextLengthExceeded)
     assert (error.requested_tokens, error.max_context_tokens) == (208310, 200000)
@@ -114,8 +121,11 @@ def test_ratelimit_headers_become_two_dimensions() -> None:
         "anthropic-ratelimit-tokens-reset": "2026-12-07T11:59:00Z",  # past: 0, not negative
     }
     assert ratelimit_feedback(combined, now)[1] == ("tokens", 36000, 38000, 0.0)
-    bad = {"anthropic-ratelimit-requests-remaining": "x", "anthropic-ratelimit-tokens-remaining":
-           "5", "anthropic-ratelimit-tokens-reset": "soon"}
+    bad = {
+        "anthropic-ratelimit-requests-remaining": "x",
+        "anthropic-ratelimit-tokens-remaining": "5",
+        "anthropic-ratelimit-tokens-reset": "soon",
+    }
     assert ratelimit_feedback(bad, now) == [("tokens", 5, None, None)]
     assert ratelimit_feedback({}, now) == []
 
@@ -137,7 +147,9 @@ FAULTS = [
 
 
 @pytest.mark.parametrize("stream", [True, False], ids=["stream", "body"])
-@pytest.mark.parametrize(("fault", "kind", "status"), FAULTS, ids=[f[0].split(";")[0] for f in FAULTS])
+@pytest.mark.parametrize(
+    ("fault", "kind", "status"), FAULTS, ids=[f[0].split(";")[0] for f in FAULTS]
+)
 def test_each_fault_through_the_runtime(
     client_for: Callable[[RakkaConfig], Client],
     anthropic_emulator: Emulator,
@@ -147,11 +159,11 @@ def test_each_fault_through_the_runtime(
     stream: bool,
 ) -> None:
     client = client_for(
-        anthropic_config(anthropic_emulator.url, retry__enabled=False,
-                         circuit_breaker__enabled=False)
+        anthropic_config(
+            anthropic_emulator.url, retry__enabled=False, circuit_breaker__enabled=False
+        )
     )
-    error = client.failure("hello", stream=stream,
-                           extra_headers={"x-emulator-fault": fault})
+    error = client.failure("hello", stream=stream, extra_headers={"x-emulator-fault": fault})
     assert error.kind == kind and error.status == status
     if status is not None:
         assert error.request_id is not None and error.request_id.startswith("req_")
@@ -160,16 +172,26 @@ def test_each_fault_through_the_runtime(
 
 
 # after=3: message_start, content_block_start and ping went out, no text yet.
-@pytest.mark.parametrize("fault", ["overloaded;times=2", "stream_error;after=3;times=1",
-                                   "rate_limit;retry_after=0;times=1", "cut;after=3;times=1"])
+@pytest.mark.parametrize(
+    "fault",
+    [
+        "overloaded;times=2",
+        "stream_error;after=3;times=1",
+        "rate_limit;retry_after=0;times=1",
+        "cut;after=3;times=1",
+    ],
+)
 def test_retryable_faults_are_retried_to_success(
     client_for: Callable[[RakkaConfig], Client], anthropic_emulator: Emulator, fault: str
 ) -> None:
     client = client_for(
-        anthropic_config(anthropic_emulator.url, retry__initial_backoff="1ms",
-                         retry__max_backoff="5ms")
+        anthropic_config(
+            anthropic_emulator.url, retry__initial_backoff="1ms", retry__max_backoff="5ms"
+        )
     )
-    result, deltas = client.run("hello", extra_headers={"x-emulator-fault": fault + f";id={client.driver}"})
+    result, deltas = client.run(
+        "hello", extra_headers={"x-emulator-fault": fault + f";id={client.driver}"}
+    )
     assert result.text and "".join(deltas).endswith(result.text.split(" ")[-1])
     assert result.attempts >= 2 and result.finish_reason == "stop"
 

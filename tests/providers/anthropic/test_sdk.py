@@ -52,7 +52,8 @@ def test_max_tokens_and_stop_sequences(sdk: anthropic.Anthropic) -> None:
 
 def test_stream_text(sdk: anthropic.Anthropic) -> None:
     with sdk.messages.stream(
-        model="claude-sonnet-4-5", max_tokens=64,
+        model="claude-sonnet-4-5",
+        max_tokens=64,
         messages=[{"role": "user", "content": "Name some trees."}],
     ) as stream:
         text = "".join(stream.text_stream)
@@ -63,21 +64,29 @@ def test_stream_text(sdk: anthropic.Anthropic) -> None:
 
 def test_stream_tool_use_input_is_assembled_by_the_sdk(sdk: anthropic.Anthropic) -> None:
     with sdk.messages.stream(
-        model="claude-sonnet-4-5", max_tokens=256, tools=[TOOL],
+        model="claude-sonnet-4-5",
+        max_tokens=256,
+        tools=[TOOL],
         messages=[{"role": "user", "content": "Weather in a rather long city name"}],
     ) as stream:
         final = stream.get_final_message()
     assert final.stop_reason == "tool_use"
     tool = final.content[-1]
     assert tool.type == "tool_use" and tool.name == "get_weather"
-    assert tool.input == {"query": "Weather in a rather long city name", "count": tool.input["count"]}
+    assert tool.input == {
+        "query": "Weather in a rather long city name",
+        "count": tool.input["count"],
+    }
 
 
 def test_cache_usage(sdk: anthropic.Anthropic) -> None:
     message = sdk.messages.create(
-        model="m", max_tokens=4, messages=[{"role": "user", "content": "x"}],
-        extra_headers={"x-emulator-usage": '{"cache_creation_input_tokens": 7, '
-                                           '"cache_read_input_tokens": 11}'},
+        model="m",
+        max_tokens=4,
+        messages=[{"role": "user", "content": "x"}],
+        extra_headers={
+            "x-emulator-usage": '{"cache_creation_input_tokens": 7, "cache_read_input_tokens": 11}'
+        },
     )
     assert message.usage.cache_creation_input_tokens == 7
     assert message.usage.cache_read_input_tokens == 11
@@ -96,11 +105,16 @@ def test_cache_usage(sdk: anthropic.Anthropic) -> None:
         ("prompt_too_long", anthropic.BadRequestError, "invalid_request_error"),
     ],
 )
-def test_error_bodies(sdk: anthropic.Anthropic, fault: str, error: type[Exception],
-                      kind: str) -> None:
+def test_error_bodies(
+    sdk: anthropic.Anthropic, fault: str, error: type[Exception], kind: str
+) -> None:
     with pytest.raises(error) as caught:
-        sdk.messages.create(model="m", max_tokens=4, messages=[{"role": "user", "content": "x"}],
-                            extra_headers={"x-emulator-fault": fault})
+        sdk.messages.create(
+            model="m",
+            max_tokens=4,
+            messages=[{"role": "user", "content": "x"}],
+            extra_headers={"x-emulator-fault": fault},
+        )
     exc = caught.value
     assert isinstance(exc, anthropic.APIStatusError)
     assert isinstance(exc.body, dict) and exc.body["error"]["type"] == kind
@@ -108,19 +122,28 @@ def test_error_bodies(sdk: anthropic.Anthropic, fault: str, error: type[Exceptio
 
 
 def test_a_wrong_key_and_a_missing_max_tokens(emu: Emulator) -> None:
-    with anthropic.Anthropic(api_key="sk-ant-wrong", base_url=emu.url, max_retries=0) as bad, \
-            pytest.raises(anthropic.AuthenticationError):
+    with (
+        anthropic.Anthropic(api_key="sk-ant-wrong", base_url=emu.url, max_retries=0) as bad,
+        pytest.raises(anthropic.AuthenticationError),
+    ):
         bad.messages.create(model="m", max_tokens=4, messages=[{"role": "user", "content": "x"}])
-    with anthropic.Anthropic(api_key=KEY, base_url=emu.url, max_retries=0) as sdk, \
-            pytest.raises(anthropic.BadRequestError, match="max_tokens"):
+    with (
+        anthropic.Anthropic(api_key=KEY, base_url=emu.url, max_retries=0) as sdk,
+        pytest.raises(anthropic.BadRequestError, match="max_tokens"),
+    ):
         sdk.messages.create(model="m", max_tokens=0, messages=[{"role": "user", "content": "x"}])
 
 
 def test_stream_error_event(sdk: anthropic.Anthropic) -> None:
-    with pytest.raises(anthropic.APIStatusError) as caught, sdk.messages.stream(
-        model="m", max_tokens=64, messages=[{"role": "user", "content": "x"}],
-        extra_headers={"x-emulator-fault": "stream_error;after=4"},
-    ) as stream:
+    with (
+        pytest.raises(anthropic.APIStatusError) as caught,
+        sdk.messages.stream(
+            model="m",
+            max_tokens=64,
+            messages=[{"role": "user", "content": "x"}],
+            extra_headers={"x-emulator-fault": "stream_error;after=4"},
+        ) as stream,
+    ):
         for _ in stream.text_stream:
             pass
     assert "Overloaded" in str(caught.value)
@@ -129,7 +152,9 @@ def test_stream_error_event(sdk: anthropic.Anthropic) -> None:
 def test_retries_of_the_sdk_ride_over_a_fault(emu: Emulator) -> None:
     with anthropic.Anthropic(api_key=KEY, base_url=emu.url, max_retries=2) as sdk:
         message = sdk.messages.create(
-            model="m", max_tokens=4, messages=[{"role": "user", "content": "x"}],
+            model="m",
+            max_tokens=4,
+            messages=[{"role": "user", "content": "x"}],
             extra_headers={"x-emulator-fault": "overloaded;retry_after=0;times=1;id=sdk-retry"},
         )
     assert message.content[0].type == "text"

@@ -64,8 +64,9 @@ def test_sampling_stop_user_and_stream() -> None:
     body = body_of(
         ChatRequest(
             messages=[{"role": "user", "content": "hi"}],
-            sampling=SamplingParams(temperature=0.5, top_p=0.9, max_tokens=7, stop="END",
-                                    seed=3, presence_penalty=0.1),
+            sampling=SamplingParams(
+                temperature=0.5, top_p=0.9, max_tokens=7, stop="END", seed=3, presence_penalty=0.1
+            ),
             user="u-1",
         )
     )
@@ -82,10 +83,16 @@ def test_tool_round_trip_becomes_tool_use_and_tool_result_blocks() -> None:
             "role": "assistant",
             "content": "Checking.",
             "tool_calls": [
-                {"id": "toolu_1", "type": "function",
-                 "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'}},
-                {"id": "toolu_2", "type": "function",
-                 "function": {"name": "get_weather", "arguments": '{"city": "Rome"}'}},
+                {
+                    "id": "toolu_1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'},
+                },
+                {
+                    "id": "toolu_2",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city": "Rome"}'},
+                },
             ],
         },
         {"role": "tool", "tool_call_id": "toolu_1", "content": "cold"},
@@ -93,28 +100,49 @@ def test_tool_round_trip_becomes_tool_use_and_tool_result_blocks() -> None:
         {"role": "user", "content": "Thanks"},
     ]
     body = body_of(
-        ChatRequest(messages=messages, tools=[WEATHER],
-                    tool_choice={"type": "function", "function": {"name": "get_weather"}})
+        ChatRequest(
+            messages=messages,
+            tools=[WEATHER],
+            tool_choice={"type": "function", "function": {"name": "get_weather"}},
+        )
     )
-    assert body["tools"] == [{
-        "name": "get_weather",
-        "description": "Weather for a city",
-        "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}},
-    }]
+    assert body["tools"] == [
+        {
+            "name": "get_weather",
+            "description": "Weather for a city",
+            "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}},
+        }
+    ]
     assert body["tool_choice"] == {"type": "tool", "name": "get_weather"}
     assert body["messages"] == [
         {"role": "user", "content": "Weather in Oslo and Rome?"},
-        {"role": "assistant", "content": [
-            {"type": "text", "text": "Checking."},
-            {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Oslo"}},
-            {"type": "tool_use", "id": "toolu_2", "name": "get_weather", "input": {"city": "Rome"}},
-        ]},
+        {
+            "role": "assistant",
+            "content": [
+                {"type": "text", "text": "Checking."},
+                {
+                    "type": "tool_use",
+                    "id": "toolu_1",
+                    "name": "get_weather",
+                    "input": {"city": "Oslo"},
+                },
+                {
+                    "type": "tool_use",
+                    "id": "toolu_2",
+                    "name": "get_weather",
+                    "input": {"city": "Rome"},
+                },
+            ],
+        },
         # Both results, then the next user text, in one user turn.
-        {"role": "user", "content": [
-            {"type": "tool_result", "tool_use_id": "toolu_1", "content": "cold"},
-            {"type": "tool_result", "tool_use_id": "toolu_2", "content": "warm"},
-            {"type": "text", "text": "Thanks"},
-        ]},
+        {
+            "role": "user",
+            "content": [
+                {"type": "tool_result", "tool_use_id": "toolu_1", "content": "cold"},
+                {"type": "tool_result", "tool_use_id": "toolu_2", "content": "warm"},
+                {"type": "text", "text": "Thanks"},
+            ],
+        },
     ]
 
 
@@ -123,21 +151,31 @@ def test_tool_round_trip_becomes_tool_use_and_tool_result_blocks() -> None:
     [("auto", {"type": "auto"}), ("required", {"type": "any"}), ("none", {"type": "none"})],
 )
 def test_tool_choice_strings(choice: str, expected: dict[str, str]) -> None:
-    body = body_of(ChatRequest(messages=[{"role": "user", "content": "x"}], tools=[WEATHER],
-                               tool_choice=choice))
+    body = body_of(
+        ChatRequest(
+            messages=[{"role": "user", "content": "x"}], tools=[WEATHER], tool_choice=choice
+        )
+    )
     assert body["tool_choice"] == expected
 
 
 def test_images_and_response_format() -> None:
     body = body_of(
         ChatRequest(
-            messages=[{"role": "user", "content": [
-                {"type": "text", "text": "what is this"},
-                {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
-                {"type": "image_url", "image_url": {"url": "https://example.com/a.jpg"}},
-            ]}],
-            response_format={"type": "json_schema",
-                             "json_schema": {"name": "x", "schema": {"type": "object"}}},
+            messages=[
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "text", "text": "what is this"},
+                        {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+                        {"type": "image_url", "image_url": {"url": "https://example.com/a.jpg"}},
+                    ],
+                }
+            ],
+            response_format={
+                "type": "json_schema",
+                "json_schema": {"name": "x", "schema": {"type": "object"}},
+            },
         )
     )
     assert body["messages"][0]["content"][1:] == [
@@ -151,11 +189,21 @@ def test_images_and_response_format() -> None:
     "request_",
     [
         ChatRequest(messages=[{"role": "user", "content": "x"}], sampling=SamplingParams(n=2)),
-        ChatRequest(messages=[{"role": "user", "content": "x"}],
-                    response_format={"type": "json_object"}),
+        ChatRequest(
+            messages=[{"role": "user", "content": "x"}], response_format={"type": "json_object"}
+        ),
         ChatRequest(messages=[{"role": "user", "content": [{"type": "input_audio"}]}]),
-        ChatRequest(messages=[{"role": "assistant", "content": None, "tool_calls": [
-            {"id": "a", "function": {"name": "f", "arguments": "{not json"}}]}]),
+        ChatRequest(
+            messages=[
+                {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        {"id": "a", "function": {"name": "f", "arguments": "{not json"}}
+                    ],
+                }
+            ]
+        ),
         ChatRequest(messages=[{"role": "tool", "content": "x"}]),
         ChatRequest(messages=[{"role": "user", "content": "x"}], extra_body={"stream": False}),
     ],
@@ -167,23 +215,39 @@ def test_what_cannot_be_encoded_is_invalid_request(request_: ChatRequest) -> Non
 
 
 def test_usage_counts_the_whole_prompt_with_cache_parts() -> None:
-    usage = parse_usage({"input_tokens": 10, "cache_creation_input_tokens": 200,
-                         "cache_read_input_tokens": 3000, "output_tokens": 42})
-    assert usage == Usage(input_tokens=3210, output_tokens=42, cached_tokens=3000,
-                          cache_write_tokens=200)
+    usage = parse_usage(
+        {
+            "input_tokens": 10,
+            "cache_creation_input_tokens": 200,
+            "cache_read_input_tokens": 3000,
+            "output_tokens": 42,
+        }
+    )
+    assert usage == Usage(
+        input_tokens=3210, output_tokens=42, cached_tokens=3000, cache_write_tokens=200
+    )
     with pytest.raises(ProtocolError):
         parse_usage({"input_tokens": "ten"})
 
 
 @pytest.mark.parametrize(
     ("stop_reason", "finish"),
-    [("end_turn", "stop"), ("stop_sequence", "stop"), ("max_tokens", "length"),
-     ("tool_use", "tool_calls"), ("refusal", "content_filter"), ("something_new", "something_new")],
+    [
+        ("end_turn", "stop"),
+        ("stop_sequence", "stop"),
+        ("max_tokens", "length"),
+        ("tool_use", "tool_calls"),
+        ("refusal", "content_filter"),
+        ("something_new", "something_new"),
+    ],
 )
 def test_message_and_stop_reasons(stop_reason: str, finish: str) -> None:
     result = parse_message(
         {
-            "id": "msg_1", "type": "message", "role": "assistant", "model": "claude-x",
+            "id": "msg_1",
+            "type": "message",
+            "role": "assistant",
+            "model": "claude-x",
             "content": [
                 {"type": "thinking", "thinking": "hmm", "signature": "s"},
                 {"type": "text", "text": "Hello "},
@@ -207,28 +271,52 @@ def ev(name: str, **data: Any) -> SSEEvent:
 
 
 STREAM = [
-    ev("message_start", message={"id": "msg_s", "type": "message", "role": "assistant",
-                                 "model": "claude-x", "content": [], "stop_reason": None,
-                                 "usage": {"input_tokens": 10, "cache_read_input_tokens": 100,
-                                           "cache_creation_input_tokens": 20,
-                                           "output_tokens": 1}}),
+    ev(
+        "message_start",
+        message={
+            "id": "msg_s",
+            "type": "message",
+            "role": "assistant",
+            "model": "claude-x",
+            "content": [],
+            "stop_reason": None,
+            "usage": {
+                "input_tokens": 10,
+                "cache_read_input_tokens": 100,
+                "cache_creation_input_tokens": 20,
+                "output_tokens": 1,
+            },
+        },
+    ),
     ev("content_block_start", index=0, content_block={"type": "text", "text": ""}),
     ev("ping"),
     ev("content_block_delta", index=0, delta={"type": "text_delta", "text": "Let me "}),
     ev("content_block_delta", index=0, delta={"type": "text_delta", "text": "check."}),
     ev("content_block_stop", index=0),
-    ev("content_block_start", index=1,
-       content_block={"type": "tool_use", "id": "toolu_a", "name": "get_weather", "input": {}}),
+    ev(
+        "content_block_start",
+        index=1,
+        content_block={"type": "tool_use", "id": "toolu_a", "name": "get_weather", "input": {}},
+    ),
     ev("content_block_delta", index=1, delta={"type": "input_json_delta", "partial_json": ""}),
-    ev("content_block_delta", index=1,
-       delta={"type": "input_json_delta", "partial_json": '{"city": "Os'}),
+    ev(
+        "content_block_delta",
+        index=1,
+        delta={"type": "input_json_delta", "partial_json": '{"city": "Os'},
+    ),
     ev("content_block_delta", index=1, delta={"type": "input_json_delta", "partial_json": 'lo"}'}),
     ev("content_block_stop", index=1),
-    ev("content_block_start", index=2,
-       content_block={"type": "tool_use", "id": "toolu_b", "name": "now", "input": {}}),
+    ev(
+        "content_block_start",
+        index=2,
+        content_block={"type": "tool_use", "id": "toolu_b", "name": "now", "input": {}},
+    ),
     ev("content_block_stop", index=2),
-    ev("message_delta", delta={"stop_reason": "tool_use", "stop_sequence": None},
-       usage={"output_tokens": 33}),
+    ev(
+        "message_delta",
+        delta={"stop_reason": "tool_use", "stop_sequence": None},
+        usage={"output_tokens": 33},
+    ),
     ev("message_stop"),
 ]
 
@@ -252,8 +340,9 @@ def test_stream_assembles_tool_input_per_block() -> None:
         ("toolu_b", "now", "{}"),
     ]
     assert result.finish_reason == "tool_calls" and chunks[-1].finish_reason == "tool_calls"
-    assert result.usage == Usage(input_tokens=130, output_tokens=33, cached_tokens=100,
-                                 cache_write_tokens=20)
+    assert result.usage == Usage(
+        input_tokens=130, output_tokens=33, cached_tokens=100, cache_write_tokens=20
+    )
     assert result.response_id == "msg_s" and result.model == "claude-x"
 
 
@@ -273,11 +362,23 @@ def test_stream_error_event_and_malformed_events() -> None:
         decoder.event(ev("error", error={"type": "overloaded_error", "message": "Overloaded"}))
     assert caught.value.kind == "server_error" and caught.value.is_retryable
     with pytest.raises(ContextLengthExceeded) as too_long:
-        decoder.event(ev("error", error={"type": "invalid_request_error",
-                                         "message": "prompt is too long: 5 tokens > 4 maximum"}))
+        decoder.event(
+            ev(
+                "error",
+                error={
+                    "type": "invalid_request_error",
+                    "message": "prompt is too long: 5 tokens > 4 maximum",
+                },
+            )
+        )
     assert too_long.value.requested_tokens == 5
     with pytest.raises(ProtocolError):
         decoder.event(SSEEvent(data="{not json", event="content_block_delta"))
     with pytest.raises(ProtocolError):
-        decoder.event(ev("content_block_delta", index=7,
-                         delta={"type": "input_json_delta", "partial_json": "{"}))
+        decoder.event(
+            ev(
+                "content_block_delta",
+                index=7,
+                delta={"type": "input_json_delta", "partial_json": "{"},
+            )
+        )
