@@ -74,7 +74,7 @@ def test_tool_calls_are_assembled(
     client_for: Make, anthropic_emulator: Emulator, stream: bool
 ) -> None:
     client = client_for(anthropic_config(anthropic_emulator.url))
-    result, deltas = client.run("Weather in Oslo", stream=stream, tools=[WEATHER])
+    result, _ = client.run("Weather in Oslo", stream=stream, tools=[WEATHER])
     assert result.finish_reason == "tool_calls"
     assert result.text == "Calling get_weather."
     [call] = result.tool_calls

@@ -31,7 +31,7 @@ def test_deployment_files_compose_and_validate(monkeypatch: pytest.MonkeyPatch) 
     assert isinstance(config.deployment, dict)
     assert config.deployment["api_key"] == {"from": "env", "name": "ANTHROPIC_API_KEY"}
     # A misspelt provider key is caught by the provider's config class.
-    with pytest.raises(ConfigError, match="deployment.default_max_token"):
+    with pytest.raises(ConfigError, match=r"deployment\.default_max_token"):
         Runtime(load_config(["deployment=local-anthropic", "+deployment.default_max_token=5"]))
     with pytest.raises(ConfigError, match="endpoint is required"):
         Runtime(load_config(["deployment=anthropic", "deployment.endpoint=null"]))

@@ -96,7 +96,7 @@ def test_batch_of_1500_with_30_key_rotations_drops_nothing(tmp_path: Path) -> No
                     rotate(key_file, key(rotated))
                     last = time.monotonic()
                 time.sleep(0.01)
-            stdout, stderr = proc.communicate(timeout=150)
+            _, stderr = proc.communicate(timeout=150)
         finally:
             if proc.poll() is None:
                 proc.kill()
