@@ -27,18 +27,18 @@ def test_every_hook_is_documented_with_each_parameter() -> None:
 
 def test_provider_plugin_is_loaded_through_its_entry_point() -> None:
     hooks = PluginHooks(make_plugin_manager(disabled=()))
-    assert hooks.providers.kinds() == ["azure", "openai"]
+    assert hooks.providers.kinds() == ["anthropic", "azure", "openai"]
     info = {i.name: i for i in hooks.describe()}
     assert "openai" in info
     assert info["openai"].source.startswith("entry point (rakka-provider-openai")
     assert "rakka_register_providers" in info["openai"].hooks
-    assert {p.plugin for p in hooks.providers} == {"openai"}
+    assert {p.plugin for p in hooks.providers} == {"anthropic", "openai"}
 
 
 def test_disabled_plugin_is_blocked_before_import(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RAKKA_DISABLE_PLUGINS", " openai , nothing-else")
     hooks = PluginHooks()
-    assert hooks.providers.kinds() == []
+    assert hooks.providers.kinds() == ["anthropic"]  # the other provider plugin still loads
     assert "openai" not in {i.name for i in hooks.describe()}
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 
 from rakka_runtime.provider import DeploymentConfig, Secret
@@ -28,7 +28,7 @@ class AnthropicDeployment(DeploymentConfig):
     endpoint: str | None = ANTHROPIC_ENDPOINT
     anthropic_version: str = ANTHROPIC_VERSION
     default_max_tokens: int = 4096
-    beta: tuple[str, ...] = ()
+    beta: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         DeploymentConfig.__post_init__(self)  # (slots=True classes cannot use super())
