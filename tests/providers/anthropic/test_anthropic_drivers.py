@@ -6,7 +6,7 @@ import json
 from collections.abc import Callable
 
 import pytest
-from conftest import anthropic_config
+from anthropic_support import anthropic_config
 from driver_clients import Client
 
 from rakka_provider_anthropic.emulator import Emulator

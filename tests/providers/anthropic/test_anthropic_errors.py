@@ -7,7 +7,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
-from conftest import anthropic_config
+from anthropic_support import anthropic_config
 from driver_clients import Client
 
 from rakka_provider_anthropic.codec import AnthropicCodec, ratelimit_feedback
