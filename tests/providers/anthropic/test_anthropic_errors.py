@@ -209,3 +209,21 @@ def test_a_stream_broken_after_text_is_interrupted_with_the_partial(
         error = client.failure("hello", extra_headers={"x-emulator-fault": fault})
     assert error.kind == "stream_interrupted" and len(error.attempts) == 1
     assert error.partial is not None and error.partial.text  # what arrived is kept
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "body"])
+@pytest.mark.parametrize(("fault", "kind"), [("malformed", "protocol"), ("reset", "network")])
+def test_malformed_answers_and_resets(
+    client_for: Callable[[RakkaConfig], Client],
+    anthropic_emulator: Emulator,
+    fault: str,
+    kind: str,
+    stream: bool,
+) -> None:
+    client = client_for(
+        anthropic_config(
+            anthropic_emulator.url, retry__enabled=False, circuit_breaker__enabled=False
+        )
+    )
+    error = client.failure("hello", stream=stream, extra_headers={"x-emulator-fault": fault})
+    assert error.kind == kind
