@@ -49,17 +49,19 @@ __all__ = [
 ]
 
 _PER_TOKEN = 1e-6
-# -2024-08-06 (OpenAI) or -0125 / -1106 (older) snapshot suffixes.
-_SNAPSHOT = re.compile(r"-(\d{4}-\d{2}-\d{2}|\d{4})$")
+# -2024-08-06 (OpenAI) or -0125 / -1106 (older) snapshot suffixes; -20250929 (Anthropic).
+_SNAPSHOT = re.compile(r"-(\d{4}-\d{2}-\d{2}|\d{8}|\d{4})$")
 
 
 @dataclass(frozen=True, slots=True)
 class ModelRates:
-    """USD per million tokens. ``cached_input`` None means cached tokens bill at ``input``."""
+    """USD per million tokens. ``cached_input`` None means cached tokens bill at ``input``;
+    ``cache_write_input`` None means tokens written to a prompt cache bill at ``input``."""
 
     input: float
     output: float
     cached_input: float | None = None
+    cache_write_input: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,12 +165,16 @@ class PriceTable:
 
 
 def cost_from_usage(rates: ModelRates, usage: Usage) -> float:
-    """uncached input * input + cached * cached rate + output (reasoning included) * output."""
+    """uncached input * input + cached * cached rate + cache writes * cache-write rate
+    + output (reasoning included) * output."""
     cached = min(usage.cached_tokens, usage.input_tokens)
+    written = min(usage.cache_write_tokens, usage.input_tokens - cached)
     cached_rate = rates.input if rates.cached_input is None else rates.cached_input
+    write_rate = rates.input if rates.cache_write_input is None else rates.cache_write_input
     return (
-        (usage.input_tokens - cached) * rates.input
+        (usage.input_tokens - cached - written) * rates.input
         + cached * cached_rate
+        + written * write_rate
         + usage.output_tokens * rates.output
     ) * _PER_TOKEN
 
@@ -213,6 +219,7 @@ class Spend:
         total.output_tokens += usage.output_tokens
         total.cached_tokens += usage.cached_tokens
         total.reasoning_tokens += usage.reasoning_tokens
+        total.cache_write_tokens += usage.cache_write_tokens
 
 
 def estimate_input_tokens(messages: Sequence[Message]) -> int:
@@ -271,9 +278,9 @@ def estimate_cost(
 def load_litellm_prices(path: str | Path) -> dict[str, ModelRates]:
     """Rows of a LiteLLM ``model_prices_and_context_window.json`` file, per million tokens.
 
-    Uses ``input_cost_per_token``, ``output_cost_per_token`` and
-    ``cache_read_input_token_cost``; entries without both token costs (images, audio,
-    ``sample_spec``) are skipped.
+    Uses ``input_cost_per_token``, ``output_cost_per_token``,
+    ``cache_read_input_token_cost`` and ``cache_creation_input_token_cost``; entries
+    without both token costs (images, audio, ``sample_spec``) are skipped.
 
     :raises ConfigError: the file cannot be read or is not a JSON object.
     """
@@ -294,10 +301,12 @@ def load_litellm_prices(path: str | Path) -> dict[str, ModelRates]:
         if prompt is None or completion is None:
             continue
         cached = _number(entry.get("cache_read_input_token_cost"))
+        written = _number(entry.get("cache_creation_input_token_cost"))
         rows[str(name)] = ModelRates(
             input=_per_million(prompt),
             output=_per_million(completion),
             cached_input=None if cached is None else _per_million(cached),
+            cache_write_input=None if written is None else _per_million(written),
         )
     return rows
 
@@ -367,10 +376,12 @@ def _scope(rates: dict[str, ModelRates], sources: dict[str, str], namespace: str
 
 def _rates_of(row: Mapping[str, Any]) -> ModelRates:
     cached = row.get("cached_input")
+    written = row.get("cache_write_input")
     return ModelRates(
         input=float(row["input"]),
         output=float(row["output"]),
         cached_input=None if cached is None else float(cached),
+        cache_write_input=None if written is None else float(written),
     )
 
 

@@ -115,20 +115,29 @@ ExecuteBatch = ChatRequest
 
 @dataclass(slots=True)
 class Usage:
-    """Token usage as the API reports it. ``output_tokens`` includes reasoning tokens."""
+    """Token usage as the API reports it. ``output_tokens`` includes reasoning tokens.
+
+    ``input_tokens`` counts the whole prompt; ``cached_tokens`` (read from a prompt cache)
+    and ``cache_write_tokens`` (written to one, billed at the cache-write rate where a
+    provider charges one, as Anthropic does) are parts of it, not additions to it.
+    """
 
     input_tokens: int = 0
     output_tokens: int = 0
     cached_tokens: int = 0
     reasoning_tokens: int = 0
+    cache_write_tokens: int = 0
 
     def as_dict(self) -> dict[str, int]:
-        return {
+        out = {
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
             "cached_tokens": self.cached_tokens,
             "reasoning_tokens": self.reasoning_tokens,
         }
+        if self.cache_write_tokens:  # only when a provider reports it: the shape stays
+            out["cache_write_tokens"] = self.cache_write_tokens
+        return out
 
 
 @dataclass(slots=True)

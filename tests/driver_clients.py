@@ -17,6 +17,7 @@ from typing import Any, Protocol, TypeVar
 import pytest
 
 from rakka_runtime.aio import AsyncRunHandle, AsyncRuntime
+from rakka_runtime.config.schema import RakkaConfig
 from rakka_runtime.errors import InferenceError
 from rakka_runtime.runtime import RunHandle, Runtime
 from rakka_runtime.types import ChatResult
@@ -188,6 +189,39 @@ class _StartedAsync:
 
     def outcome(self, timeout: float = 10.0) -> Outcome:
         return self.done.result(timeout)
+
+
+def _client_of(
+    driver: str, runtime: Runtime, opened: list[tuple[Runtime, AsyncClient | None]]
+) -> Client:
+    if driver == "sync":
+        opened.append((runtime, None))
+        return SyncClient(runtime)
+    aclient = AsyncClient(runtime)
+    opened.append((runtime, aclient))
+    return aclient
+
+
+def _close_all(opened: list[tuple[Runtime, AsyncClient | None]]) -> None:
+    for runtime, aclient in opened:
+        try:
+            if aclient is not None:
+                aclient.close()
+        finally:
+            runtime.close()
+
+
+@pytest.fixture(params=DRIVERS)
+def client_for(request: pytest.FixtureRequest) -> Iterator[Callable[[RakkaConfig], Client]]:
+    """``client_for(config)``: a client of the parametrised driver over a runtime built
+    from any composed config (any provider); closed at the end of the test."""
+    opened: list[tuple[Runtime, AsyncClient | None]] = []
+
+    def make(config: RakkaConfig) -> Client:
+        return _client_of(request.param, Runtime(config), opened)
+
+    yield make
+    _close_all(opened)
 
 
 @pytest.fixture(params=DRIVERS)

@@ -423,6 +423,7 @@ class PriceOverride(ConfigModel):
     input: NonNegativeFloat | None = None
     output: NonNegativeFloat | None = None
     cached_input: NonNegativeFloat | None = None
+    cache_write_input: NonNegativeFloat | None = None
 
 
 # --- Credentials ------------------------------------------------------------------------
@@ -514,13 +515,15 @@ def _as_of_or_none(value: Any) -> date | str | None:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PriceRow(ConfigModel):
     """USD (or the table's currency) per million tokens. Cached prompt tokens are billed
-    at ``input`` when ``cached_input`` is absent."""
+    at ``input`` when ``cached_input`` is absent, and so are prompt-cache writes when
+    ``cache_write_input`` is absent."""
 
     input: NonNegativeFloat
     output: NonNegativeFloat
     cached_input: NonNegativeFloat | None = None
     # Where the rate was checked (a URL or "negotiated"), shown by `rakka pricing`.
     source: str | None = None
+    cache_write_input: NonNegativeFloat | None = None
     # When the rate was last checked against its source (a date, or a label).
     as_of: Annotated[date | str | None, ParseInstead(_as_of_or_none)] = None
 

@@ -130,7 +130,11 @@ def test_failed_request_as_json(keyed_emulator: Emulator) -> None:
     [
         ("deployment.retry.jitter=sometimes", "deployment.retry.jitter: 'sometimes' is not one of"),
         ("deployment.timeouts.connect=5parsecs", "deployment.timeouts.connect: '5parsecs'"),
-        ("deployment=nope", "'nope' is not a config option (available: azure, local, openai)"),
+        (
+            "deployment=nope",
+            "'nope' is not a config option "
+            "(available: anthropic, azure, local, local-anthropic, openai)",
+        ),
         ("deployment.retry.max_retries=-1", "deployment.retry.max_retries"),
         ("deployment.provider=bedrock", "deployment.provider: 'bedrock' is not a registered"),
         ("deployment.variant.kind=mainframe", "deployment.variant"),
@@ -189,7 +193,11 @@ def test_plugins_lists_plugins_hooks_and_kinds() -> None:
     assert out.returncode == 0
     doc = json.loads(out.stdout)
     # Ours are present (other installed provider plugins may add kinds of their own).
-    assert doc["providers"].items() >= {"azure": "openai", "openai": "openai"}.items()
+    assert doc["providers"].items() >= {
+        "anthropic": "anthropic",
+        "azure": "openai",
+        "openai": "openai",
+    }.items()
     openai = next(p for p in doc["plugins"] if p["name"] == "openai")
     assert "rakka_register_providers" in openai["hooks"]
 

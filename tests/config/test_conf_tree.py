@@ -36,6 +36,11 @@ class _ProviderDeployment(DeploymentConfig):
     organization: str | None = None
     project: str | None = None
     max_tokens_param: str = "auto"
+    # anthropic.yaml and local-anthropic.yaml
+    endpoint: str | None = None
+    anthropic_version: str | None = None
+    default_max_tokens: int | None = None
+    beta: list[str] = field(default_factory=list)
 
 
 def test_builtin_conf_dir_is_the_shipped_tree() -> None:
@@ -45,7 +50,7 @@ def test_builtin_conf_dir_is_the_shipped_tree() -> None:
 
 
 def test_every_group_has_the_expected_options() -> None:
-    assert _options("deployment") == ["azure", "local", "openai"]
+    assert _options("deployment") == ["anthropic", "azure", "local", "local-anthropic", "openai"]
     assert _options("policy") == ["batch", "default"]
     assert _options("pricing") == ["published"]
     assert _options("env") == ["dev", "prod"]

@@ -113,7 +113,8 @@ def test_several_problems_one_line_each() -> None:
 
 def test_unknown_group_option() -> None:
     assert str(_error(["deployment=nope"])) == (
-        "deployment: 'nope' is not a config option (available: azure, local, openai)"
+        "deployment: 'nope' is not a config option "
+        "(available: anthropic, azure, local, local-anthropic, openai)"
     )
     assert str(_error(["policy=fast"])) == (
         "policy: 'fast' is not a config option (available: batch, default)"

@@ -44,7 +44,8 @@ def test_unknown_option_lists_user_and_builtin_options(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         compose_config(["deployment=nope"], config_dir=tmp_path)
     assert str(info.value) == (
-        "deployment: 'nope' is not a config option (available: azure, local, mine, openai)"
+        "deployment: 'nope' is not a config option "
+        "(available: anthropic, azure, local, local-anthropic, mine, openai)"
     )
 
 

@@ -28,12 +28,14 @@ def test_every_hook_is_documented_with_each_parameter() -> None:
 def test_provider_plugin_is_loaded_through_its_entry_point() -> None:
     hooks = PluginHooks(make_plugin_manager(disabled=()))
     # Ours are present; a third-party provider installed beside them must not fail this.
-    assert {"azure", "openai"} <= set(hooks.providers.kinds())
+    assert {"anthropic", "azure", "openai"} <= set(hooks.providers.kinds())
     info = {i.name: i for i in hooks.describe()}
     assert "openai" in info
     assert info["openai"].source.startswith("entry point (rakka-provider-openai")
     assert "rakka_register_providers" in info["openai"].hooks
-    assert {p.kind: p.plugin for p in hooks.providers if p.kind in ("azure", "openai")} == {
+    ours = ("anthropic", "azure", "openai")
+    assert {p.kind: p.plugin for p in hooks.providers if p.kind in ours} == {
+        "anthropic": "anthropic",
         "azure": "openai",
         "openai": "openai",
     }
@@ -42,7 +44,7 @@ def test_provider_plugin_is_loaded_through_its_entry_point() -> None:
 def test_disabled_plugin_is_blocked_before_import(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RAKKA_DISABLE_PLUGINS", " openai , nothing-else")
     hooks = PluginHooks()
-    assert hooks.providers.kinds() == []
+    assert hooks.providers.kinds() == ["anthropic"]  # the other provider plugin still loads
     assert "openai" not in {i.name for i in hooks.describe()}
 
 

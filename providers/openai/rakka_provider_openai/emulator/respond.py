@@ -110,6 +110,9 @@ class Responder:
             self._sock.sendall(head + body + (LAST_CHUNK if self._chunked else b""))
             return not close
         self._sock.sendall(head)
+        # The last event and the end of the body go out together, as real servers flush
+        # them: a client that stops at [DONE] finds the body already complete.
+        together = self._chunked and bool(events) and stall_at < len(events)
         for i, event in enumerate(events):
             if i == stop_after:
                 return False
@@ -117,10 +120,11 @@ class Responder:
                 return False
             if i and delay > 0 and self._wait(delay):
                 return False
-            self._sock.sendall(frame(event))
+            end = LAST_CHUNK if together and i == len(events) - 1 else b""
+            self._sock.sendall(frame(event) + end)
         if stall_at >= len(events) and self._wait(stall_for):
             return False
-        if self._chunked:
+        if self._chunked and not together:
             self._sock.sendall(LAST_CHUNK)
         return not close
 
