@@ -40,6 +40,7 @@ class DuplicateProviderError(ValueError):
 KNOWN_PROVIDER_PACKAGES: dict[str, str] = {
     "openai": "rakka-provider-openai",
     "azure": "rakka-provider-openai",
+    "anthropic": "rakka-provider-anthropic",
 }
 
 
