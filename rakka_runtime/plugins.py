@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from rakka_runtime.config.schema import DeploymentConfig, PluginSecret
     from rakka_runtime.core.policy import Policy
     from rakka_runtime.errors import InferenceError
+    from rakka_runtime.routing.strategies import StrategyFactory
     from rakka_runtime.session import SessionSnapshot
     from rakka_runtime.tokens import TokenProvider
     from rakka_runtime.types import ChatResult, ExecuteBatch
@@ -132,6 +133,13 @@ class PluginHooks:
         self.pm.hook.rakka_request_finished(
             deployment=deployment, request=request, result=result, error=error
         )
+
+    def routing_strategies(self) -> dict[str, StrategyFactory]:
+        """Strategies plugins registered, by name (``rakka_routing_strategy``)."""
+        from rakka_runtime.routing.router import strategies_of
+
+        found = self.pm.hook.rakka_routing_strategy()
+        return strategies_of([item for item in found if item])
 
     def register_commands(self, cli: click.Group) -> None:
         self.pm.hook.rakka_register_commands(cli=cli)

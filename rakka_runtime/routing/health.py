@@ -1,0 +1,127 @@
+"""What the router knows about each deployment: read from the deployment's own policy
+objects (the breaker, the rate limiter's admission with its 429 pause and the provider's
+header feedback), never a second mechanism; plus its load and moving-average latency.
+
+With the Redis backends the breaker state and the pause are the fleet's.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rakka_runtime.core.flow import DeploymentCore
+
+__all__ = ["EWMA_ALPHA", "Candidate", "Tracker", "candidate"]
+
+EWMA_ALPHA = 0.2
+"""Weight of the newest sample in the moving averages of time to first token and latency."""
+
+
+class Tracker:
+    """One deployment's load and latency as routed requests see them (both drivers)."""
+
+    __slots__ = ("_lock", "in_flight", "latency_ms", "ttft_ms")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.in_flight = 0
+        self.ttft_ms: float | None = None
+        self.latency_ms: float | None = None
+
+    def started(self) -> None:
+        with self._lock:
+            self.in_flight += 1
+
+    def ended(self) -> None:
+        with self._lock:
+            self.in_flight -= 1
+
+    def observe(self, ttft_ms: float | None, latency_ms: float | None) -> None:
+        with self._lock:
+            if ttft_ms is not None:
+                self.ttft_ms = _ewma(self.ttft_ms, ttft_ms)
+            if latency_ms is not None:
+                self.latency_ms = _ewma(self.latency_ms, latency_ms)
+
+
+def _ewma(old: float | None, sample: float) -> float:
+    return sample if old is None else old + EWMA_ALPHA * (sample - old)
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """One deployment as a strategy sees it at decision time."""
+
+    name: str
+    weight: float = 1.0
+    in_flight: int = 0
+    ttft_ms: float | None = None
+    latency_ms: float | None = None
+    # Lowest fraction of any rate-limit bucket still available (1.0: unlimited or full).
+    headroom: float = 1.0
+    breaker: str = "closed"
+    # Seconds until it may take a request again (an open breaker, a 429 pause); 0: now.
+    unavailable_for: float = 0.0
+    why: str = ""
+
+    @property
+    def healthy(self) -> bool:
+        return self.unavailable_for <= 0.0
+
+
+def candidate(name: str, core: DeploymentCore, tracker: Tracker, weight: float) -> Candidate:
+    """The deployment's health now, from its policies."""
+    breaker_state = "closed"
+    unavailable, why = 0.0, ""
+    headroom = 1.0
+    for policy in core.attempt_policies:
+        breaker = getattr(policy, "breaker", None)
+        if breaker is not None and policy.name == "circuit_breaker":
+            breaker_state = str(breaker.state)
+            retry_at = breaker.retry_at
+            if breaker_state == "open" and retry_at is not None:
+                left = retry_at - _now(breaker)
+                if left > 0:
+                    unavailable, why = left, "circuit open"
+        admission = getattr(policy, "admission", None)
+        if admission is not None and policy.name == "rate_limits":
+            paused = _call(admission, "paused_for", 0.0)
+            if paused > unavailable:
+                unavailable, why = paused, "paused by a 429"
+            headroom = _headroom(admission)
+    return Candidate(
+        name=name,
+        weight=weight,
+        in_flight=tracker.in_flight,
+        ttft_ms=tracker.ttft_ms,
+        latency_ms=tracker.latency_ms,
+        headroom=headroom,
+        breaker=breaker_state,
+        unavailable_for=unavailable,
+        why=why,
+    )
+
+
+def _headroom(admission: Any) -> float:
+    capacities: dict[str, float] = _call(admission, "capacities", {})
+    if not capacities:
+        return 1.0
+    levels: dict[str, float] = _call(admission, "levels", {})
+    fractions = [
+        max(0.0, min(1.0, levels.get(dim, cap) / cap)) for dim, cap in capacities.items() if cap
+    ]
+    return min(fractions, default=1.0)
+
+
+def _call(target: Any, method: str, default: Any) -> Any:
+    function = getattr(target, method, None)
+    return default if function is None else function()
+
+
+def _now(breaker: Any) -> float:
+    clock = getattr(breaker, "_clock", None)
+    return time.monotonic() if clock is None else float(clock.monotonic())
