@@ -31,7 +31,9 @@ def _ok(outcome: ChatResult | InferenceError) -> ChatResult:
     return outcome
 
 
-def test_group_and_deployment_addressing(routed_at: Routed, pair: tuple[Emulator, Emulator]) -> None:
+def test_group_and_deployment_addressing(
+    routed_at: Routed, pair: tuple[Emulator, Emulator]
+) -> None:
     a, b = pair
     client = routed_at({"a": a.url, "b": b.url}, {"gpt-4o": {"deployments": ["a", "b"]}})
     result, deltas = client.run(model="gpt-4o")
@@ -67,7 +69,7 @@ def test_server_error_falls_over_and_costs_add_up(routed_at: Routed) -> None:
             {"g": {"deployments": ["a", "b"]}},
             settings={"a": {"retry": {"max_retries": 1, "initial_backoff": "10ms"}}},
         )
-        result, deltas = client.run(model="g")
+        result, _ = client.run(model="g")
         assert result.deployment == "b"
         tried = [(x.deployment, x.kind, x.status) for x in result.deployment_attempts]
         assert tried == [("a", "server_error", 500), ("b", "ok", 200)]
