@@ -212,6 +212,8 @@ class RouteState:
         name = self._choose()
         if name is None:
             error = self.last_error or InferenceError(f"no deployment of {self.route.name!r} left")
+            if self.delivered:  # a continuation found no deployment: the stream is cut
+                error = _interrupted(error, self._partial(error.partial))
             raise self._final(error)
         self.tries[name] = self.tries.get(name, 0) + 1
         core = self.router.cores[name]

@@ -121,3 +121,34 @@ def fragments(text: str) -> list[str]:
     """Split streamed tool arguments the way the API does: small pieces, at least three."""
     size = max(1, min(4, len(text) // 3))
     return [text[i:i + size] for i in range(0, len(text), size)]
+
+
+def unfinished_turn(messages: Sequence[Any]) -> str | None:
+    """The text of a final assistant message (an answer to continue), else None."""
+    if not messages:
+        return None
+    last = messages[-1]
+    if not isinstance(last, Mapping) or last.get("role") != "assistant" or last.get("tool_calls"):
+        return None
+    text = message_text(last)
+    return text or None
+
+
+def continued(pieces: tuple[str, ...], partial: str | None) -> tuple[str, ...]:
+    """The rest of the answer ``pieces`` after ``partial``, the part already given.
+
+    The answer depends only on the last user message, so the same request with the first
+    part of its answer appended as an unfinished assistant turn gets exactly the words
+    that were missing (the first keeps its leading space); ``max_tokens`` counts the whole
+    answer. A partial that is not a prefix of the answer is continued after as many words
+    as it holds.
+    """
+    if partial is None:
+        return pieces
+    taken, size = 0, 0
+    while taken < len(pieces) and partial.startswith(pieces[taken], size):
+        size += len(pieces[taken])
+        taken += 1
+    if size != len(partial):
+        taken = min(len(pieces), len(partial.split()))
+    return pieces[taken:]

@@ -27,8 +27,8 @@ Connection and timing:
 Answer shaping:
 
 - ``content_filter_finish``: half the words, ``finish_reason: "content_filter"``.
-- ``malformed``: a plain body that is not JSON; in a stream, one non-JSON event after the
-  first chunk (the rest follows).
+- ``malformed;after=K``: a plain body that is not JSON; in a stream, one non-JSON event
+  after the first chunk, or after K content chunks (the rest follows).
 - ``stream_error``: one chunk, then an ``{"error": ...}`` event and the end of the body
   (no ``[DONE]``); on a non-streamed request, a 500.
 
@@ -113,7 +113,7 @@ _CHECKS: dict[str, dict[str, Callable[[str], None]]] = {
     "stall_mid": {"after": _count, "seconds": _number},
     "cut": {"after": _count},
     "drip": {"delay_ms": _number},
-    "malformed": {},
+    "malformed": {"after": _count},
     "stream_error": {},
 }
 
