@@ -128,3 +128,24 @@ def test_compiled_round_trip(tmp_path: Path, caplog: pytest.LogCaptureFixture) -
     assert loaded.deployments == named
     assert loaded.model_groups == config.model_groups
     assert loaded.default_model is None
+
+
+@pytest.mark.parametrize("driver", ["async", "thread"])
+def test_batch_lines_name_a_group_or_a_deployment(tmp_path: Path, driver: str) -> None:
+    lines = [
+        {"custom_id": "g", "model": "gpt-4o-mini", "messages": [{"role": "user", "content": "a"}]},
+        {"custom_id": "b", "model": "local_b", "messages": [{"role": "user", "content": "b"}]},
+        {"custom_id": "x", "model": "nope", "messages": [{"role": "user", "content": "c"}]},
+    ]
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    output = tmp_path / "out.jsonl"
+    out = rakka("batch", str(source), "-o", str(output), "--driver", driver, *PAIR)
+    assert out.returncode in (0, 1), out.stderr
+    records = {r["custom_id"]: r for r in map(json.loads, output.read_text().splitlines())}
+    assert records["g"]["deployment"] == "local_a"
+    assert records["b"]["deployment"] == "local_b"
+    tried = records["g"]["deployment_attempts"]
+    assert [(a["deployment"], a["kind"]) for a in tried] == [("local_a", "ok")]
+    assert records["g"]["cost_usd"] == pytest.approx(tried[0]["cost_usd"])
+    assert records["x"]["error"]["code"] == "invalid_request"
