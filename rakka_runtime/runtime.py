@@ -117,6 +117,7 @@ class Runtime:
                 config.model_groups,
                 default=config.default_model,
                 strategies=self.hooks.routing_strategies(),
+                hooks=self.hooks,
             )
         except BaseException:
             for core in self.cores.values():

@@ -33,6 +33,7 @@ from rakka_runtime.types import (
 if TYPE_CHECKING:
     from rakka_runtime.core.flow import DeploymentCore
     from rakka_runtime.core.state import CallState
+    from rakka_runtime.plugins import PluginHooks
 
 __all__ = ["Route", "RouteState", "Router"]
 
@@ -61,8 +62,10 @@ class Router:
         *,
         default: str | None = None,
         strategies: Mapping[str, StrategyFactory] | None = None,
+        hooks: PluginHooks | None = None,
     ) -> None:
         self.cores = dict(cores)
+        self.hooks = hooks
         self.trackers = {name: Tracker() for name in self.cores}
         known = {**BUILTIN_STRATEGIES, **(strategies or {})}
         self.routes: dict[str, Route] = {}
@@ -259,6 +262,7 @@ class RouteState:
         result.deployment_attempts = list(self.deployment_attempts)
         self._total(result)
         self.result = result
+        self._finished(result, None)
         return result
 
     def failed(self, error: InferenceError) -> None:
@@ -382,7 +386,14 @@ class RouteState:
             costs = [a.cost_usd for a in self.deployment_attempts if a.cost_usd is not None]
             if costs:
                 error.partial.cost_usd = sum(costs)
+        self._finished(None, error)
         return error
+
+    def _finished(self, result: ChatResult | None, error: InferenceError | None) -> None:
+        hooks = self.router.hooks
+        if hooks is not None:
+            group = self.visited[0]
+            hooks.route_finished(group, list(self.deployment_attempts), result, error)
 
 
 def _interrupted(error: InferenceError, partial: ChatResult) -> InferenceError:

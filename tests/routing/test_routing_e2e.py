@@ -186,3 +186,25 @@ def test_a_deployment_is_tried_once_per_request(routed_at: Routed) -> None:
         assert error.kind == "server_error"
         assert [x.deployment for x in error.deployment_attempts] == ["a", "b"]
         assert (a.stats.requests, b.stats.requests) == (1, 1)
+
+
+def test_metrics_carry_group_and_deployment_labels(routed_at: Routed) -> None:
+    from rakka_runtime.metrics import metrics_snapshot
+
+    with _emulator({"fault": "server_error"}) as a, _emulator() as b:
+        client = routed_at({"ma": a.url, "mb": b.url}, {"mg": {"deployments": ["ma", "mb"]}})
+        before = metrics_snapshot()
+        client.run(model="mg")
+        after = metrics_snapshot()
+
+    def delta(metric: str, key: str) -> float:
+        return float(after[metric].get(key, 0)) - float(before.get(metric, {}).get(key, 0))
+
+    attempts = "rakka_routed_attempts_total"
+    assert delta(attempts, 'group="mg",deployment="ma",outcome="server_error"') == 1
+    assert delta(attempts, 'group="mg",deployment="mb",outcome="ok"') == 1
+    assert delta("rakka_routed_requests_total", 'group="mg",deployment="mb",outcome="ok"') == 1
+    assert (
+        delta("rakka_requests_total", 'deployment="ma",model="gpt-4o-mini",outcome="server_error"')
+        == 1
+    )
