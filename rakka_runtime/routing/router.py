@@ -308,6 +308,9 @@ class RouteState:
             return None
         healthy = [c for c in candidates if c.healthy]
         if healthy:
+            # With max_tries_per_deployment > 1: every deployment once before any twice.
+            fewest = min(self.tries.get(c.name, 0) for c in healthy)
+            healthy = [c for c in healthy if self.tries.get(c.name, 0) == fewest]
             return healthy[self.route.strategy.choose(healthy)].name
         if self.deployment_attempts:
             return None  # every one left is down: the last failure stands

@@ -208,3 +208,15 @@ def test_metrics_carry_group_and_deployment_labels(routed_at: Routed) -> None:
         delta("rakka_requests_total", 'deployment="ma",model="gpt-4o-mini",outcome="server_error"')
         == 1
     )
+
+
+def test_max_tries_per_deployment_goes_round_the_group(routed_at: Routed) -> None:
+    once = {"fault": "server_error", "requests": [1]}
+    with _emulator(once) as a, _emulator({"fault": "server_error"}) as b:
+        client = routed_at(
+            {"a": a.url, "b": b.url},
+            {"g": {"deployments": ["a", "b"], "max_tries_per_deployment": 2}},
+        )
+        result, _ = client.run(model="g")
+        tried = [(x.deployment, x.kind) for x in result.deployment_attempts]
+        assert tried == [("a", "server_error"), ("b", "server_error"), ("a", "ok")]
