@@ -92,7 +92,9 @@ def candidate(name: str, core: DeploymentCore, tracker: Tracker, weight: float) 
             paused = _call(admission, "paused_for", 0.0)
             if paused > unavailable:
                 unavailable, why = paused, "paused by a 429"
-            headroom = _headroom(admission)
+            headroom, empty_for, dimension = _headroom(admission)
+            if empty_for > unavailable:
+                unavailable, why = empty_for, f"{dimension} quota exhausted"
     return Candidate(
         name=name,
         weight=weight,
@@ -106,15 +108,24 @@ def candidate(name: str, core: DeploymentCore, tracker: Tracker, weight: float) 
     )
 
 
-def _headroom(admission: Any) -> float:
+def _headroom(admission: Any) -> tuple[float, float, str]:
+    """The lowest fraction left of any bucket, and (when a bucket cannot admit even one
+    unit) how long until it can and which one."""
     capacities: dict[str, float] = _call(admission, "capacities", {})
     if not capacities:
-        return 1.0
+        return 1.0, 0.0, ""
     levels: dict[str, float] = _call(admission, "levels", {})
-    fractions = [
-        max(0.0, min(1.0, levels.get(dim, cap) / cap)) for dim, cap in capacities.items() if cap
-    ]
-    return min(fractions, default=1.0)
+    lowest, empty_for, dimension = 1.0, 0.0, ""
+    for dim, capacity in capacities.items():
+        if capacity <= 0:
+            continue
+        level = levels.get(dim, capacity)
+        lowest = min(lowest, max(0.0, min(1.0, level / capacity)))
+        if level < 1.0:
+            wait = (1.0 - level) / (capacity / 60.0)
+            if wait > empty_for:
+                empty_for, dimension = wait, dim
+    return lowest, empty_for, dimension
 
 
 def _call(target: Any, method: str, default: Any) -> Any:

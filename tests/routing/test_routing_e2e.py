@@ -220,3 +220,16 @@ def test_max_tries_per_deployment_goes_round_the_group(routed_at: Routed) -> Non
         result, _ = client.run(model="g")
         tried = [(x.deployment, x.kind) for x in result.deployment_attempts]
         assert tried == [("a", "server_error"), ("b", "server_error"), ("a", "ok")]
+
+
+def test_an_exhausted_quota_is_skipped(routed_at: Routed, pair: tuple[Emulator, Emulator]) -> None:
+    a, b = pair
+    client = routed_at(
+        {"a": a.url, "b": b.url},
+        {"g": {"deployments": ["a", "b"]}},
+        settings={"a": {"rate_limits": {"requests_per_minute": 2}}},
+    )
+    served = [client.run(model="g", stream=False)[0].deployment for _ in range(4)]
+    assert served == ["a", "a", "b", "b"]
+    health = {c.name: c for c in client.runtime.router.health()}
+    assert health["a"].why == "requests quota exhausted" and health["a"].headroom < 0.5
