@@ -111,7 +111,8 @@ class Runtime:
         self.cores: dict[str, DeploymentCore] = {}
         try:
             for name, (provider, deployment) in resolved.items():
-                self.cores[name] = self._build_core(provider, deployment)
+                where = f"deployments.{name}" if config.routed else "deployment"
+                self.cores[name] = self._build_core(provider, deployment, where)
             self.router = Router(
                 self.cores,
                 config.model_groups,
@@ -133,9 +134,11 @@ class Runtime:
         # One deployment and no groups: requests skip the router (nothing to decide).
         self.routed = len(self.cores) > 1 or bool(config.model_groups)
 
-    def _build_core(self, provider: ProviderKind, deployment: DeploymentConfig) -> DeploymentCore:
+    def _build_core(
+        self, provider: ProviderKind, deployment: DeploymentConfig, where: str
+    ) -> DeploymentCore:
         sessions = self._sessions.setdefault(deployment.name, [])
-        resolve = credential_resolver(deployment, self.hooks)
+        resolve = credential_resolver(deployment, self.hooks, where)
 
         def open_session(build_headers: HeaderBuilder) -> Session:
             session = self._open_session(deployment, resolve, build_headers)

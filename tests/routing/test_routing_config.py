@@ -149,3 +149,11 @@ def test_batch_lines_name_a_group_or_a_deployment(tmp_path: Path, driver: str) -
     assert [(a["deployment"], a["kind"]) for a in tried] == [("local_a", "ok")]
     assert records["g"]["cost_usd"] == pytest.approx(tried[0]["cost_usd"])
     assert records["x"]["error"]["code"] == "invalid_request"
+
+
+def test_a_missing_secret_names_the_deployment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RAKKA_NOPE_16", raising=False)
+    config = load_config([*PAIR, "deployments.local_b.api_key={from: env, name: RAKKA_NOPE_16}"])
+    with pytest.raises(ConfigError) as caught:
+        Runtime(config)
+    assert caught.value.path == "deployments.local_b.api_key"
