@@ -233,3 +233,20 @@ def test_an_exhausted_quota_is_skipped(routed_at: Routed, pair: tuple[Emulator, 
     assert served == ["a", "a", "b", "b"]
     health = {c.name: c for c in client.runtime.router.health()}
     assert health["a"].why == "requests quota exhausted" and health["a"].headroom < 0.5
+
+
+def test_cancel_ends_a_routed_request_without_falling_over(routed_at: Routed) -> None:
+    with _emulator({"fault": "stall;seconds=5"}) as a, _emulator() as b:
+        client = routed_at({"a": a.url, "b": b.url}, {"g": {"deployments": ["a", "b"]}})
+        started = client.start(model="g")
+        deadline = time.monotonic() + 5
+        while a.stats.requests == 0:  # wait until the request is on the wire at a
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        began = time.monotonic()
+        started.cancel()
+        outcome = started.outcome()
+        assert isinstance(outcome, InferenceError) and outcome.kind == "cancelled"
+        assert time.monotonic() - began < 1.0
+        assert b.stats.requests == 0
+        assert client.runtime.router.trackers["a"].in_flight == 0
