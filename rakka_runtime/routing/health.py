@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from rakka_runtime.core.flow import DeploymentCore
 
-__all__ = ["EWMA_ALPHA", "Candidate", "Tracker", "candidate"]
+__all__ = ["EWMA_ALPHA", "Candidate", "Probe", "Tracker", "candidate"]
 
 EWMA_ALPHA = 0.2
 """Weight of the newest sample in the moving averages of time to first token and latency."""
@@ -73,39 +73,60 @@ class Candidate:
         return self.unavailable_for <= 0.0
 
 
-def candidate(name: str, core: DeploymentCore, tracker: Tracker, weight: float) -> Candidate:
-    """The deployment's health now, from its policies."""
-    breaker_state = "closed"
-    unavailable, why = 0.0, ""
-    headroom = 1.0
-    for policy in core.attempt_policies:
-        breaker = getattr(policy, "breaker", None)
-        if breaker is not None and policy.name == "circuit_breaker":
-            breaker_state = str(breaker.state)
-            retry_at = breaker.retry_at
-            if breaker_state == "open" and retry_at is not None:
-                left = retry_at - _now(breaker)
+class Probe:
+    """Where one deployment's health is read: its breaker and its rate limiter's
+    admission, found once among the deployment's policies."""
+
+    __slots__ = ("admission", "breaker")
+
+    def __init__(self, core: DeploymentCore) -> None:
+        self.breaker: Any = None
+        self.admission: Any = None
+        for policy in core.attempt_policies:
+            if policy.name == "circuit_breaker":
+                self.breaker = getattr(policy, "breaker", None)
+            elif policy.name == "rate_limits":
+                admission = getattr(policy, "admission", None)
+                if admission is not None and hasattr(admission, "paused_for"):
+                    self.admission = admission
+
+    def read(self, name: str, tracker: Tracker, weight: float) -> Candidate:
+        """The deployment's health now."""
+        breaker_state = "closed"
+        unavailable, why = 0.0, ""
+        headroom = 1.0
+        breaker = self.breaker
+        if breaker is not None:
+            breaker_state = breaker.state
+            if breaker_state == "open":
+                retry_at = breaker.retry_at
+                left = 0.0 if retry_at is None else retry_at - _now(breaker)
                 if left > 0:
                     unavailable, why = left, "circuit open"
-        admission = getattr(policy, "admission", None)
-        if admission is not None and policy.name == "rate_limits":
-            paused = _call(admission, "paused_for", 0.0)
+        admission = self.admission
+        if admission is not None:
+            paused = admission.paused_for()
             if paused > unavailable:
                 unavailable, why = paused, "paused by a 429"
             headroom, empty_for, dimension = _headroom(admission)
             if empty_for > unavailable:
                 unavailable, why = empty_for, f"{dimension} quota exhausted"
-    return Candidate(
-        name=name,
-        weight=weight,
-        in_flight=tracker.in_flight,
-        ttft_ms=tracker.ttft_ms,
-        latency_ms=tracker.latency_ms,
-        headroom=headroom,
-        breaker=breaker_state,
-        unavailable_for=unavailable,
-        why=why,
-    )
+        return Candidate(
+            name,
+            weight,
+            tracker.in_flight,
+            tracker.ttft_ms,
+            tracker.latency_ms,
+            headroom,
+            breaker_state,
+            unavailable,
+            why,
+        )
+
+
+def candidate(name: str, core: DeploymentCore, tracker: Tracker, weight: float) -> Candidate:
+    """The deployment's health now, from its policies (a :class:`Probe` made for once)."""
+    return Probe(core).read(name, tracker, weight)
 
 
 def _headroom(admission: Any) -> tuple[float, float, str]:

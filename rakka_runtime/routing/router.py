@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from rakka_runtime.config.schema import FALLBACK_NEXT, FALLBACK_STOP, ModelGroup
 from rakka_runtime.errors import Cancelled, InferenceError, InvalidRequest, StreamInterrupted
 from rakka_runtime.routing.fallbacks import FallbackTable
-from rakka_runtime.routing.health import Candidate, Tracker, candidate
+from rakka_runtime.routing.health import Candidate, Probe, Tracker
 from rakka_runtime.routing.strategies import BUILTIN_STRATEGIES, Strategy, StrategyFactory
 from rakka_runtime.types import (
     Attempt,
@@ -67,6 +67,7 @@ class Router:
         self.cores = dict(cores)
         self.hooks = hooks
         self.trackers = {name: Tracker() for name in self.cores}
+        self.probes = {name: Probe(core) for name, core in self.cores.items()}
         known = {**BUILTIN_STRATEGIES, **(strategies or {})}
         self.routes: dict[str, Route] = {}
         for name, group in groups.items():
@@ -113,17 +114,16 @@ class Router:
     def candidates(self, route: Route, exclude: Mapping[str, int] | None = None) -> list[Candidate]:
         """The group's deployments (those tried fewer than ``max_tries`` times), in order."""
         tried = exclude or {}
+        probes, trackers, weights = self.probes, self.trackers, route.weights
         return [
-            candidate(name, self.cores[name], self.trackers[name], route.weights[name])
+            probes[name].read(name, trackers[name], weights[name])
             for name in route.members
             if tried.get(name, 0) < route.max_tries
         ]
 
     def health(self) -> list[Candidate]:
         """Every deployment's health now (``rakka health``)."""
-        return [
-            candidate(name, core, self.trackers[name], 1.0) for name, core in self.cores.items()
-        ]
+        return [self.probes[name].read(name, self.trackers[name], 1.0) for name in self.cores]
 
     def close(self) -> None:
         problem: BaseException | None = None
@@ -319,12 +319,15 @@ class RouteState:
         return min(candidates, key=lambda c: c.unavailable_for).name
 
     def _request_for(self) -> ChatRequest:
+        """The request as a deployment gets it: no group name as its model (the deployment's
+        own applies) and, when continuing, the partial answer as the assistant's turn."""
+        request = self.request
         if self.prefix:
-            messages = [*self.request.messages, {"role": "assistant", "content": self.prefix}]
-            return dataclasses.replace(self.request, model=None, messages=messages)
-        if self.request.model is None:
-            return self.request
-        return dataclasses.replace(self.request, model=None)
+            messages = [*request.messages, {"role": "assistant", "content": self.prefix}]
+            return dataclasses.replace(request, model=None, messages=messages)
+        if request.model is None:
+            return request
+        return dataclasses.replace(request, model=None)
 
     def _hand_over(self, error: InferenceError) -> bool:
         """Asked by the deployment's core before a retry wait: a 429 hands the request to
