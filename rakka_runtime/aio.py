@@ -33,7 +33,8 @@ AsyncRunHandle = aio.AsyncRunHandle
 
 
 class AsyncRuntime:
-    """Calls one composed deployment from asyncio. Use ``async with``, or ``await aclose()``."""
+    """Calls the composed deployment (or, routed, the model groups) from asyncio. Use
+    ``async with``, or ``await aclose()``."""
 
     def __init__(
         self,
