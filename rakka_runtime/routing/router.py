@@ -274,15 +274,14 @@ class RouteState:
         self.last_error = error
         if self.cancelled or isinstance(error, Cancelled):
             raise self._final(error)
+        action = self.route.table.action(error.kind)
+        if action == FALLBACK_STOP:
+            raise self._final(error)  # a content filter mid-stream stays content_filtered
         if self.delivered:
             # The caller has output already: only a continuation can go on.
             if self.route.stream_failover != "continue":
                 raise self._final(_interrupted(error, self._partial(partial)))
             self.prefix = "".join(self.text)
-            return
-        action = self.route.table.action(error.kind)
-        if action == FALLBACK_STOP:
-            raise self._final(error)
         if action != FALLBACK_NEXT:
             if action in self.visited or action not in self.router.routes:
                 raise self._final(error)

@@ -100,3 +100,16 @@ def test_the_emulator_continues_an_unfinished_turn(
         result, deltas = client.run(messages, max_tokens=WORDS)  # type: ignore[arg-type]
         assert partial + "".join(deltas) == whole
         assert result.usage is not None and result.usage.output_tokens == WORDS - CUT_AT
+
+
+def test_a_content_filter_mid_stream_is_not_continued(routed_at: Callable[..., Client]) -> None:
+    rule = {"fault": "content_filter_finish"}
+    with (
+        Emulator(keys=[EMULATOR_KEY], scenario=[rule]) as primary,
+        Emulator(keys=[EMULATOR_KEY]) as fallback,
+    ):
+        client = _client(routed_at, primary, fallback, "continue")
+        error = client.failure(PROMPT, model="g", max_tokens=WORDS)
+        assert error.kind == "content_filtered"
+        assert error.partial is not None and len(error.partial.text.split()) == WORDS // 2
+        assert fallback.stats.requests == 0
