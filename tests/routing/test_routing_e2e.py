@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
-from driver_clients import Client
+from driver_clients import AsyncClient, Client
 
 from rakka_provider_openai.emulator import Emulator
 from rakka_runtime.errors import InferenceError
@@ -211,7 +211,7 @@ def test_metrics_carry_group_and_deployment_labels(routed_at: Routed) -> None:
 
 
 def test_max_tries_per_deployment_goes_round_the_group(routed_at: Routed) -> None:
-    once = {"fault": "server_error", "requests": [1]}
+    once: dict[str, object] = {"fault": "server_error", "requests": [1]}
     with _emulator(once) as a, _emulator({"fault": "server_error"}) as b:
         client = routed_at(
             {"a": a.url, "b": b.url},
@@ -250,3 +250,27 @@ def test_cancel_ends_a_routed_request_without_falling_over(routed_at: Routed) ->
         assert time.monotonic() - began < 1.0
         assert b.stats.requests == 0
         assert client.runtime.router.trackers["a"].in_flight == 0
+
+
+def test_closing_a_routed_stream_early_releases_it(
+    routed_at: Routed, pair: tuple[Emulator, Emulator]
+) -> None:
+    a, b = pair
+    client = routed_at({"a": a.url, "b": b.url}, {"g": {"deployments": ["a", "b"]}})
+    request = client.runtime.request("hi", model="g", max_tokens=50)
+    if isinstance(client, AsyncClient):
+        aio = client.aio
+
+        async def first_then_close() -> str:
+            handle = aio.execute(request)
+            chunk = await handle.__anext__()
+            await handle.aclose()
+            return chunk.text_delta
+
+        client.call(first_then_close())
+    else:
+        handle = client.runtime.execute(request)
+        next(iter(handle))
+        handle.close()
+    assert client.runtime.router.trackers["a"].in_flight == 0
+    assert (a.stats.requests, b.stats.requests) == (1, 0)
