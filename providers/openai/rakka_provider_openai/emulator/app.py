@@ -68,8 +68,12 @@ class EmulatorApp:
         self._models_body = errors.dumps({"object": "list", "data": [self._model_entry()]})
 
     def _model_entry(self) -> dict[str, Any]:
-        return {"id": self.model, "object": "model", "created": 1_700_000_000,
-                "owned_by": "rakka-emulator"}
+        return {
+            "id": self.model,
+            "object": "model",
+            "created": 1_700_000_000,
+            "owned_by": "rakka-emulator",
+        }
 
     def wait(self, seconds: float) -> bool:
         """Sleep; True when the emulator is stopping and the response should be abandoned."""
@@ -91,8 +95,9 @@ class EmulatorApp:
                 if not parse_qs(query).get("api-version"):
                     return self._send(respond, 404, errors.AZURE_NOT_FOUND)
                 return self._chat(respond, request, azure=True)
-        if method == "GET" and (path in ("/v1/models", "/models")
-                                or path.startswith(("/v1/models/", "/models/"))):
+        if method == "GET" and (
+            path in ("/v1/models", "/models") or path.startswith(("/v1/models/", "/models/"))
+        ):
             return self._models(respond, request, path)
         return self._send(respond, 404, errors.invalid_url(method, path))
 
@@ -142,14 +147,17 @@ class EmulatorApp:
                 return False
             if fault.name in ERROR_FAULTS:
                 model = self.model if azure else body_model(request.body) or self.model
-                status, body = error_answer(fault, azure=azure, model=model,
-                                            rpm=self.bucket.rpm)
+                status, body = error_answer(fault, azure=azure, model=model, rpm=self.bucket.rpm)
                 return self._send(respond, status, body)
             if fault.name == "stream_error" and not wants_stream(request.body):
                 return self._send(respond, 500, errors.server_error(500, azure=False))
         try:
-            ask = parse_chat(request.body, request.headers,
-                             model=self.model if azure else None, default_model=self.model)
+            ask = parse_chat(
+                request.body,
+                request.headers,
+                model=self.model if azure else None,
+                default_model=self.model,
+            )
         except BadInput as exc:
             return self._send(respond, 400, exc.body)
         return self._answer(respond, ask, azure=azure, fault=fault)
@@ -165,10 +173,10 @@ class EmulatorApp:
             return None
         return fault
 
-    def _answer(self, respond: Responder, ask: ChatAsk, *, azure: bool,
-                fault: Fault | None) -> bool:
-        prompt = ask.prompt_tokens if ask.prompt_tokens is not None else prompt_tokens(
-            ask.messages)
+    def _answer(
+        self, respond: Responder, ask: ChatAsk, *, azure: bool, fault: Fault | None
+    ) -> bool:
+        prompt = ask.prompt_tokens if ask.prompt_tokens is not None else prompt_tokens(ask.messages)
         prompt = max(prompt, ask.cached_tokens)  # cached tokens are a subset of the prompt
         # Like OpenAI, count the prompt plus the most the answer may use against the budget.
         budgeted = prompt + ask.count * ask.n
@@ -177,8 +185,9 @@ class EmulatorApp:
         if not verdict.allowed:
             return self._refuse(respond, verdict.exhausted, verdict.wait, ask.model, budgeted)
 
-        choices = _choices(ask, cut_short=fault is not None and
-                           fault.name == "content_filter_finish")
+        choices = _choices(
+            ask, cut_short=fault is not None and fault.name == "content_filter_finish"
+        )
         emitted = sum(
             len(c.pieces) if c.tool_call is None else -(-len(c.tool_call.arguments) // 4)
             for c in choices
@@ -188,8 +197,9 @@ class EmulatorApp:
             created=int(time.time()),
             model=ask.model,
             choices=choices,
-            usage=_usage(prompt, emitted + ask.reasoning_tokens, ask.cached_tokens,
-                         ask.reasoning_tokens),
+            usage=_usage(
+                prompt, emitted + ask.reasoning_tokens, ask.cached_tokens, ask.reasoning_tokens
+            ),
             azure=azure,
         )
         if not ask.stream:
@@ -203,14 +213,20 @@ class EmulatorApp:
                 events[first:] = [errors.STREAM_ERROR_EVENT]
         return respond.stream(events, delay=self.chunk_delay, fault=fault)
 
-    def _refuse(self, respond: Responder, exhausted: str, wait: float, model: str,
-                requested: int) -> bool:
+    def _refuse(
+        self, respond: Responder, exhausted: str, wait: float, model: str, requested: int
+    ) -> bool:
         limit = self.bucket.rpm if exhausted == "requests" else self.bucket.tpm
         respond.headers.append(b"retry-after: %d\r\n" % max(1, -(-wait // 1)))
         respond.headers.append(b"retry-after-ms: %d\r\n" % max(1, round(wait * 1000)))
-        body = errors.rate_limited(model, kind=exhausted, limit=limit, used=limit,
-                                   requested=1 if exhausted == "requests" else requested,
-                                   wait=go_duration(wait))
+        body = errors.rate_limited(
+            model,
+            kind=exhausted,
+            limit=limit,
+            used=limit,
+            requested=1 if exhausted == "requests" else requested,
+            wait=go_duration(wait),
+        )
         return respond.send(429, body)
 
 
@@ -231,8 +247,12 @@ def _choices(ask: ChatAsk, *, cut_short: bool) -> tuple[Choice, ...]:
             arguments = tool_arguments(ask.tool, seed + index)
             function = ask.tool.get("function")
             name = str(function.get("name", "")) if isinstance(function, dict) else ""
-            call = ToolCall(f"call_{(seed + index) & 0xFFFFFFFF:08x}{_hex(8)}", name, arguments,
-                            tuple(fragments(arguments)))
+            call = ToolCall(
+                f"call_{(seed + index) & 0xFFFFFFFF:08x}{_hex(8)}",
+                name,
+                arguments,
+                tuple(fragments(arguments)),
+            )
             choices.append(Choice((), call, "tool_calls"))
             continue
         pieces = completion_pieces((seed + index) & 0xFFFFFFFF, ask.count)
@@ -252,7 +272,9 @@ def _usage(prompt: int, completion: int, cached: int, reasoning: int) -> dict[st
         "total_tokens": prompt + completion,
         "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": 0},
         "completion_tokens_details": {
-            "reasoning_tokens": reasoning, "audio_tokens": 0,
-            "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0,
+            "reasoning_tokens": reasoning,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0,
         },
     }

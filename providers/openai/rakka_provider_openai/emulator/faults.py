@@ -47,22 +47,42 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-ERROR_FAULTS = frozenset({
-    "rate_limit", "insufficient_quota", "server_error", "http_error", "context_length",
-    "content_filter",
-})
+ERROR_FAULTS = frozenset(
+    {
+        "rate_limit",
+        "insufficient_quota",
+        "server_error",
+        "http_error",
+        "context_length",
+        "content_filter",
+    }
+)
 """Faults answered with an error status instead of a completion."""
 
-STREAM_FAULTS = frozenset({
-    "content_filter_finish", "stall_mid", "cut", "drip", "malformed", "stream_error",
-})
+STREAM_FAULTS = frozenset(
+    {
+        "content_filter_finish",
+        "stall_mid",
+        "cut",
+        "drip",
+        "malformed",
+        "stream_error",
+    }
+)
 """Faults that shape an otherwise normal answer while it is written."""
 
 FAULT_NAMES = ERROR_FAULTS | STREAM_FAULTS | {"reset", "stall"}
 
-COMMON_PARAMS = frozenset({
-    "should_retry", "retry_after", "retry_after_ms", "retry_after_date", "times", "id",
-})
+COMMON_PARAMS = frozenset(
+    {
+        "should_retry",
+        "retry_after",
+        "retry_after_ms",
+        "retry_after_date",
+        "times",
+        "id",
+    }
+)
 
 
 def _number(value: str) -> None:
@@ -79,6 +99,7 @@ def _status_in(low: int, high: int) -> Callable[[str], None]:
     def check(value: str) -> None:
         if not low <= int(value) <= high:
             raise ValueError(f"must be within {low}..{high}")
+
     return check
 
 
@@ -86,6 +107,7 @@ def _choice(*allowed: str) -> Callable[[str], None]:
     def check(value: str) -> None:
         if value.lower() not in allowed:
             raise ValueError(f"must be one of {', '.join(allowed)}")
+
     return check
 
 
