@@ -33,7 +33,8 @@ AsyncRunHandle = aio.AsyncRunHandle
 
 
 class AsyncRuntime:
-    """Calls one composed deployment from asyncio. Use ``async with``, or ``await aclose()``."""
+    """Calls the composed deployment (or, routed, the model groups) from asyncio. Use
+    ``async with``, or ``await aclose()``."""
 
     def __init__(
         self,
@@ -51,10 +52,15 @@ class AsyncRuntime:
             self._owns = False
         self.runtime = _runtime
         self.core = _runtime.core
+        self.router = _runtime.router
         self.deployment = _runtime.deployment
         self.hooks = _runtime.hooks
         self.config = _runtime.config
-        self._transport = AioTransport(self.deployment)
+        # One aiohttp session per deployment, made in the first loop that uses it.
+        self._transports = {
+            name: AioTransport(core.deployment) for name, core in _runtime.cores.items()
+        }
+        self._transport = self._transports[self.deployment.name]
 
     @classmethod
     def from_overrides(
@@ -93,8 +99,11 @@ class AsyncRuntime:
 
     def execute(self, request: ChatRequest, *, deadline: float | None = None) -> AsyncRunHandle:
         """Start ``request``; ``async for`` the handle, or ``await handle.result()``."""
-        state = self.core.new_state(request, deadline)
-        return AsyncRunHandle(state, aio.run(self.core, self._transport, state))
+        if not self.runtime.routed:
+            state = self.core.new_state(request, deadline)
+            return AsyncRunHandle(state, aio.run(self.core, self._transport, state))
+        route = self.router.start(request, deadline)
+        return AsyncRunHandle(route, aio.run_routed(route, self._transports.__getitem__))
 
     def stream(self, prompt: str | Sequence[Message], **kw: Any) -> AsyncRunHandle:
         return self.execute(self.request(prompt, stream=True, **kw))
@@ -105,11 +114,12 @@ class AsyncRuntime:
         return await self.execute(self.request(prompt, stream=stream, **kw)).result()
 
     def estimate_cost(self, request: ChatRequest) -> CostEstimate:
-        return self.core.estimate_cost(request)
+        return self.runtime.estimate_cost(request)
 
     async def aclose(self) -> None:
         try:
-            await self._transport.close()
+            for transport in self._transports.values():
+                await transport.close()
         finally:
             if self._owns:
                 self.runtime.close()

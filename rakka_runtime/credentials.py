@@ -22,14 +22,17 @@ __all__ = ["check_secret_sources", "credential_resolver", "watched_files"]
 CredentialResolver = Callable[[], Secret | None]
 
 
-def credential_resolver(deployment: DeploymentConfig, hooks: PluginHooks) -> CredentialResolver:
-    """A callable that reads the deployment's credential afresh each time it is called.
+def credential_resolver(
+    deployment: DeploymentConfig, hooks: PluginHooks, where: str = "deployment"
+) -> CredentialResolver:
+    """A callable that reads the deployment's credential afresh each time it is called
+    (``where``: the deployment's dotted path, for error messages).
 
     :raises ConfigError: when ``auth`` names a token provider no plugin offers.
     """
     auth = deployment.auth
     if isinstance(auth, EntraAuth):
-        path = "deployment.auth.token_provider"
+        path = f"{where}.auth.token_provider"
         provider = hooks.token_provider(auth.token_provider)
         if provider is None:
             raise ConfigError(path, f"no plugin provides token provider {auth.token_provider!r}")
@@ -45,7 +48,7 @@ def credential_resolver(deployment: DeploymentConfig, hooks: PluginHooks) -> Cre
         return lambda: None
 
     def resolve() -> Secret | None:
-        return resolve_secret(ref, path="deployment.api_key", plugin_resolver=hooks.resolve_secret)
+        return resolve_secret(ref, path=f"{where}.api_key", plugin_resolver=hooks.resolve_secret)
 
     return resolve
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from rakka_runtime.types import Attempt, ChatResult
+from rakka_runtime.types import Attempt, ChatResult, DeploymentAttempt
 
 
 class InferenceError(Exception):
@@ -50,6 +50,8 @@ class InferenceError(Exception):
         # Partial output received before the failure (streams), never duplicated.
         self.partial = partial
         self.attempts: list[Attempt] = []
+        # A routed request: every deployment tried, in order.
+        self.deployment_attempts: list[DeploymentAttempt] = []
 
     @property
     def is_retryable(self) -> bool:

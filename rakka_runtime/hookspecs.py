@@ -9,6 +9,7 @@ through :class:`rakka_runtime.plugins.PluginHooks`, never ``pm.hook`` directly.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import pluggy
@@ -21,9 +22,10 @@ if TYPE_CHECKING:
     from rakka_runtime.errors import InferenceError
     from rakka_runtime.plugins import PluginHooks
     from rakka_runtime.registry import ProviderRegistry
+    from rakka_runtime.routing.strategies import StrategyFactory
     from rakka_runtime.session import SessionSnapshot
     from rakka_runtime.tokens import TokenProvider
-    from rakka_runtime.types import ChatResult, ExecuteBatch
+    from rakka_runtime.types import ChatResult, DeploymentAttempt, ExecuteBatch
 
 PROJECT = "rakka"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -125,6 +127,33 @@ def rakka_request_finished(
     :param request: the request as sent.
     :param result: the aggregate when it succeeded, else ``None``.
     :param error: the final classified error when it failed, else ``None``.
+    """
+
+
+@hookspec
+def rakka_route_finished(
+    group: str,
+    attempts: Sequence[DeploymentAttempt],
+    result: ChatResult | None,
+    error: InferenceError | None,
+) -> None:
+    """A routed request ended (after ``rakka_request_finished`` of each deployment run).
+
+    :param group: the model group (or deployment) the request named.
+    :param attempts: every deployment tried, in order, with its own group.
+    :param result: the aggregate when it succeeded, else ``None``.
+    :param error: the final error when it failed, else ``None``.
+    """
+
+
+@hookspec
+def rakka_routing_strategy() -> Mapping[str, StrategyFactory] | None:
+    """Register routing strategies a model group can name in ``strategy``.
+
+    :return: ``{name: factory}``; ``factory()`` makes one strategy object per group, whose
+        ``choose(candidates)`` returns the index of the
+        :class:`~rakka_runtime.routing.health.Candidate` to try (a pure decision: no I/O).
+        A name already taken (built-in or another plugin's) is a config error.
     """
 
 

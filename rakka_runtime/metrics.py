@@ -21,7 +21,7 @@ deployment, then ``other``), ``outcome`` (``ok``, an error kind, ``cancelled``).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from rakka_runtime.core.state import CallState
     from rakka_runtime.plugins import PluginHooks
     from rakka_runtime.session import SessionSnapshot
-    from rakka_runtime.types import ChatResult, ExecuteBatch
+    from rakka_runtime.types import ChatResult, DeploymentAttempt, ExecuteBatch
 
 __all__ = [
     "MAX_MODELS_PER_DEPLOYMENT",
@@ -199,6 +199,22 @@ class MetricsPlugin:
         labels = self._labels.get(deployment)
         model = labels.model_of(request.model) if labels is not None else BoundedLabels.OTHER
         self.store.inc("rakka_cost_estimated_requests_total", (deployment, model))
+
+    @hookimpl
+    def rakka_route_finished(
+        self,
+        group: str,
+        attempts: Sequence[DeploymentAttempt],
+        result: ChatResult | None,
+        error: InferenceError | None,
+    ) -> None:
+        for attempt in attempts:
+            outcome = outcome_label(attempt.kind)
+            key = (attempt.group or group, attempt.deployment, outcome)
+            self.store.inc("rakka_routed_attempts_total", key)
+        last = attempts[-1].deployment if attempts else "none"
+        outcome = "ok" if error is None else outcome_label(error.kind)
+        self.store.inc("rakka_routed_requests_total", (group, last, outcome))
 
 
 plugin = MetricsPlugin()

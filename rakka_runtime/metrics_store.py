@@ -71,6 +71,11 @@ METRICS: dict[str, MetricSpec] = {
               "The provider's x-ratelimit-remaining-tokens, as last reported."),
         _spec("rakka_session_swaps_total", "counter", "deployment",
               "Session snapshot swaps (key rotations) per deployment."),
+        _spec("rakka_routed_requests_total", "counter", "group deployment outcome",
+              "Routed requests by the group they named, the deployment that answered "
+              "(or was tried last) and outcome."),
+        _spec("rakka_routed_attempts_total", "counter", "group deployment outcome",
+              "Deployments tried by routed requests, by group, deployment and outcome."),
     )
 }  # fmt: skip
 

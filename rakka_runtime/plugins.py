@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -24,9 +24,10 @@ if TYPE_CHECKING:
     from rakka_runtime.config.schema import DeploymentConfig, PluginSecret
     from rakka_runtime.core.policy import Policy
     from rakka_runtime.errors import InferenceError
+    from rakka_runtime.routing.strategies import StrategyFactory
     from rakka_runtime.session import SessionSnapshot
     from rakka_runtime.tokens import TokenProvider
-    from rakka_runtime.types import ChatResult, ExecuteBatch
+    from rakka_runtime.types import ChatResult, DeploymentAttempt, ExecuteBatch
 
 ENTRY_POINT_GROUP = "rakka"
 DISABLE_ENV = "RAKKA_DISABLE_PLUGINS"
@@ -136,6 +137,24 @@ class PluginHooks:
         self.pm.hook.rakka_request_finished(
             deployment=deployment, request=request, result=result, error=error
         )
+
+    def route_finished(
+        self,
+        group: str,
+        attempts: Sequence[DeploymentAttempt],
+        result: ChatResult | None,
+        error: InferenceError | None,
+    ) -> None:
+        self.pm.hook.rakka_route_finished(
+            group=group, attempts=attempts, result=result, error=error
+        )
+
+    def routing_strategies(self) -> dict[str, StrategyFactory]:
+        """Strategies plugins registered, by name (``rakka_routing_strategy``)."""
+        from rakka_runtime.routing.router import strategies_of
+
+        found = self.pm.hook.rakka_routing_strategy()
+        return strategies_of([item for item in found if item])
 
     def register_commands(self, cli: click.Group) -> None:
         self.pm.hook.rakka_register_commands(cli=cli)

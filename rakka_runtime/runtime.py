@@ -8,11 +8,19 @@ the middlewares plugins contribute.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from rakka_runtime.config.schema import DeploymentConfig, RakkaConfig, RateLimitPolicy
+from rakka_runtime.config.errors import config_error
+from rakka_runtime.config.schema import (
+    DeploymentConfig,
+    RakkaConfig,
+    RateLimitPolicy,
+    routing_problems,
+)
 from rakka_runtime.core.flow import DeploymentCore
 from rakka_runtime.credentials import check_secret_sources, credential_resolver, watched_files
 from rakka_runtime.drivers import sync, sync_transport
@@ -21,6 +29,7 @@ from rakka_runtime.plugins import PluginHooks
 from rakka_runtime.pricing import CostEstimate, price_table_for
 from rakka_runtime.provider import HeaderBuilder, ProviderContext
 from rakka_runtime.registry import ProviderKind
+from rakka_runtime.routing.router import Router
 from rakka_runtime.session import Session
 from rakka_runtime.types import (
     ChatRequest,
@@ -38,18 +47,24 @@ def resolve_deployment(
 ) -> tuple[ProviderKind, DeploymentConfig]:
     """Find the provider kind the config names and validate the deployment with its model
     (a deployment object built in code or from a compiled config is used as it is)."""
-    deployment = config.deployment
+    return resolve_one(config.deployment, hooks, "deployment")
+
+
+def resolve_one(
+    deployment: Mapping[str, Any] | DeploymentConfig, hooks: PluginHooks, where: str
+) -> tuple[ProviderKind, DeploymentConfig]:
+    """:func:`resolve_deployment` for one deployment at the dotted path ``where``."""
     if isinstance(deployment, DeploymentConfig):
         kind: object = deployment.provider
     else:
         kind = deployment.get("provider")
     provider = hooks.providers.get(str(kind))
     if provider is None:
-        raise ConfigError("deployment.provider", hooks.providers.unknown_kind_message(kind))
+        raise ConfigError(f"{where}.provider", hooks.providers.unknown_kind_message(kind))
     if isinstance(deployment, DeploymentConfig):
         if not isinstance(deployment, provider.config_model):
             raise ConfigError(
-                "deployment",
+                where,
                 f"a {type(deployment).__name__} is not a {provider.config_model.__name__}, "
                 f"the deployment class of provider {kind!r}",
             )
@@ -58,38 +73,89 @@ def resolve_deployment(
     # pydantic is loaded here, on the first raw (composed) config, not at import.
     from rakka_runtime.config.validation import validate_deployment
 
-    validated = validate_deployment(deployment, provider.config_model)
+    validated = validate_deployment(deployment, provider.config_model, prefix=where)
     check_secret_sources(validated, hooks)
     return provider, validated
 
 
+def resolve_deployments(
+    config: RakkaConfig, hooks: PluginHooks
+) -> dict[str, tuple[ProviderKind, DeploymentConfig]]:
+    """Every deployment requests can go to, by name: the named ``deployments`` of a
+    routed config, else the one ``deployment``. Group references are checked too."""
+    if not config.routed:
+        provider, deployment = resolve_deployment(config, hooks)
+        resolved = {deployment.name: (provider, deployment)}
+    else:
+        resolved = {
+            name: resolve_one(raw, hooks, f"deployments.{name}")
+            for name, raw in config.deployments.items()
+        }
+    problems = routing_problems(config)
+    if problems:
+        raise config_error(problems)
+    return resolved
+
+
 class Runtime:
-    """Calls one composed deployment from threads. Use as a context manager, or call
-    :meth:`close`. :class:`~rakka_runtime.aio.AsyncRuntime` is its asyncio twin: same
+    """Calls the composed deployments from threads: one deployment, or (with
+    ``deployments`` and ``model_groups``) a router over many. Use as a context manager, or
+    call :meth:`close`. :class:`~rakka_runtime.aio.AsyncRuntime` is its asyncio twin: same
     config, plugins, results and errors."""
 
     def __init__(self, config: RakkaConfig, *, hooks: PluginHooks | None = None) -> None:
         self.config = config
         self.hooks = hooks if hooks is not None else PluginHooks()
-        provider, self.deployment = resolve_deployment(config, self.hooks)
-        self.prices = price_table_for(config.pricing, self.deployment)
-        self._resolve_credential = credential_resolver(self.deployment, self.hooks)
-        self._sessions: list[Session] = []
+        resolved = resolve_deployments(config, self.hooks)
+        self._sessions: dict[str, list[Session]] = {}
+        self.cores: dict[str, DeploymentCore] = {}
         try:
-            codec = provider.factory(self.deployment, ProviderContext(self._open_session))
-            if self.session is None:  # a provider that needs no credential still has a pool
-                self._open_session(lambda _secret: {})
-            self.core = DeploymentCore(
-                self.deployment,
-                codec,
-                self.hooks,
-                self.prices,
-                self.session,
-                self.hooks.policies(self.deployment),
+            for name, (provider, deployment) in resolved.items():
+                where = f"deployments.{name}" if config.routed else "deployment"
+                self.cores[name] = self._build_core(provider, deployment, where)
+            self.router = Router(
+                self.cores,
+                config.model_groups,
+                default=config.default_model,
+                strategies=self.hooks.routing_strategies(),
+                hooks=self.hooks,
             )
         except BaseException:
+            for core in self.cores.values():
+                # The start's own failure is what the caller needs to see.
+                with contextlib.suppress(Exception):
+                    core.close()
             self._close_sessions()  # a watcher thread must not outlive a failed start
             raise
+        # The default route's first deployment: what single-deployment callers see.
+        self.core = self.cores[self.router.route(None).members[0]]
+        self.deployment = self.core.deployment
+        self.prices = self.core.prices
+        # One deployment and no groups: requests skip the router (nothing to decide).
+        self.routed = len(self.cores) > 1 or bool(config.model_groups)
+
+    def _build_core(
+        self, provider: ProviderKind, deployment: DeploymentConfig, where: str
+    ) -> DeploymentCore:
+        sessions = self._sessions.setdefault(deployment.name, [])
+        resolve = credential_resolver(deployment, self.hooks, where)
+
+        def open_session(build_headers: HeaderBuilder) -> Session:
+            session = self._open_session(deployment, resolve, build_headers)
+            sessions.append(session)
+            return session
+
+        codec = provider.factory(deployment, ProviderContext(open_session))
+        if not sessions:  # a provider that needs no credential still has a pool
+            open_session(lambda _secret: {})
+        return DeploymentCore(
+            deployment,
+            codec,
+            self.hooks,
+            price_table_for(self.config.pricing, deployment),
+            sessions[0],
+            self.hooks.policies(deployment),
+        )
 
     @classmethod
     def from_overrides(
@@ -116,11 +182,16 @@ class Runtime:
 
     @property
     def session(self) -> Session | None:
-        """The deployment's session (credential snapshot, pool, watcher)."""
-        return self._sessions[0] if self._sessions else None
+        """The (default) deployment's session (credential snapshot, pool, watcher)."""
+        sessions = self._sessions.get(self.deployment.name)
+        return sessions[0] if sessions else None
 
-    def _open_session(self, build_headers: HeaderBuilder) -> Session:
-        deployment = self.deployment
+    def _open_session(
+        self,
+        deployment: DeploymentConfig,
+        resolve_credential: Any,
+        build_headers: HeaderBuilder,
+    ) -> Session:
         timeouts = deployment.timeouts
         # Keep a connection for every request the deployment lets fly at once: beyond the
         # pool's size urllib3 opens a connection per request and closes it after.
@@ -132,19 +203,23 @@ class Runtime:
                 request_timeout=timeouts.request_timeout,
                 maxsize=max(sync_transport.POOL_SIZE, in_flight),
             ),
-            resolve_credential=self._resolve_credential,
+            resolve_credential=resolve_credential,
             build_headers=build_headers,
             on_swap=self.hooks.session_swapped,
         )
-        self._sessions.append(session)
-        files = watched_files(deployment)
-        if files:
-            session.watch_files(files, debounce=deployment.secret_watch.debounce)
+        try:
+            files = watched_files(deployment)
+            if files:
+                session.watch_files(files, debounce=deployment.secret_watch.debounce)
+        except BaseException:
+            session.close()
+            raise
         return session
 
     def _close_sessions(self) -> None:
-        for session in self._sessions:
-            session.close()
+        for sessions in self._sessions.values():
+            for session in sessions:
+                session.close()
 
     # --- calling ------------------------------------------------------------------------
 
@@ -186,9 +261,13 @@ class Runtime:
 
     def execute(self, request: ChatRequest, *, deadline: float | None = None) -> RunHandle:
         """Start ``request``; iterate the handle for chunks or call ``result()``.
-        ``deadline`` (absolute ``time.monotonic()``) may shorten this run's."""
-        state = self.core.new_state(request, deadline)
-        return RunHandle(state, sync.run(self.core, state))
+        ``deadline`` (absolute ``time.monotonic()``) may shorten this run's. With several
+        deployments, ``request.model`` names a model group or a deployment."""
+        if not self.routed:
+            state = self.core.new_state(request, deadline)
+            return RunHandle(state, sync.run(self.core, state))
+        route = self.router.start(request, deadline)
+        return RunHandle(route, sync.run_routed(route))
 
     def stream(self, prompt: str | Sequence[Message], **kw: Any) -> RunHandle:
         return self.execute(self.request(prompt, stream=True, **kw))
@@ -199,7 +278,11 @@ class Runtime:
         return self.execute(self.request(prompt, stream=stream, **kw)).result()
 
     def estimate_cost(self, request: ChatRequest) -> CostEstimate:
-        return self.core.estimate_cost(request)
+        """The pre-call estimate at the price of the deployment the request goes to first."""
+        if not self.routed:
+            return self.core.estimate_cost(request)
+        route = self.router.route(request.model)
+        return self.cores[route.members[0]].estimate_cost(replace(request, model=None))
 
     @property
     def rate_limits(self) -> RateLimitPolicy:
@@ -208,7 +291,7 @@ class Runtime:
 
     def close(self) -> None:
         try:
-            self.core.close()
+            self.router.close()
         finally:
             # Idempotent; stops the watcher even if a provider's client forgot its session.
             self._close_sessions()

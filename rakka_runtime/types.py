@@ -215,6 +215,38 @@ class Attempt:
 
 
 @dataclass(slots=True)
+class DeploymentAttempt:
+    """One deployment's part in a routed request: what it answered (``kind`` ``ok`` or an
+    error kind), how long it took, what it used and cost at its own price."""
+
+    deployment: str
+    group: str | None
+    model: str | None = None
+    status: int | None = None
+    kind: str = "ok"
+    latency_ms: float = 0.0
+    usage: Usage | None = None
+    cost_usd: float | None = None
+    cost_estimated: bool = False
+    # Continued the partial answer of the deployment before it (stream_failover: continue).
+    continued: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "deployment": self.deployment,
+            "group": self.group,
+            "model": self.model,
+            "status": self.status,
+            "kind": self.kind,
+            "latency_ms": round(self.latency_ms, 3),
+            "usage": None if self.usage is None else self.usage.as_dict(),
+            "cost_usd": self.cost_usd,
+            "cost_estimated": self.cost_estimated,
+            "continued": self.continued,
+        }
+
+
+@dataclass(slots=True)
 class ChatResult:
     """The aggregate of one request, streamed or not."""
 
@@ -243,3 +275,6 @@ class ChatResult:
     # ``logprobs.refusal``), when the request asked for ``logprobs``; else None.
     logprobs: list[TokenLogprob] | None = None
     refusal_logprobs: list[TokenLogprob] | None = None
+    # A routed request: the deployment that answered, and every deployment tried, in order.
+    deployment: str | None = None
+    deployment_attempts: list[DeploymentAttempt] = field(default_factory=list)

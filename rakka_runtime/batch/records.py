@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from rakka_runtime.errors import InferenceError
-from rakka_runtime.types import ChatResult, Usage
+from rakka_runtime.types import ChatResult, DeploymentAttempt, Usage
 
 Record = dict[str, Any]
 
@@ -40,6 +40,7 @@ def success_record(custom_id: str, result: ChatResult, *, status: int | None, mo
         "attempts": result.attempts,
         "latency_ms": _ms(result.latency_ms),
         "ttft_ms": _ms(result.ttft_ms),
+        **_routed(result.deployment, result.deployment_attempts),
     }
 
 
@@ -62,7 +63,15 @@ def failure_record(
         "attempts": len(error.attempts) or 1,
         "latency_ms": _ms(latency_ms),
         "ttft_ms": None,
+        **_routed(None, error.deployment_attempts),
     }
+
+
+def _routed(deployment: str | None, tried: list[DeploymentAttempt]) -> Record:
+    """A routed request's deployment and every deployment tried (nothing otherwise)."""
+    if not tried:
+        return {}
+    return {"deployment": deployment, "deployment_attempts": [a.as_dict() for a in tried]}
 
 
 def unsent_record(custom_id: str, code: str, message: str) -> Record:

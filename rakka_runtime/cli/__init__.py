@@ -18,6 +18,7 @@ BUILTIN_COMMANDS: dict[str, str] = {
     "batch": "rakka_runtime.cli.batch:batch",
     "chat": "rakka_runtime.cli.chat:chat",
     "config": "rakka_runtime.cli.config:config_group",
+    "health": "rakka_runtime.cli.health:health_command",
     "plugins": "rakka_runtime.cli.plugins:plugins_command",
     "pricing": "rakka_runtime.cli.pricing:pricing_command",
 }

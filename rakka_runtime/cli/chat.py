@@ -26,7 +26,12 @@ if TYPE_CHECKING:
 @click.command()
 @click.argument("prompt")
 @click.argument("overrides", nargs=-1)
-@click.option("-m", "--model", default=None, help="Model (default: the deployment's).")
+@click.option(
+    "-m",
+    "--model",
+    default=None,
+    help="Model group or deployment to route to (one deployment: the model to ask for).",
+)
 @click.option("--system", default=None, help="A system message to send first.")
 @click.option("--max-tokens", type=int, default=None, help="Bound the reply's length.")
 @click.option("--temperature", type=float, default=None)
@@ -105,7 +110,7 @@ def chat(
             out.write(result.text or result.refusal or "")
         out.write("\n")
         out.flush()
-        click.echo(_summary_line(result, runtime.deployment.name), err=True)
+        click.echo(_summary_line(result, result.deployment or runtime.deployment.name), err=True)
 
 
 @contextlib.contextmanager
@@ -147,6 +152,20 @@ def _json_result(
         or (error.request_id if error is not None else None)
         or request_id,
         "error": error.to_dict() if error is not None else None,
+        **_routed(result, error),
+    }
+
+
+def _routed(result: ChatResult | None, error: InferenceError | None) -> dict[str, Any]:
+    """A routed request's deployment and every deployment it tried (nothing otherwise)."""
+    tried = error.deployment_attempts if error is not None else None
+    if not tried and result is not None:
+        tried = result.deployment_attempts
+    if not tried:
+        return {}
+    return {
+        "deployment": result.deployment if result is not None and error is None else None,
+        "deployment_attempts": [item.as_dict() for item in tried],
     }
 
 

@@ -21,11 +21,13 @@ def config_show(overrides: tuple[str, ...], config_dir: str | None) -> None:
     from rakka_runtime.config.loader import dump_config_yaml, load_config
     from rakka_runtime.errors import ConfigError
     from rakka_runtime.plugins import PluginHooks
-    from rakka_runtime.runtime import resolve_deployment
+    from rakka_runtime.runtime import resolve_deployment, resolve_deployments
 
     try:
         config = load_config(list(overrides), config_dir=config_dir)
-        resolve_deployment(config, PluginHooks())
+        hooks = PluginHooks()
+        resolve_deployment(config, hooks)
+        resolve_deployments(config, hooks)
     except ConfigError as exc:
         fail(f"config: {exc}")
     click.echo(dump_config_yaml(config), nl=False)
@@ -51,12 +53,18 @@ def config_compile(overrides: tuple[str, ...], config_dir: str | None, output: s
     from rakka_runtime.config.loader import load_config
     from rakka_runtime.errors import ConfigError
     from rakka_runtime.plugins import PluginHooks
-    from rakka_runtime.runtime import resolve_deployment
+    from rakka_runtime.runtime import resolve_deployment, resolve_deployments
 
     try:
         config = load_config(list(overrides), config_dir=config_dir)
-        _, deployment = resolve_deployment(config, PluginHooks())
-        compiled = compile_config(config, deployment)
+        hooks = PluginHooks()
+        _, deployment = resolve_deployment(config, hooks)
+        named = (
+            {name: item for name, (_, item) in resolve_deployments(config, hooks).items()}
+            if config.routed
+            else None
+        )
+        compiled = compile_config(config, deployment, named)
     except ConfigError as exc:
         fail(f"config: {exc}")
     if output == "-":

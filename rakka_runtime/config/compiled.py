@@ -32,7 +32,13 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from rakka_runtime import __version__
 from rakka_runtime.config.plain import from_plain, to_plain
-from rakka_runtime.config.schema import DeploymentConfig, EnvConfig, PricingTable, RakkaConfig
+from rakka_runtime.config.schema import (
+    DeploymentConfig,
+    EnvConfig,
+    ModelGroup,
+    PricingTable,
+    RakkaConfig,
+)
 from rakka_runtime.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -45,18 +51,31 @@ FORMAT = "rakka-compiled-config/1"
 logger = logging.getLogger("rakka_runtime.config")
 
 
-def compile_config(config: RakkaConfig, deployment: DeploymentConfig) -> dict[str, Any]:
-    """The compiled form of a validated config and its validated deployment.
+def compile_config(
+    config: RakkaConfig,
+    deployment: DeploymentConfig,
+    named: Mapping[str, DeploymentConfig] | None = None,
+) -> dict[str, Any]:
+    """The compiled form of a validated config, its validated deployment and (a routed
+    config) its validated named deployments.
 
     :raises ConfigError: the config holds a secret value (see the module docstring).
     """
     from rakka_runtime.config.loader import redacted
 
-    plain = {
+    plain: dict[str, Any] = {
         "deployment": to_plain(deployment, on_secret=_refuse_inline_secret),
         "pricing": to_plain(config.pricing),
         "env": to_plain(config.env),
     }
+    if named:
+        plain["deployments"] = {
+            name: to_plain(item, on_secret=_refuse_inline_secret) for name, item in named.items()
+        }
+    if config.model_groups:
+        plain["model_groups"] = to_plain(config.model_groups)
+    if config.default_model is not None:
+        plain["default_model"] = config.default_model
     shown = redacted(plain)
     if shown != plain:
         path = _first_difference(plain, shown)
@@ -111,7 +130,7 @@ def load_compiled(path: str | Path, hooks: PluginHooks) -> RakkaConfig:
 
         return validate_config(raw)
     if data.get("digest") == _digest(body) and data.get("rakka_version") == __version__:
-        built = _rebuild(raw, provider.config_model)
+        built = _rebuild(raw, provider.config_model, hooks)
         if built is not None:
             return built
         reason = "its classes changed since it was compiled"
@@ -125,14 +144,28 @@ def load_compiled(path: str | Path, hooks: PluginHooks) -> RakkaConfig:
     return validate_config(raw)
 
 
-def _rebuild(raw: Mapping[str, Any], model: type[DeploymentConfig]) -> RakkaConfig | None:
+def _rebuild(
+    raw: Mapping[str, Any], model: type[DeploymentConfig], hooks: PluginHooks
+) -> RakkaConfig | None:
     try:
+        named: dict[str, dict[str, Any] | DeploymentConfig] = {}
+        for name, item in dict(raw.get("deployments") or {}).items():
+            provider = hooks.providers.get(str(item.get("provider")))
+            if provider is None:
+                return None  # validation names the unknown kind
+            named[name] = from_plain(provider.config_model, item)
         return RakkaConfig(
             deployment=from_plain(model, raw["deployment"]),
             pricing=from_plain(PricingTable, raw.get("pricing", {})),
             env=from_plain(EnvConfig, raw.get("env", {})),
+            deployments=named,
+            model_groups={
+                name: from_plain(ModelGroup, group)
+                for name, group in dict(raw.get("model_groups") or {}).items()
+            },
+            default_model=raw.get("default_model"),
         )
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, AttributeError):
         # The provider's class gained a required field or lost one: validate instead.
         return None
 

@@ -53,6 +53,7 @@ __all__ = [
     "EnvSecret",
     "FileSecret",
     "InlineSecret",
+    "ModelGroup",
     "PluginSecret",
     "PriceOverride",
     "PriceRow",
@@ -570,6 +571,47 @@ class EnvConfig(ConfigModel):
     name: NonEmptyStr
 
 
+# --- Routing ----------------------------------------------------------------------------
+
+FALLBACK_NEXT = "next"
+FALLBACK_STOP = "stop"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelGroup(ConfigModel):
+    """``model_groups.<name>``: a logical model served by several named deployments.
+
+    ``strategy`` picks among the healthy deployments not yet tried (``ordered``,
+    ``weighted``, ``least_in_flight``, ``lowest_latency``, ``most_headroom``, or one a
+    plugin registers); ``weights`` (by deployment name, default 1) serve ``weighted``.
+    ``fallbacks`` maps an error kind to ``next`` (another deployment of this group),
+    ``stop`` (fail), or the name of another group; it is merged over the defaults
+    (:data:`rakka_runtime.routing.fallbacks.DEFAULT_FALLBACKS`). ``context_fallback``
+    is the larger-context group a ``context_length_exceeded`` goes to;
+    ``content_filter_fallback`` the group a ``content_filtered`` goes to (else it stops).
+    ``stream_failover``: after the first chunk reached the caller, ``fail`` surfaces
+    ``stream_interrupted`` with the partial; ``continue`` asks the next deployment to
+    continue the partial answer. ``max_tries_per_deployment``: how often one request may
+    go to the same deployment (its own retries, inside, not counted).
+    """
+
+    deployments: Annotated[list[NonEmptyStr], MinLen(1)]
+    strategy: NonEmptyStr = "ordered"
+    weights: dict[str, PositiveFloat] = field(default_factory=dict)
+    fallbacks: dict[str, NonEmptyStr] = field(default_factory=dict)
+    context_fallback: str | None = None
+    content_filter_fallback: str | None = None
+    stream_failover: Literal["fail", "continue"] = "fail"
+    max_tries_per_deployment: PositiveInt = 1
+
+    def __post_init__(self) -> None:
+        if len(set(self.deployments)) != len(self.deployments):
+            raise ValueError("a deployment is listed twice")
+        unknown = sorted(set(self.weights) - set(self.deployments))
+        if unknown:
+            raise ValueError(f"weights name {unknown[0]!r}, which is not in deployments")
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RakkaConfig(ConfigModel):
     """The whole composed configuration.
@@ -579,8 +621,85 @@ class RakkaConfig(ConfigModel):
     :func:`~rakka_runtime.config.validation.validate_deployment`), or a deployment object
     already built: a provider's :class:`DeploymentConfig` subclass made in code or
     rebuilt from a compiled config.
+
+    ``deployments`` (named, raw mappings or objects as ``deployment``) and
+    ``model_groups`` make a routed config: requests name a group or a deployment. Without
+    ``deployments``, ``deployment`` is the one deployment (an implicit group of one).
+    With them, ``deployment`` only lends its policy keys to each named deployment as
+    defaults (:func:`~rakka_runtime.config.validation.validate_config` merges them).
     """
 
     deployment: dict[str, Any] | DeploymentConfig
     pricing: PricingTable
     env: EnvConfig
+    deployments: dict[str, dict[str, Any] | DeploymentConfig] = field(default_factory=dict)
+    model_groups: dict[str, ModelGroup] = field(default_factory=dict)
+    # The group (or deployment) a request that names no model goes to; None: the first
+    # group, else the first deployment.
+    default_model: str | None = None
+
+    @property
+    def routed(self) -> bool:
+        return bool(self.deployments)
+
+
+POLICY_KEYS = (
+    "retry",
+    "circuit_breaker",
+    "rate_limits",
+    "timeouts",
+    "limits",
+    "budget",
+    "secret_watch",
+)
+"""The keys of ``deployment`` a named deployment inherits as defaults (the policy group
+and env overlays write them there)."""
+
+
+def routing_problems(config: RakkaConfig) -> list[tuple[str, str]]:
+    """``(dotted path, message)`` for every group or default naming something unknown."""
+    from rakka_runtime.routing.fallbacks import ERROR_KINDS
+
+    problems: list[tuple[str, str]] = []
+    names = set(config.deployments) or {deployment_name(config.deployment)}
+    groups = set(config.model_groups)
+    for group_name, group in config.model_groups.items():
+        where = f"model_groups.{group_name}"
+        for index, member in enumerate(group.deployments):
+            if member not in names:
+                known = ", ".join(sorted(names)) or "none declared"
+                problems.append(
+                    (f"{where}.deployments[{index}]", f"unknown deployment {member!r} ({known})")
+                )
+        for kind, action in group.fallbacks.items():
+            if kind not in ERROR_KINDS:
+                problems.append((f"{where}.fallbacks.{kind}", f"{kind!r} is not an error kind"))
+            if action not in (FALLBACK_NEXT, FALLBACK_STOP) and action not in groups:
+                problems.append(
+                    (
+                        f"{where}.fallbacks.{kind}",
+                        f"{action!r} is neither next, stop nor a model group",
+                    )
+                )
+        for key in ("context_fallback", "content_filter_fallback"):
+            target = getattr(group, key)
+            if target is not None and target not in groups:
+                problems.append((f"{where}.{key}", f"unknown model group {target!r}"))
+    for key, deployment in config.deployments.items():
+        if deployment_name(deployment) != key:
+            problems.append(
+                (f"deployments.{key}.name", f"must be {key!r}, the deployment's key, or unset")
+            )
+    for name in groups & names:
+        problems.append((f"model_groups.{name}", f"{name!r} names a deployment too"))
+    default = config.default_model
+    if default is not None and default not in groups | names:
+        problems.append(("default_model", f"{default!r} is neither a group nor a deployment"))
+    return problems
+
+
+def deployment_name(deployment: Mapping[str, Any] | DeploymentConfig) -> str:
+    """The ``name`` of a raw or built deployment (``default`` when unset)."""
+    if isinstance(deployment, DeploymentConfig):
+        return deployment.name
+    return str(deployment.get("name") or "default")

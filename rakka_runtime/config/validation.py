@@ -15,7 +15,12 @@ from typing import Any, TypeVar
 from pydantic import TypeAdapter, ValidationError
 
 from rakka_runtime.config.errors import config_error, from_validation_error, validation_problems
-from rakka_runtime.config.schema import DeploymentConfig, RakkaConfig
+from rakka_runtime.config.schema import (
+    POLICY_KEYS,
+    DeploymentConfig,
+    RakkaConfig,
+    routing_problems,
+)
 
 __all__ = ["validate", "validate_config", "validate_deployment", "validate_deployment_core"]
 
@@ -51,12 +56,15 @@ def validate(cls: type[_T], data: Any, *, prefix: str = "") -> _T:
     raise error
 
 
-def validate_deployment(raw: Mapping[str, Any], model: type[_Deployment]) -> _Deployment:
-    """Validate the composed ``deployment`` mapping with a provider's model.
+def validate_deployment(
+    raw: Mapping[str, Any], model: type[_Deployment], *, prefix: str = "deployment"
+) -> _Deployment:
+    """Validate the composed ``deployment`` mapping (or a named one, at ``prefix``) with a
+    provider's model.
 
-    :raises ConfigError: one line per problem, each path starting with ``deployment.``.
+    :raises ConfigError: one line per problem, each path starting with ``prefix``.
     """
-    return validate(model, dict(raw), prefix="deployment")
+    return validate(model, dict(raw), prefix=prefix)
 
 
 def _core_keys(raw: Mapping[str, Any]) -> dict[str, Any]:
@@ -94,22 +102,60 @@ def validate_config(raw: Mapping[str, Any]) -> RakkaConfig:
     """
     problems = [(path, hint) for path, hint in _PACKAGE_HINTS.items() if _has_path(raw, path)]
     hinted = {path for path, _ in problems}
+    raw = with_named_deployments(raw)
     config: RakkaConfig | None = None
     try:
         config = _adapter(RakkaConfig).validate_python(dict(raw))
     except ValidationError as exc:
         problems += [p for p in validation_problems(exc, model=RakkaConfig) if p[0] not in hinted]
-    deployment = raw.get("deployment")
-    if isinstance(deployment, Mapping):
-        try:
-            _adapter(DeploymentConfig).validate_python(_core_keys(deployment))
-        except ValidationError as exc:
-            problems += validation_problems(exc, model=DeploymentConfig, prefix="deployment")
+    checked: list[tuple[str, Any]] = [("deployment", raw.get("deployment"))]
+    named = raw.get("deployments")
+    if isinstance(named, Mapping):
+        checked += [(f"deployments.{name}", value) for name, value in named.items()]
+    for prefix, deployment in checked:
+        if isinstance(deployment, Mapping):
+            try:
+                _adapter(DeploymentConfig).validate_python(_core_keys(deployment))
+            except ValidationError as exc:
+                problems += validation_problems(exc, model=DeploymentConfig, prefix=prefix)
+    if config is not None and not problems:
+        problems += routing_problems(config)
     # Raised outside the except blocks: a ValidationError keeps its inputs (secrets too)
     # and must not ride along as __context__.
     if problems or config is None:
         raise config_error(problems or [("", "invalid configuration")])
     return config
+
+
+def with_named_deployments(raw: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``raw`` with each named deployment completed: its ``name`` from its key, and the
+    policy keys of ``deployment`` (the policy group, env overlays) as its defaults."""
+    named = raw.get("deployments")
+    if not isinstance(named, Mapping) or not named:
+        return raw
+    base = raw.get("deployment")
+    defaults = (
+        {key: base[key] for key in POLICY_KEYS if key in base} if isinstance(base, Mapping) else {}
+    )
+    completed: dict[str, Any] = {}
+    for name, value in named.items():
+        if isinstance(value, Mapping):
+            merged = _merged(defaults, value)
+            merged.setdefault("name", name)
+            value = merged
+        completed[str(name)] = value
+    return {**raw, "deployments": completed}
+
+
+def _merged(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        below = out.get(key)
+        if isinstance(below, Mapping) and isinstance(value, Mapping):
+            out[key] = _merged(below, value)
+        else:
+            out[key] = value
+    return out
 
 
 def _has_path(raw: Mapping[str, Any], dotted: str) -> bool:

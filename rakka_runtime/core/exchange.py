@@ -50,6 +50,7 @@ class Exchange:
         "_body",
         "_codec",
         "_decoder",
+        "_failed",
         "_inflate",
         "_limit",
         "_max_event",
@@ -73,6 +74,9 @@ class Exchange:
         self._decoder: StreamDecoder | None = None
         self._sse: SSEDecoder | None = None
         self._request_id: str | None = None
+        # A stream event that failed after others of its block decoded: raised by the next
+        # feed() or end(), once the chunks before it reached the caller.
+        self._failed: InferenceError | None = None
         self.mode = "body"
 
     # -- the head ---------------------------------------------------------------------------
@@ -171,6 +175,8 @@ class Exchange:
         """Decode one block of a stream; returns the chunks it completed (maybe none)."""
         sse, decoder = self._sse, self._decoder
         assert sse is not None and decoder is not None
+        if self._failed is not None:
+            raise self._failed
         out: list[TokenChunk] = []
         for piece in self._decoded(data) if self._inflate is not None else (data,):
             events = sse.feed(piece)
@@ -181,7 +187,14 @@ class Exchange:
                 continue
             self._pending = 0
             for event in events:
-                chunk = decoder.event(event)
+                try:
+                    chunk = decoder.event(event)
+                except InferenceError as exc:
+                    if not out:
+                        raise
+                    # The chunks before it are the caller's: deliver them, then fail.
+                    self._failed = exc
+                    return out
                 if chunk is not None:
                     out.append(chunk)
                 if decoder.done:  # the provider's end: whatever follows is not ours
@@ -191,12 +204,15 @@ class Exchange:
     @property
     def done(self) -> bool:
         decoder = self._decoder
-        return decoder is not None and decoder.done
+        # A failed event ends the stream too (end() raises it): no waiting for more bytes.
+        return self._failed is not None or (decoder is not None and decoder.done)
 
     def end(self) -> ChatResult:
         """The stream is over (its end marker, or the body ended): the whole result."""
         decoder = self._decoder
         assert decoder is not None
+        if self._failed is not None:
+            raise self._failed
         try:
             result = decoder.finish()
         except StreamInterrupted as exc:

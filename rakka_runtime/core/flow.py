@@ -194,6 +194,8 @@ class DeploymentCore:
             state.attempts[-1].kind = error.kind
         if isinstance(error, Cancelled | PluginError):
             raise error
+        if state.hand_over is not None and state.hand_over(error):
+            raise error  # a router takes it to another deployment rather than wait here
         policy = self.retry_policy
         if policy is None:
             raise error

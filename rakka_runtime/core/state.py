@@ -18,6 +18,7 @@ from rakka_runtime.pricing import Spend
 from rakka_runtime.types import Attempt, ChatRequest, ChatResult
 
 if TYPE_CHECKING:
+    from rakka_runtime.errors import InferenceError
     from rakka_runtime.pricing import CostEstimate
     from rakka_runtime.provider import Feedback
 
@@ -49,6 +50,9 @@ class CallState:
     spend: Spend = field(default_factory=Spend)
     # The pre-call cost estimate of the request (budgets call it when they need it).
     estimator: Callable[[ChatRequest], CostEstimate] | None = None
+    # A routed request: asked before a retry wait whether to hand the request to another
+    # deployment instead (a 429 whose retry-after another deployment need not wait out).
+    hand_over: Callable[[InferenceError], bool] | None = None
     # Set by RunHandle.cancel (any thread): no further attempt or wait starts.
     cancelled: bool = False
     # How to cut the I/O in progress, registered by the driver while there is some.

@@ -30,8 +30,9 @@ from rakka_runtime.types import ChatResult, TokenChunk
 
 if TYPE_CHECKING:
     from rakka_runtime.drivers.aio_transport import AioTransport, Response
+    from rakka_runtime.routing.router import RouteState
 
-__all__ = ["AsyncRunHandle", "run"]
+__all__ = ["AsyncRunHandle", "run", "run_routed"]
 
 T = TypeVar("T")
 
@@ -78,6 +79,24 @@ async def run(
         if problem is not None and outcome.error is None and not outcome.abandoned:
             raise plugin_failure(problem)
     core.finished(state)
+
+
+async def run_routed(
+    route: RouteState, transport_of: Callable[[str], AioTransport]
+) -> AsyncIterator[TokenChunk]:
+    """A routed request: :func:`rakka_runtime.drivers.sync.run_routed`'s loop, awaited."""
+    while True:
+        core, state = route.next()
+        try:
+            async for chunk in run(core, transport_of(core.deployment.name), state):
+                yield route.chunk(chunk)
+        except InferenceError as exc:
+            route.failed(exc)
+            continue
+        finally:
+            route.ended()
+        route.succeeded()
+        return
 
 
 async def _attempt(
@@ -252,7 +271,7 @@ class AsyncRunHandle:
 
     __slots__ = ("_canceller", "_chunks", "_done", "_error", "_reading", "_task", "state")
 
-    def __init__(self, state: CallState, chunks: AsyncIterator[TokenChunk]) -> None:
+    def __init__(self, state: CallState | RouteState, chunks: AsyncIterator[TokenChunk]) -> None:
         self.state = state
         self._chunks = chunks
         self._done = False

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rakka_runtime.core.exchange import Exchange
 from rakka_runtime.core.flow import DeploymentCore, plugin_failure
@@ -25,7 +25,10 @@ from rakka_runtime.errors import Cancelled, InferenceError, Unauthorized
 from rakka_runtime.policies.clock import SYSTEM_CLOCK
 from rakka_runtime.types import ChatResult, TokenChunk
 
-__all__ = ["CANCEL_POLL", "RunHandle", "run", "wait"]
+if TYPE_CHECKING:
+    from rakka_runtime.routing.router import RouteState
+
+__all__ = ["CANCEL_POLL", "RunHandle", "run", "run_routed", "wait"]
 
 CANCEL_POLL = 0.1  # longest a thread waiting on a notifier goes without looking at cancel
 
@@ -68,6 +71,24 @@ def run(core: DeploymentCore, state: CallState) -> Iterator[TokenChunk]:
         if problem is not None and outcome.error is None and not outcome.abandoned:
             raise plugin_failure(problem)
     core.finished(state)
+
+
+def run_routed(route: RouteState) -> Iterator[TokenChunk]:
+    """A routed request: one deployment's whole run after another, as the router decides
+    (:class:`~rakka_runtime.routing.router.RouteState`); each is tried a bounded number of
+    times, so the loop ends."""
+    while True:
+        core, state = route.next()
+        try:
+            for chunk in run(core, state):
+                yield route.chunk(chunk)
+        except InferenceError as exc:
+            route.failed(exc)
+            continue
+        finally:
+            route.ended()
+        route.succeeded()
+        return
 
 
 def _attempt(core: DeploymentCore, state: CallState, outcome: Outcome) -> Iterator[TokenChunk]:
@@ -211,7 +232,7 @@ class RunHandle:
 
     __slots__ = ("_chunks", "_done", "_error", "state")
 
-    def __init__(self, state: CallState, chunks: Iterator[TokenChunk]) -> None:
+    def __init__(self, state: CallState | RouteState, chunks: Iterator[TokenChunk]) -> None:
         self.state = state
         self._chunks = chunks
         self._done = False

@@ -176,6 +176,10 @@ class AdmissionQueue:
     def paused_until(self) -> float | None:
         return None if self._paused_until == -math.inf else self._paused_until
 
+    def paused_for(self) -> float:
+        """Seconds this deployment stays paused by a 429's retry-after (0: not paused)."""
+        return max(0.0, self._paused_until - self._clock.monotonic())
+
     def levels(self) -> dict[str, float]:
         """Each bucket's level now, by dimension."""
         with self._cond:

@@ -79,7 +79,11 @@ def _error(overrides: list[str]) -> ConfigError:
             "deployment.retry: 5 is invalid: "
             "input should be a dictionary or an instance of RetryPolicy",
         ),
-        ("+surprise=1", "surprise: unknown key (allowed: deployment, pricing, env)"),
+        (
+            "+surprise=1",
+            "surprise: unknown key (allowed: deployment, pricing, env, deployments, "
+            "model_groups, default_model)",
+        ),
         ("~deployment.model", "deployment.model: required key is missing"),
     ],
 )

@@ -232,6 +232,20 @@ class SharedAdmission:
                 pass
         return self.local.levels()
 
+    def paused_for(self) -> float:
+        """Seconds the fleet stays paused by a 429's retry-after (0: not paused)."""
+        if self._store.usable():
+            try:
+                return max(0.0, self._redis.peek([])[0])
+            except BackendUnavailable:
+                pass
+        return self.local.paused_for()
+
+    def capacities(self) -> dict[str, float]:
+        """Each shared bucket's capacity."""
+        with self._cond:
+            return {dim: bucket.capacity for dim, bucket in self._buckets.items()}
+
     def slots_in_use(self) -> int:
         """Live concurrency leases of every process (0 while Redis is down)."""
         if self._store.usable():

@@ -13,7 +13,15 @@ from urllib.parse import parse_qs, unquote
 
 from . import errors
 from .chat_request import BadInput, ChatAsk, body_model, parse_chat, wants_stream
-from .content import completion_pieces, fragments, prompt_seed, prompt_tokens, tool_arguments
+from .content import (
+    completion_pieces,
+    continued,
+    fragments,
+    prompt_seed,
+    prompt_tokens,
+    tool_arguments,
+    unfinished_turn,
+)
 from .faults import ERROR_FAULTS, Fault, FaultBudget, parse_fault
 from .framing import Request
 from .injection import error_answer, retry_headers
@@ -207,7 +215,7 @@ class EmulatorApp:
         if fault is not None and fault.name in ("malformed", "stream_error"):
             first = 2 if azure else 1  # Azure's choice-less opening chunk does not count
             if fault.name == "malformed":
-                events.insert(first, MALFORMED_EVENT)
+                events.insert(first + fault.count("after", 0), MALFORMED_EVENT)
             else:
                 events[first:] = [errors.STREAM_ERROR_EVENT]
         return respond.stream(events, delay=self.chunk_delay, fault=fault)
@@ -262,6 +270,8 @@ def _choices(ask: ChatAsk, *, cut_short: bool, refuse: bool = False) -> tuple[Ch
             choices.append(Choice((), call, "tool_calls"))
             continue
         pieces = completion_pieces((seed + index) & 0xFFFFFFFF, ask.count)
+        if ask.n == 1:
+            pieces = continued(pieces, unfinished_turn(ask.messages))
         if cut_short:
             choices.append(Choice(pieces[: max(1, ask.count // 2)], None, "content_filter"))
         else:

@@ -14,14 +14,70 @@ from functools import lru_cache
 from typing import Any
 
 WORDS: tuple[str, ...] = (
-    "alpha", "amber", "anchor", "apple", "arrow", "autumn", "basil", "beacon",
-    "birch", "breeze", "bridge", "candle", "canyon", "cedar", "cinder", "clover",
-    "comet", "copper", "coral", "crystal", "delta", "dune", "ember", "falcon",
-    "fern", "forest", "garnet", "glacier", "harbor", "hazel", "horizon", "island",
-    "ivory", "jasper", "juniper", "lagoon", "lantern", "maple", "meadow", "meteor",
-    "nectar", "oasis", "orbit", "pebble", "pine", "prairie", "quartz", "raven",
-    "ridge", "river", "saffron", "sage", "shadow", "sierra", "spruce", "summit",
-    "tide", "timber", "valley", "velvet", "willow", "winter", "zenith", "zephyr",
+    "alpha",
+    "amber",
+    "anchor",
+    "apple",
+    "arrow",
+    "autumn",
+    "basil",
+    "beacon",
+    "birch",
+    "breeze",
+    "bridge",
+    "candle",
+    "canyon",
+    "cedar",
+    "cinder",
+    "clover",
+    "comet",
+    "copper",
+    "coral",
+    "crystal",
+    "delta",
+    "dune",
+    "ember",
+    "falcon",
+    "fern",
+    "forest",
+    "garnet",
+    "glacier",
+    "harbor",
+    "hazel",
+    "horizon",
+    "island",
+    "ivory",
+    "jasper",
+    "juniper",
+    "lagoon",
+    "lantern",
+    "maple",
+    "meadow",
+    "meteor",
+    "nectar",
+    "oasis",
+    "orbit",
+    "pebble",
+    "pine",
+    "prairie",
+    "quartz",
+    "raven",
+    "ridge",
+    "river",
+    "saffron",
+    "sage",
+    "shadow",
+    "sierra",
+    "spruce",
+    "summit",
+    "tide",
+    "timber",
+    "valley",
+    "velvet",
+    "willow",
+    "winter",
+    "zenith",
+    "zephyr",
 )
 
 MAX_COMPLETION_TOKENS = 4096
@@ -35,7 +91,8 @@ def message_text(message: Mapping[str, Any]) -> str:
         return content
     if isinstance(content, list):
         return "".join(
-            part.get("text", "") for part in content
+            part.get("text", "")
+            for part in content
             if isinstance(part, Mapping) and isinstance(part.get("text"), str)
         )
     return ""
@@ -120,4 +177,35 @@ def _value_for(schema: Mapping[str, Any], seed: int) -> Any:
 def fragments(text: str) -> list[str]:
     """Split streamed tool arguments the way the API does: small pieces, at least three."""
     size = max(1, min(4, len(text) // 3))
-    return [text[i:i + size] for i in range(0, len(text), size)]
+    return [text[i : i + size] for i in range(0, len(text), size)]
+
+
+def unfinished_turn(messages: Sequence[Any]) -> str | None:
+    """The text of a final assistant message (an answer to continue), else None."""
+    if not messages:
+        return None
+    last = messages[-1]
+    if not isinstance(last, Mapping) or last.get("role") != "assistant" or last.get("tool_calls"):
+        return None
+    text = message_text(last)
+    return text or None
+
+
+def continued(pieces: tuple[str, ...], partial: str | None) -> tuple[str, ...]:
+    """The rest of the answer ``pieces`` after ``partial``, the part already given.
+
+    The answer depends only on the last user message, so the same request with the first
+    part of its answer appended as an unfinished assistant turn gets exactly the words
+    that were missing (the first keeps its leading space); ``max_tokens`` counts the whole
+    answer. A partial that is not a prefix of the answer is continued after as many words
+    as it holds.
+    """
+    if partial is None:
+        return pieces
+    taken, size = 0, 0
+    while taken < len(pieces) and partial.startswith(pieces[taken], size):
+        size += len(pieces[taken])
+        taken += 1
+    if size != len(partial):
+        taken = min(len(pieces), len(partial.split()))
+    return pieces[taken:]

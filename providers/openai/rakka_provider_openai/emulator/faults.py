@@ -30,8 +30,8 @@ Answer shaping:
 - ``refusal``: the model refuses: ``content: null`` and ``message.refusal`` (streamed as
   ``delta.refusal`` pieces), ``finish_reason: "stop"``, as OpenAI answers a refused
   structured-output request.
-- ``malformed``: a plain body that is not JSON; in a stream, one non-JSON event after the
-  first chunk (the rest follows).
+- ``malformed;after=K``: a plain body that is not JSON; in a stream, one non-JSON event
+  after the first chunk, or after K content chunks (the rest follows).
 - ``stream_error``: one chunk, then an ``{"error": ...}`` event and the end of the body
   (no ``[DONE]``); on a non-streamed request, a 500.
 
@@ -140,7 +140,7 @@ _CHECKS: dict[str, dict[str, Callable[[str], None]]] = {
     "stall_mid": {"after": _count, "seconds": _number},
     "cut": {"after": _count},
     "drip": {"delay_ms": _number},
-    "malformed": {},
+    "malformed": {"after": _count},
     "stream_error": {},
 }
 
