@@ -1,7 +1,8 @@
 """The asyncio clients an async benchmark compares, behind one small interface.
 
 * ``floor``: raw aiohttp doing the minimum: one ``ClientSession`` (connector limit = the
-  scenario's concurrency), ``json.dumps`` of the body, one POST; streams: ``async for
+  scenario's concurrency), ``json.dumps`` of the body per request (as the sync floor),
+  one POST; streams: ``async for
   line in response.content`` (SSE lines), ``json.loads`` of every ``data:`` line and the
   content picked out of it; non-streamed: ``json.loads(await response.read())``. No
   types, no policies, no error handling: the floor.
@@ -31,6 +32,11 @@ from benchmarks.clients import compile_rakka_config
 from benchmarks.payloads import MESSAGES, MODEL, request_body
 
 Record = Callable[[str], None]
+
+
+def _body(*, stream: bool) -> bytes:
+    """The request body, encoded per request as any client must (``json.dumps``)."""
+    return request_body(stream=stream)
 
 
 class AsyncBenchClient(Protocol):
@@ -64,17 +70,17 @@ class AiohttpFloor:
             timeout=aiohttp.ClientTimeout(total=None),
         )
         self.headers = {"content-type": "application/json"}
-        self.chat_body = request_body(stream=False)
-        self.stream_body = request_body(stream=True)
 
     async def chat(self) -> None:
-        async with self.session.post(self.url, data=self.chat_body, headers=self.headers) as r:
+        body = _body(stream=False)
+        async with self.session.post(self.url, data=body, headers=self.headers) as r:
             self._loads(await r.read())
 
     async def stream(self, record: Record) -> int:
         loads = self._loads
         seen = 0
-        async with self.session.post(self.url, data=self.stream_body, headers=self.headers) as r:
+        body = _body(stream=True)
+        async with self.session.post(self.url, data=body, headers=self.headers) as r:
             async for line in r.content:
                 if line.startswith(b"data: ") and not line.startswith(b"data: [DONE]"):
                     choices = loads(line[6:])["choices"]
@@ -124,18 +130,17 @@ class HttpxFloor:
             timeout=httpx.Timeout(None),
         )
         self.headers = {"content-type": "application/json"}
-        self.chat_body = request_body(stream=False)
-        self.stream_body = request_body(stream=True)
 
     async def chat(self) -> None:
-        response = await self.client.post(self.url, content=self.chat_body, headers=self.headers)
+        body = _body(stream=False)
+        response = await self.client.post(self.url, content=body, headers=self.headers)
         self._loads(response.content)
 
     async def stream(self, record: Record) -> int:
         loads = self._loads
         seen = 0
         async with self.client.stream(
-            "POST", self.url, content=self.stream_body, headers=self.headers
+            "POST", self.url, content=_body(stream=True), headers=self.headers
         ) as response:
             async for line in response.aiter_lines():
                 if line.startswith("data: ") and line != "data: [DONE]":

@@ -237,6 +237,11 @@ def stream_rows(data: dict[str, Any], labels: list[str], plan: Plan, n: int) -> 
         ),
         _row(f"{n:,} streams: connections opened", "conns", get(lambda s: s["connections"])),
         _row(
+            f"{n:,} streams: client runnable but waiting for a CPU (other load)",
+            "s",
+            get(lambda s: s.get("sched_wait_s", 0.0)),
+        ),
+        _row(
             f"{n:,} streams: bench server, worst lateness of a pacing pass",
             "s",
             get(lambda s: s["server_max_lag_s"]),
@@ -265,7 +270,16 @@ def chat_rows(data: dict[str, Any], labels: list[str], plan: Plan) -> list[Row]:
             "≥ 0.8x floor",
             lambda r: r >= 0.8,
         ),
-        _row(f"{what}: connections opened", "conns", get(lambda s: s["connections"])),
+        _row(
+            f"{what}: connections opened after the warm-up",
+            "conns",
+            get(lambda s: s["connections"]),
+        ),
+        _row(
+            f"{what}: client runnable but waiting for a CPU (other load)",
+            "s",
+            get(lambda s: s.get("sched_wait_s", 0.0)),
+        ),
         _row(f"{what}: peak RSS", "MiB", get(lambda s: s["peak_rss_kib"] / 1024)),
     ]
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import resource
 import sys
 import time
@@ -40,6 +41,19 @@ def _rss_now_kib() -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     return 0
+
+
+def sched_wait_s() -> float:
+    """Seconds this process's threads spent runnable but waiting for a CPU (Linux
+    schedstat): what other load on the machine cost this client, 0 where unknown."""
+    total = 0
+    try:
+        for task in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{task}/schedstat", encoding="ascii") as stat:
+                total += int(stat.read().split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0.0
+    return total / 1e9
 
 
 def raise_nofile() -> int:
@@ -98,6 +112,7 @@ async def stream_job(
         ends.append(time.perf_counter())
         return seen
 
+    wait0 = sched_wait_s()
     cpu0 = time.process_time()
     wall0 = time.perf_counter()
     tasks = [asyncio.ensure_future(one()) for _ in range(count)]
@@ -108,6 +123,7 @@ async def stream_job(
         await asyncio.wait(pending, timeout=10)
     wall = time.perf_counter() - wall0
     cpu = time.process_time() - cpu0
+    waited = sched_wait_s() - wait0
     server_after = fetch_stats(port)
     seen = [t.result() for t in done if not t.cancelled() and t.exception() is None]
     errors = [repr(t.exception()) for t in done if not t.cancelled() and t.exception() is not None]
@@ -121,6 +137,7 @@ async def stream_job(
         "wall_s": wall,
         "last_end_s": (max(ends) - wall0) if ends else None,
         "cpu_s": cpu,
+        "sched_wait_s": waited,
         "delay": delays.summary(),
         "baseline_rss_kib": baseline,
         "peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
@@ -158,11 +175,13 @@ async def chat_job(
 
     await run(warmup)
     server_before = fetch_stats(port)
+    wait0 = sched_wait_s()
     cpu0 = time.process_time()
     wall0 = time.perf_counter()
     done = await run(count)
     wall = time.perf_counter() - wall0
     cpu = time.process_time() - cpu0
+    waited = sched_wait_s() - wait0
     server_after = fetch_stats(port)
     return {
         "requests": count,
@@ -170,6 +189,7 @@ async def chat_job(
         "concurrency": concurrency,
         "wall_s": wall,
         "cpu_s": cpu,
+        "sched_wait_s": waited,
         "server_requests": server_after["requests"] - server_before["requests"],
         "server_cpu_s": server_after["cpu_s"] - server_before["cpu_s"],
         "peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
