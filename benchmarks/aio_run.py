@@ -188,11 +188,23 @@ def _collect(
 
 def stream_rows(data: dict[str, Any], labels: list[str], plan: Plan, n: int) -> list[Row]:
     key = f"stream:{n}"
-    per_chunk = n * json_chunks_per_stream(plan.chunks)  # JSON chunks the server sent
+    per_stream = json_chunks_per_stream(plan.chunks) / plan.chunks
+
+    def json_chunks(s: dict[str, Any]) -> float:
+        # The JSON chunks of the streams this client read (content chunks it received,
+        # scaled to the role/finish/usage chunks around them): per chunk it handled.
+        return max(1.0, s["delay"]["chunks"] * per_stream)
+
     get = lambda pick: _collect(data, key, labels, pick)  # noqa: E731
     completed = get(lambda s: float(s["completed"]))
     values = {c: _median(v) for c, v in completed.items() if v}
     rakka_all = all(x == n for x in completed.get("rakka", [])) and bool(completed.get("rakka"))
+
+    # A client that did not finish every stream has no wall time or delay to compare (its
+    # failed streams were never waited for) nor a comparable RSS (fewer streams open).
+    def whole(limit: float) -> Any:
+        return lambda r: rakka_all and r <= limit
+
     rows = [
         Row(
             f"{n:,} streams: streams completed (of {n:,})",
@@ -206,20 +218,20 @@ def stream_rows(data: dict[str, Any], labels: list[str], plan: Plan, n: int) -> 
             "s",
             get(lambda s: s["wall_s"]),
             "≤ 1.1x floor",
-            lambda r: r <= 1.1,
+            whole(1.1),
         ),
         _row(
             f"{n:,} streams: p99 delay, server send to caller receipt",
             "s",
             get(lambda s: s["delay"]["p99_s"]),
             "≤ 1.3x floor",
-            lambda r: r <= 1.3,
+            whole(1.3),
         ),
         _row(f"{n:,} streams: p50 delay", "s", get(lambda s: s["delay"]["p50_s"])),
         _row(
-            f"{n:,} streams: client CPU per 1,000 chunks",
+            f"{n:,} streams: client CPU per 1,000 chunks read",
             "ms",
-            get(lambda s: s["cpu_s"] / per_chunk * 1e6),
+            get(lambda s: s["cpu_s"] / json_chunks(s) * 1e6),
             "≤ 1.3x floor",
             lambda r: r <= 1.3,
         ),
@@ -228,7 +240,7 @@ def stream_rows(data: dict[str, Any], labels: list[str], plan: Plan, n: int) -> 
             "MiB",
             get(lambda s: s["peak_rss_kib"] / 1024),
             "≤ 1.5x floor",
-            lambda r: r <= 1.5,
+            whole(1.5),
         ),
         _row(
             f"{n:,} streams: RSS growth from the warm client to the end",
@@ -321,6 +333,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--rounds", type=int, help="override the plan's rounds")
     parser.add_argument("--json", metavar="FILE", help="write the raw results here")
+    parser.add_argument(
+        "--report", metavar="FILE", help="only print the table of a run saved with --json"
+    )
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target fails")
     return parser.parse_args(argv)
 
@@ -393,8 +408,28 @@ def collect(
     return {"rounds": rounds, "described": described, "port": port}
 
 
+def report(path: str) -> int:
+    data = json.loads(Path(path).read_text())
+    plan = Plan(**{k: tuple(v) if isinstance(v, list) else v for k, v in data["plan"].items()})
+    labels = [c["label"] for c in data["contenders"]]
+    sizes = sorted(
+        {
+            int(k.split(":")[1])
+            for r in data["rounds"]
+            for c in r.values()
+            for k in c
+            if k.startswith("stream:")
+        }
+    )
+    print(render_table(build_rows(data, labels, plan, sizes), labels))
+    print(f"\n- command: `{data['command']}`")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.report:
+        return report(args.report)
     PIN.server, PIN.client = _cpus()
     plan = SMOKE if args.smoke else FULL
     if args.rounds:

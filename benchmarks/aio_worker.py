@@ -127,11 +127,16 @@ async def stream_job(
     server_after = fetch_stats(port)
     seen = [t.result() for t in done if not t.cancelled() and t.exception() is None]
     errors = [repr(t.exception()) for t in done if not t.cancelled() and t.exception() is not None]
+    # What failed, by kind: a tripped breaker hides the failures that tripped it.
+    kinds: dict[str, str] = {}
+    for text in errors:
+        kinds.setdefault(text.split("(", 1)[0], text[:300])
     return {
         "streams": count,
         "completed": len(seen),
         "errors": len(errors),
         "first_errors": errors[:3],
+        "error_kinds": kinds,
         "timed_out": len(pending),
         "json_chunks": sum(seen),
         "wall_s": wall,
