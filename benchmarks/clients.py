@@ -158,11 +158,13 @@ class RakkaClient:
 
     def describe(self) -> dict[str, Any]:
         hooks = self.runtime.hooks
+        # ``policies`` since the request core; ``middlewares`` before it (--compare with an
+        # older copy of the library).
+        policies = getattr(hooks, "policies", None) or hooks.middlewares
         return {
             "plugins": [f"{p.name} ({p.source})" for p in hooks.describe()],
             "policies": [
-                getattr(m, "name", type(m).__name__)
-                for m in hooks.policies(self.runtime.deployment)
+                getattr(m, "name", type(m).__name__) for m in policies(self.runtime.deployment)
             ],
         }
 
