@@ -271,5 +271,3 @@ def error_message(fields: ErrorFields) -> str | None:
     """The server's words only (credentials masked, length bounded); headers never go
     into a message."""
     return clip(redact_credentials(fields.message), _MAX_MESSAGE) if fields.message else None
-
-

@@ -45,8 +45,12 @@ def request_line(i: int, *, batch_format: bool | None = None, **fields: Any) -> 
     body = {"messages": [{"role": "user", "content": f"question {i}"}], "max_tokens": 3}
     body.update(fields)
     if batch_format if batch_format is not None else i % 2 == 0:
-        return {"custom_id": f"req-{i}", "method": "POST", "url": "/v1/chat/completions",
-                "body": body}
+        return {
+            "custom_id": f"req-{i}",
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": body,
+        }
     return {"custom_id": f"req-{i}", **body}
 
 
@@ -140,7 +144,12 @@ def batch_command(
     input_path: Path | str, output: Path, url: str, *options: str, overrides: Sequence[str] = ()
 ) -> list[str]:
     return [
-        RAKKA, "batch", str(input_path), "-o", str(output), *options,
+        RAKKA,
+        "batch",
+        str(input_path),
+        "-o",
+        str(output),
+        *options,
         *endpoint_overrides(url, *overrides),
     ]
 

@@ -50,25 +50,49 @@ def test_bad_override_and_bad_grace_exit_2_without_traceback(tmp_path: Path) -> 
 def test_a_batch_with_bad_lines_completes_with_a_summary_matching_its_lines(
     tmp_path: Path,
 ) -> None:
-    source = write_jsonl(tmp_path / "in.jsonl", [
-        *({"custom_id": f"r{i}", "messages": [{"role": "user", "content": f"q{i}"}],
-           "max_tokens": 2} for i in range(30)),
-        "this is not json",
-        {"custom_id": "bad-url", "method": "POST", "url": "/v1/completions", "body": {}},
-        {"custom_id": "r1", "messages": [{"role": "user", "content": "dup"}]},
-    ])
+    source = write_jsonl(
+        tmp_path / "in.jsonl",
+        [
+            *(
+                {
+                    "custom_id": f"r{i}",
+                    "messages": [{"role": "user", "content": f"q{i}"}],
+                    "max_tokens": 2,
+                }
+                for i in range(30)
+            ),
+            "this is not json",
+            {"custom_id": "bad-url", "method": "POST", "url": "/v1/completions", "body": {}},
+            {"custom_id": "r1", "messages": [{"role": "user", "content": "dup"}]},
+        ],
+    )
     output, summary_path = tmp_path / "out.jsonl", tmp_path / "summary.json"
     # The default deployment: the bundled emulator, in the batch process itself.
-    done = run_batch([RAKKA, "batch", str(source), "-o", str(output), "--summary-json",
-                      str(summary_path), "--progress-interval", "0.05", "-c", "4"])
+    done = run_batch(
+        [
+            RAKKA,
+            "batch",
+            str(source),
+            "-o",
+            str(output),
+            "--summary-json",
+            str(summary_path),
+            "--progress-interval",
+            "0.05",
+            "-c",
+            "4",
+        ]
+    )
     assert done.returncode == 0, done.stderr
     records = read_records(output)
     assert len(records) == 33
     summary = json.loads(summary_path.read_text())
     assert summary["status"] == "complete" and summary["records"] == 33
-    assert summary["outcomes"] == outcome_counts(records) == {
-        "ok": 30, "invalid_request": 2, "duplicate_custom_id": 1
-    }
+    assert (
+        summary["outcomes"]
+        == outcome_counts(records)
+        == {"ok": 30, "invalid_request": 2, "duplicate_custom_id": 1}
+    )
     assert summary["tokens"]["completion"] == 60
     assert summary["latency_ms"]["p50"] is not None and summary["ttft_ms"]["p95"] is not None
     bad = next(r for r in records if r["custom_id"] == "line-31")
@@ -120,12 +144,26 @@ def test_sigterm_lets_in_flight_requests_finish_then_exits_143_with_a_resume_hin
 def test_a_second_sigint_abandons_in_flight_requests_and_exits_130(
     tmp_path: Path, emulator_process: StartEmulator
 ) -> None:
-    emulator = emulator_process({"rules": [{"fault": "stall;seconds=20", "requests": [3, 4]},
-                                           {"fault": "stall;seconds=0.2", "requests": [1, 2]}]})
+    emulator = emulator_process(
+        {
+            "rules": [
+                {"fault": "stall;seconds=20", "requests": [3, 4]},
+                {"fault": "stall;seconds=0.2", "requests": [1, 2]},
+            ]
+        }
+    )
     source = write_requests(tmp_path / "in.jsonl", 12)
     output = tmp_path / "out.jsonl"
-    proc = start_batch(batch_command(source, output, emulator.url, "-c", "2",
-                                     overrides=["deployment.timeouts.request_timeout=60s"]))
+    proc = start_batch(
+        batch_command(
+            source,
+            output,
+            emulator.url,
+            "-c",
+            "2",
+            overrides=["deployment.timeouts.request_timeout=60s"],
+        )
+    )
     wait_for_lines(output, 2, proc, timeout=30)
     time.sleep(0.3)  # requests 3 and 4 are now stalled in flight
     proc.send_signal(signal.SIGINT)
@@ -151,8 +189,19 @@ def test_metrics_port_serves_prometheus_while_running(tmp_path: Path) -> None:
     log = tmp_path / "stderr.txt"
     with log.open("w") as stderr:
         proc = subprocess.Popen(
-            [RAKKA, "batch", str(source), "-o", str(tmp_path / "out.jsonl"), "-c", "1",
-             "--metrics-port", "0", "--progress", "off"],
+            [
+                RAKKA,
+                "batch",
+                str(source),
+                "-o",
+                str(tmp_path / "out.jsonl"),
+                "-c",
+                "1",
+                "--metrics-port",
+                "0",
+                "--progress",
+                "off",
+            ],
             stderr=stderr,
         )
         deadline = time.monotonic() + 30
@@ -207,9 +256,15 @@ def test_lines_refused_by_a_pause_are_not_done_and_the_resume_sends_them(
     output = tmp_path / "out.jsonl"
     done = run_batch(
         batch_command(
-            source, output, emulator.url, "-c", "1",
-            overrides=["deployment.rate_limits.on_capacity_exhausted=reject",
-                       "deployment.retry.max_retries=0"],
+            source,
+            output,
+            emulator.url,
+            "-c",
+            "1",
+            overrides=[
+                "deployment.rate_limits.on_capacity_exhausted=reject",
+                "deployment.retry.max_retries=0",
+            ],
         ),
         timeout=60,
     )

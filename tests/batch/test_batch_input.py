@@ -27,11 +27,21 @@ def line(obj: object) -> bytes:
 
 def test_batch_api_line_becomes_a_non_streamed_request() -> None:
     item = parse_line(
-        line({
-            "custom_id": "a-1", "method": "POST", "url": "/v1/chat/completions",
-            "body": {"model": "gpt-4o", "messages": MESSAGES, "temperature": 0.2,
-                     "max_completion_tokens": 7, "logprobs": True, "tools": [{"type": "x"}]},
-        }),
+        line(
+            {
+                "custom_id": "a-1",
+                "method": "POST",
+                "url": "/v1/chat/completions",
+                "body": {
+                    "model": "gpt-4o",
+                    "messages": MESSAGES,
+                    "temperature": 0.2,
+                    "max_completion_tokens": 7,
+                    "logprobs": True,
+                    "tools": [{"type": "x"}],
+                },
+            }
+        ),
         3,
     )
     assert item.error is None and item.request is not None
@@ -60,19 +70,48 @@ def test_plain_line_without_custom_id_is_named_by_its_line_number() -> None:
         (line([1, 2]), "line-5", "line 5: expected a JSON object, got an array"),
         (line({"custom_id": "c"}), "c", "line 5: 'messages' is required"),
         (line({"custom_id": "c", "messages": "hi"}), "c", "'messages' must be a list"),
-        (line({"custom_id": "c", "messages": [{"role": "robot", "content": "x"}]}), "c",
-         "messages[0].role"),
+        (
+            line({"custom_id": "c", "messages": [{"role": "robot", "content": "x"}]}),
+            "c",
+            "messages[0].role",
+        ),
         (line({"custom_id": "c", "messages": [{"role": "user"}]}), "c", "messages[0].content"),
         (line({"custom_id": 7, "messages": MESSAGES}), "line-5", "custom_id must be"),
-        (line({"custom_id": "c", "messages": MESSAGES, "priority": "urgent"}), "c",
-         "priority 'urgent'"),
+        (
+            line({"custom_id": "c", "messages": MESSAGES, "priority": "urgent"}),
+            "c",
+            "priority 'urgent'",
+        ),
         (line({"custom_id": "c", "messages": MESSAGES, "stream": "yes"}), "c", "'stream'"),
-        (line({"custom_id": "c", "method": "GET", "url": "/v1/chat/completions",
-               "body": {"messages": MESSAGES}}), "c", "method must be \"POST\""),
-        (line({"custom_id": "c", "method": "POST", "url": "/v1/embeddings",
-               "body": {"input": "x"}}), "c", "url '/v1/embeddings' is not supported"),
-        (line({"custom_id": "c", "method": "POST", "url": "/v1/chat/completions",
-               "body": "x"}), "c", "'body' must be a JSON object"),
+        (
+            line(
+                {
+                    "custom_id": "c",
+                    "method": "GET",
+                    "url": "/v1/chat/completions",
+                    "body": {"messages": MESSAGES},
+                }
+            ),
+            "c",
+            'method must be "POST"',
+        ),
+        (
+            line(
+                {
+                    "custom_id": "c",
+                    "method": "POST",
+                    "url": "/v1/embeddings",
+                    "body": {"input": "x"},
+                }
+            ),
+            "c",
+            "url '/v1/embeddings' is not supported",
+        ),
+        (
+            line({"custom_id": "c", "method": "POST", "url": "/v1/chat/completions", "body": "x"}),
+            "c",
+            "'body' must be a JSON object",
+        ),
     ],
 )
 def test_a_bad_line_becomes_an_error_item_naming_its_line(
@@ -129,14 +168,28 @@ def test_count_requests_leaves_a_pipe_unread(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("raw", "custom_id", "why"),
     [
-        (rb'{"custom_id": "s", "messages": [{"role": "user", "content": "a\ud800b"}]}', "s",
-         "lone UTF-16 surrogate"),
-        (rb'{"custom_id": "s", "messages": [{"role": "user", "content": "\uDFFF"}]}', "s",
-         "lone UTF-16 surrogate"),
-        (rb'{"custom_id": "n", "messages": [{"role": "user", "content": "x"}], '
-         rb'"temperature": NaN}', "n", "NaN is not a JSON value"),
-        (rb'{"custom_id": "i", "messages": [{"role": "user", "content": "x"}], '
-         rb'"max_tokens": -Infinity}', "i", "-Infinity is not a JSON value"),
+        (
+            rb'{"custom_id": "s", "messages": [{"role": "user", "content": "a\ud800b"}]}',
+            "s",
+            "lone UTF-16 surrogate",
+        ),
+        (
+            rb'{"custom_id": "s", "messages": [{"role": "user", "content": "\uDFFF"}]}',
+            "s",
+            "lone UTF-16 surrogate",
+        ),
+        (
+            rb'{"custom_id": "n", "messages": [{"role": "user", "content": "x"}], '
+            rb'"temperature": NaN}',
+            "n",
+            "NaN is not a JSON value",
+        ),
+        (
+            rb'{"custom_id": "i", "messages": [{"role": "user", "content": "x"}], '
+            rb'"max_tokens": -Infinity}',
+            "i",
+            "-Infinity is not a JSON value",
+        ),
         (b"NaN", "line-7", "NaN is not a JSON value"),
         (rb'{"custom_id": "\ud800", "messages": []}', "line-7", "lone UTF-16 surrogate"),
     ],

@@ -51,8 +51,17 @@ def test_ten_thousand_requests_with_faults_each_exactly_once(
     source = write_requests(tmp_path / "in.jsonl", count)
     output, summary_path = tmp_path / "out.jsonl", tmp_path / "summary.json"
     done = run_batch(
-        batch_command(source, output, emulator.url, "-c", "32", "--summary-json",
-                      str(summary_path), "--progress-interval", "2s"),
+        batch_command(
+            source,
+            output,
+            emulator.url,
+            "-c",
+            "32",
+            "--summary-json",
+            str(summary_path),
+            "--progress-interval",
+            "2s",
+        ),
         timeout=280,
     )
     assert done.returncode == 0, done.stderr[-2000:]

@@ -193,11 +193,14 @@ def test_plugins_lists_plugins_hooks_and_kinds() -> None:
     assert out.returncode == 0
     doc = json.loads(out.stdout)
     # Ours are present (other installed provider plugins may add kinds of their own).
-    assert doc["providers"].items() >= {
-        "anthropic": "anthropic",
-        "azure": "openai",
-        "openai": "openai",
-    }.items()
+    assert (
+        doc["providers"].items()
+        >= {
+            "anthropic": "anthropic",
+            "azure": "openai",
+            "openai": "openai",
+        }.items()
+    )
     openai = next(p for p in doc["plugins"] if p["name"] == "openai")
     assert "rakka_register_providers" in openai["hooks"]
 

@@ -19,10 +19,26 @@ BODY = json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "conten
 
 
 def test_arguments_parse_into_emulator_settings() -> None:
-    args = build_parser().parse_args([
-        "--host", "127.0.0.1", "--port", "0", "--key", "a", "--key", "b", "--key-file", "f",
-        "--scenario", "s.yaml", "--chunk-delay", "0.01", "--rpm", "5",
-    ])
+    args = build_parser().parse_args(
+        [
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--key",
+            "a",
+            "--key",
+            "b",
+            "--key-file",
+            "f",
+            "--scenario",
+            "s.yaml",
+            "--chunk-delay",
+            "0.01",
+            "--rpm",
+            "5",
+        ]
+    )
 
     assert (args.host, args.port, args.keys, args.key_file) == ("127.0.0.1", 0, ["a", "b"], "f")
     assert (args.scenario, args.chunk_delay, args.rpm) == ("s.yaml", 0.01, 5)
@@ -40,10 +56,20 @@ def test_bad_scenario_file_fails_fast(tmp_path: Path, capsys: pytest.CaptureFixt
 def test_serves_until_signalled(tmp_path: Path, stop_signal: signal.Signals) -> None:
     key_file = tmp_path / "key"
     key_file.write_text("file-key", encoding="utf-8")
-    command = [sys.executable, "-m", "rakka_provider_openai.emulator", "--port", "0",
-               "--key", "cli-key", "--key-file", str(key_file)]
-    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True) as process:
+    command = [
+        sys.executable,
+        "-m",
+        "rakka_provider_openai.emulator",
+        "--port",
+        "0",
+        "--key",
+        "cli-key",
+        "--key-file",
+        str(key_file),
+    ]
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as process:
         try:
             assert process.stdout is not None and process.stderr is not None
             banner = process.stdout.readline()
@@ -51,8 +77,9 @@ def test_serves_until_signalled(tmp_path: Path, stop_signal: signal.Signals) -> 
             statuses = []
             for key in ("cli-key", "file-key", "wrong"):
                 conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=5)
-                conn.request("POST", "/v1/chat/completions", BODY,
-                             {"authorization": f"Bearer {key}"})
+                conn.request(
+                    "POST", "/v1/chat/completions", BODY, {"authorization": f"Bearer {key}"}
+                )
                 statuses.append(conn.getresponse().status)
                 conn.close()
             process.send_signal(stop_signal)

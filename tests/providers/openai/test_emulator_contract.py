@@ -17,9 +17,16 @@ from spec_schemas import AZURE, OPENAI, spec_validator
 from rakka_provider_openai.emulator import Emulator
 
 AZURE_PATH = "/openai/deployments/d/chat/completions?api-version=2024-10-21"
-TOOL = {"type": "function", "function": {"name": "lookup", "parameters": {
-    "type": "object", "properties": {"query": {"type": "string"}, "limit": {"type": "integer"}},
-}}}
+TOOL = {
+    "type": "function",
+    "function": {
+        "name": "lookup",
+        "parameters": {
+            "type": "object",
+            "properties": {"query": {"type": "string"}, "limit": {"type": "integer"}},
+        },
+    },
+}
 VARIANTS: list[dict[str, Any]] = [{}, {"tools": [TOOL]}, {"n": 2, "max_completion_tokens": 3}]
 
 

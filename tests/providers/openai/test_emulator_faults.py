@@ -16,7 +16,8 @@ import pytest
 from rakka_provider_openai.emulator import Emulator
 
 BODY: dict[str, Any] = {
-    "model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello there"}],
+    "model": "gpt-4o-mini",
+    "messages": [{"role": "user", "content": "hello there"}],
     "max_completion_tokens": 6,
 }
 STREAM_BODY: dict[str, Any] = {**BODY, "stream": True}
@@ -47,7 +48,7 @@ class Received:
             if size == 0:
                 return chunks, True
             chunks.append(rest[:size])
-            rest = rest[size + 2:]
+            rest = rest[size + 2 :]
         return chunks, False
 
     def events(self) -> list[str]:
@@ -57,8 +58,11 @@ class Received:
 
 
 def exchange(
-    emu: Emulator, fault: str | None = None, body: Any = BODY,
-    path: str = "/v1/chat/completions", headers: dict[str, str] | None = None,
+    emu: Emulator,
+    fault: str | None = None,
+    body: Any = BODY,
+    path: str = "/v1/chat/completions",
+    headers: dict[str, str] | None = None,
 ) -> Received:
     """One request with ``Connection: close``; read until the server ends the connection."""
     payload = json.dumps(body).encode()
@@ -109,7 +113,10 @@ def test_rate_limit_body_and_retry_headers(emu: Emulator) -> None:
     assert got.status == 429
     error = got.json()["error"]
     assert (error["type"], error["code"], error["param"]) == (
-        "requests", "rate_limit_exceeded", None)
+        "requests",
+        "rate_limit_exceeded",
+        None,
+    )
     assert "Rate limit reached for gpt-4o-mini" in error["message"]
     assert got.headers["retry-after"] == "1.5"
     assert got.headers["retry-after-ms"] == "10"
@@ -176,7 +183,9 @@ def test_content_filter_shape_follows_route_unless_forced(emu: Emulator) -> None
     assert azure_shape["code"] == "content_filter"
     assert azure_shape["innererror"]["code"] == "ResponsibleAIPolicyViolation"
     assert azure_shape["innererror"]["content_filter_result"]["hate"] == {
-        "filtered": True, "severity": "high"}
+        "filtered": True,
+        "severity": "high",
+    }
     assert forced == azure_shape
 
 
@@ -255,10 +264,13 @@ def test_stream_error_event_after_one_chunk(emu: Emulator) -> None:
     events = got.events()
     assert len(events) == 2
     assert json.loads(events[0])["object"] == "chat.completion.chunk"
-    assert json.loads(events[1]) == {"error": {
-        "message": "The server had an error while processing your request. Sorry about that!",
-        "type": "server_error", "code": None,
-    }}
+    assert json.loads(events[1]) == {
+        "error": {
+            "message": "The server had an error while processing your request. Sorry about that!",
+            "type": "server_error",
+            "code": None,
+        }
+    }
     assert got.chunks()[1] is True  # the HTTP body ends cleanly; only [DONE] is missing
 
 
@@ -284,10 +296,12 @@ def test_times_and_id_fail_n_times_then_succeed() -> None:
 
 
 def test_scenario_every_and_requests() -> None:
-    scenario = {"rules": [
-        {"fault": "reset", "requests": [2]},
-        {"fault": "server_error;status=503", "every": 3},
-    ]}
+    scenario = {
+        "rules": [
+            {"fault": "reset", "requests": [2]},
+            {"fault": "server_error;status=503", "every": 3},
+        ]
+    }
     with Emulator(scenario=scenario) as emu:
         outcomes = [exchange(emu).status for _ in range(7)]
         header_wins = exchange(emu, "rate_limit").status  # request 8
@@ -301,8 +315,10 @@ def test_scenario_every_and_requests() -> None:
 
 
 def _pattern(seed: int) -> list[int]:
-    scenario = {"rules": [{"fault": "rate_limit;retry_after_ms=10", "probability": 0.3}],
-                "seed": seed}
+    scenario = {
+        "rules": [{"fault": "rate_limit;retry_after_ms=10", "probability": 0.3}],
+        "seed": seed,
+    }
     with Emulator(scenario=scenario) as emu:
         return [exchange(emu).status for _ in range(30)]
 

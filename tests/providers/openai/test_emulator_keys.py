@@ -17,8 +17,9 @@ OLD = "sk-old-key-000000000000000001"
 NEW = "sk-new-key-000000000000000002"
 
 
-def status_with(emu: Emulator, key: str | None, *, azure: bool = False,
-                bearer: bool = True) -> tuple[int, dict[str, Any]]:
+def status_with(
+    emu: Emulator, key: str | None, *, azure: bool = False, bearer: bool = True
+) -> tuple[int, dict[str, Any]]:
     headers = {"content-type": "application/json"}
     if key is not None:
         headers["authorization" if bearer else "api-key"] = f"Bearer {key}" if bearer else key
@@ -39,9 +40,11 @@ def test_any_key_or_none_is_accepted_without_configuration() -> None:
 
 def test_static_keys_and_error_shapes() -> None:
     with Emulator(keys=["k-one", OLD]) as emu:
-        accepted = [status_with(emu, "k-one")[0], status_with(emu, OLD, azure=True,
-                                                                 bearer=False)[0],
-                    status_with(emu, OLD, azure=True)[0]]
+        accepted = [
+            status_with(emu, "k-one")[0],
+            status_with(emu, OLD, azure=True, bearer=False)[0],
+            status_with(emu, OLD, azure=True)[0],
+        ]
         missing_status, missing = status_with(emu, None)
         wrong_status, wrong = status_with(emu, NEW)
         azure_status, azure = status_with(emu, "nope", azure=True, bearer=False)
@@ -52,7 +55,10 @@ def test_static_keys_and_error_shapes() -> None:
     assert "didn't provide an API key" in str(missing["error"])
     error = wrong["error"]
     assert (error["type"], error["code"], error["param"]) == (
-        "invalid_request_error", "invalid_api_key", None)
+        "invalid_request_error",
+        "invalid_api_key",
+        None,
+    )
     assert NEW not in error["message"] and NEW[-4:] in error["message"]
     assert azure["error"] == {
         "code": "401",

@@ -83,7 +83,9 @@ def test_non_streamed_completion_is_deterministic(client: openai.OpenAI) -> None
 def test_streamed_text_and_usage_match_non_streamed(client: openai.OpenAI) -> None:
     whole = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
     stream = client.chat.completions.create(
-        model="gpt-4o-mini", messages=MESSAGES, stream=True,
+        model="gpt-4o-mini",
+        messages=MESSAGES,
+        stream=True,
         stream_options={"include_usage": True},
     )
     chunks = list(stream)
@@ -128,9 +130,11 @@ def test_reasoning_models_refuse_max_tokens(client: openai.OpenAI) -> None:
 
 def test_usage_header_sets_cached_and_reasoning_tokens(client: openai.OpenAI) -> None:
     result = client.chat.completions.create(
-        model="gpt-4o-mini", messages=MESSAGES,
-        extra_headers={"x-emulator-usage": json.dumps({"cached_tokens": 100,
-                                                       "reasoning_tokens": 7})},
+        model="gpt-4o-mini",
+        messages=MESSAGES,
+        extra_headers={
+            "x-emulator-usage": json.dumps({"cached_tokens": 100, "reasoning_tokens": 7})
+        },
     )
 
     usage = result.usage
@@ -149,7 +153,8 @@ def test_azure_non_streamed_carries_filter_results(azure: openai.AzureOpenAI) ->
     raw = result.model_dump()
     assert result.model == "gpt-4o-mini"
     assert raw["prompt_filter_results"][0]["content_filter_results"]["hate"] == {
-        "filtered": False, "severity": "safe"
+        "filtered": False,
+        "severity": "safe",
     }
     assert raw["choices"][0]["content_filter_results"]["violence"]["filtered"] is False
     assert result.choices[0].message.content
@@ -159,7 +164,9 @@ def test_azure_stream_opens_with_prompt_filter_chunk(
     azure: openai.AzureOpenAI, client: openai.OpenAI
 ) -> None:
     stream = azure.chat.completions.create(
-        model="my-deployment", messages=MESSAGES, stream=True,
+        model="my-deployment",
+        messages=MESSAGES,
+        stream=True,
         stream_options={"include_usage": True},
     )
     chunks = list(stream)
@@ -194,19 +201,23 @@ def test_tool_call_non_streamed(client: openai.OpenAI) -> None:
 
 def test_tool_call_streamed_in_fragments(client: openai.OpenAI) -> None:
     other_tool: ChatCompletionToolParam = {
-        "type": "function", "function": {"name": "noop", "parameters": {"type": "object"}},
+        "type": "function",
+        "function": {"name": "noop", "parameters": {"type": "object"}},
     }
     whole = client.chat.completions.create(
-        model="gpt-4o-mini", messages=MESSAGES, tools=[other_tool, WEATHER_TOOL],
+        model="gpt-4o-mini",
+        messages=MESSAGES,
+        tools=[other_tool, WEATHER_TOOL],
         tool_choice={"type": "function", "function": {"name": "get_weather"}},
     )
     stream = client.chat.completions.create(
-        model="gpt-4o-mini", messages=MESSAGES, tools=[other_tool, WEATHER_TOOL],
-        tool_choice={"type": "function", "function": {"name": "get_weather"}}, stream=True,
+        model="gpt-4o-mini",
+        messages=MESSAGES,
+        tools=[other_tool, WEATHER_TOOL],
+        tool_choice={"type": "function", "function": {"name": "get_weather"}},
+        stream=True,
     )
-    fragments = [
-        call for chunk in stream for call in (chunk.choices[0].delta.tool_calls or [])
-    ]
+    fragments = [call for chunk in stream for call in (chunk.choices[0].delta.tool_calls or [])]
 
     assert fragments[0].id and fragments[0].function and fragments[0].function.name == "get_weather"
     assert all(f.id is None and f.function and f.function.name is None for f in fragments[1:])
@@ -228,10 +239,12 @@ def test_tool_choice_none_answers_with_text(client: openai.OpenAI) -> None:
 
 
 def test_wrong_key_raises_authentication_error(emu: Emulator) -> None:
-    bad = openai.OpenAI(base_url=emu.url + "/v1", api_key="sk-wrong-key-00000000abcd",
-                        max_retries=0)
-    bad_azure = openai.AzureOpenAI(azure_endpoint=emu.url, api_key="wrong",
-                                   api_version="2024-10-21", max_retries=0)
+    bad = openai.OpenAI(
+        base_url=emu.url + "/v1", api_key="sk-wrong-key-00000000abcd", max_retries=0
+    )
+    bad_azure = openai.AzureOpenAI(
+        azure_endpoint=emu.url, api_key="wrong", api_version="2024-10-21", max_retries=0
+    )
 
     with pytest.raises(openai.AuthenticationError) as caught:
         bad.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
@@ -268,7 +281,9 @@ def test_faults_surface_as_sdk_exceptions(
 
 def test_stream_error_event_raises_api_error(client: openai.OpenAI) -> None:
     stream = client.chat.completions.create(
-        model="gpt-4o-mini", messages=MESSAGES, stream=True,
+        model="gpt-4o-mini",
+        messages=MESSAGES,
+        stream=True,
         extra_headers={"x-emulator-fault": "stream_error"},
     )
 
@@ -283,9 +298,11 @@ def test_content_filter_finish_streamed_and_not(
     whole = client.chat.completions.create(
         model="gpt-4o-mini", messages=MESSAGES, extra_headers=headers
     )
-    chunks = list(azure.chat.completions.create(
-        model="d", messages=MESSAGES, stream=True, extra_headers=headers
-    ))
+    chunks = list(
+        azure.chat.completions.create(
+            model="d", messages=MESSAGES, stream=True, extra_headers=headers
+        )
+    )
 
     assert whole.choices[0].finish_reason == "content_filter"
     assert len((whole.choices[0].message.content or "").split(" ")) == 8

@@ -37,8 +37,9 @@ def call(
     conn = http.client.HTTPConnection("127.0.0.1", emu.port, timeout=5)
     try:
         raw = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
-        conn.request(method, path, body=raw,
-                     headers={"content-type": "application/json", **(headers or {})})
+        conn.request(
+            method, path, body=raw, headers={"content-type": "application/json", **(headers or {})}
+        )
         response = conn.getresponse()
         return response.status, response.headers, response.read()
     finally:
@@ -123,10 +124,14 @@ def test_unknown_path_is_openai_404(emu: Emulator) -> None:
     status, _, body = call(emu, "/v1/embeddings")
 
     assert status == 404
-    assert json.loads(body) == {"error": {
-        "message": "Invalid URL (POST /v1/embeddings)", "type": "invalid_request_error",
-        "param": None, "code": None,
-    }}
+    assert json.loads(body) == {
+        "error": {
+            "message": "Invalid URL (POST /v1/embeddings)",
+            "type": "invalid_request_error",
+            "param": None,
+            "code": None,
+        }
+    }
 
 
 def test_azure_route_without_api_version_is_azure_404(emu: Emulator) -> None:
@@ -164,8 +169,9 @@ def test_bad_fault_spec_is_refused_loudly(emu: Emulator) -> None:
     unknown = call(emu, headers={"x-emulator-fault": "explode"})
     bad_param = call(emu, headers={"x-emulator-fault": "server_error;status=200"})
 
-    assert unknown[0] == 400 and "unknown emulator fault" in json.loads(unknown[2])["error"][
-        "message"]
+    assert (
+        unknown[0] == 400 and "unknown emulator fault" in json.loads(unknown[2])["error"]["message"]
+    )
     assert bad_param[0] == 400 and "status" in json.loads(bad_param[2])["error"]["message"]
 
 
@@ -193,8 +199,9 @@ def test_concurrent_clients_are_all_served() -> None:
         pool = urllib3.HTTPConnectionPool("127.0.0.1", emu.port, maxsize=8, block=True)
 
         def worker(_: int) -> list[int]:
-            return [pool.request("POST", "/v1/chat/completions", json=BODY).status
-                    for _ in range(25)]
+            return [
+                pool.request("POST", "/v1/chat/completions", json=BODY).status for _ in range(25)
+            ]
 
         with ThreadPoolExecutor(8) as executor:
             statuses = [s for batch in executor.map(worker, range(8)) for s in batch]
@@ -234,7 +241,14 @@ def test_stop_is_prompt_and_idempotent() -> None:
 
 def test_go_style_durations() -> None:
     assert [go_duration(s) for s in (0, 0.02, 1, 1.5, 8.64, 60, 360, 3601.5)] == [
-        "0s", "20ms", "1s", "1.5s", "8.64s", "1m0s", "6m0s", "1h0m1.5s",
+        "0s",
+        "20ms",
+        "1s",
+        "1.5s",
+        "8.64s",
+        "1m0s",
+        "6m0s",
+        "1h0m1.5s",
     ]
 
 
@@ -249,5 +263,8 @@ def test_emulator_never_imports_the_runtime() -> None:
                 imported.add(node.module)
 
     assert imported  # the walk found the package's imports at all
-    assert not {name for name in imported if name.split(".")[0] in
-                ("rakka_runtime", "rakka_provider_openai")}
+    assert not {
+        name
+        for name in imported
+        if name.split(".")[0] in ("rakka_runtime", "rakka_provider_openai")
+    }

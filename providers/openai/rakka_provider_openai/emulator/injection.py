@@ -17,8 +17,7 @@ def retry_headers(fault: Fault) -> list[bytes]:
     lines = []
     should_retry = fault.flag("should_retry")
     if should_retry is not None:
-        lines.append(b"x-should-retry: true\r\n" if should_retry else
-                     b"x-should-retry: false\r\n")
+        lines.append(b"x-should-retry: true\r\n" if should_retry else b"x-should-retry: false\r\n")
     if fault.flag("retry_after_date"):
         when = formatdate(time.time() + fault.number("retry_after", 1.0), usegmt=True)
         lines.append(b"retry-after: %s\r\n" % when.encode())
@@ -39,8 +38,9 @@ def error_answer(fault: Fault, *, azure: bool, model: str, rpm: int) -> tuple[in
             return 429, errors.azure_rate_limited(fault.params.get("retry_after", "1"))
         wait = fault.params.get("retry_after_ms")
         wait_text = f"{wait}ms" if wait else go_duration(fault.number("retry_after", 1.0))
-        return 429, errors.rate_limited(model, kind="requests", limit=rpm, used=rpm,
-                                        requested=1, wait=wait_text)
+        return 429, errors.rate_limited(
+            model, kind="requests", limit=rpm, used=rpm, requested=1, wait=wait_text
+        )
     if name == "insufficient_quota":
         return 429, errors.INSUFFICIENT_QUOTA
     if name == "server_error":

@@ -17,7 +17,7 @@ from .framing import LAST_CHUNK, STATUS_LINES, chunk, http_date
 JSON = b"application/json"
 EVENT_STREAM = b"text/event-stream; charset=utf-8"
 MALFORMED_BODY = b'{"id": "chatcmpl-malformed", "object": "chat.completion", "choices": [ <<'
-MALFORMED_EVENT = b"data: {\"id\": \"chatcmpl-malformed\", \"choices\": [ <<\n\n"
+MALFORMED_EVENT = b'data: {"id": "chatcmpl-malformed", "choices": [ <<\n\n'
 _DRIP_PIECES = 8
 
 
@@ -46,7 +46,10 @@ class Responder:
         ms = int((time.perf_counter() - self._started) * 1000)
         parts = [
             STATUS_LINES[status],
-            b"date: ", http_date(), b"\r\ncontent-type: ", content_type,
+            b"date: ",
+            http_date(),
+            b"\r\ncontent-type: ",
+            content_type,
             b"\r\nopenai-processing-ms: %d\r\nopenai-version: 2020-10-01\r\n" % ms,
             *self.headers,
         ]
@@ -61,8 +64,9 @@ class Responder:
         parts.append(b"\r\n")
         return b"".join(parts)
 
-    def send(self, status: int, body: bytes, content_type: bytes = JSON,
-             fault: Fault | None = None) -> bool:
+    def send(
+        self, status: int, body: bytes, content_type: bytes = JSON, fault: Fault | None = None
+    ) -> bool:
         """A complete (``Content-Length``) response, shaped by a body-level fault if given."""
         if fault is not None and fault.name == "malformed":
             body = MALFORMED_BODY

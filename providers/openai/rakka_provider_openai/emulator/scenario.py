@@ -24,9 +24,7 @@ from typing import Any, TypeAlias
 
 from .faults import Fault, parse_fault
 
-ScenarioSource: TypeAlias = (
-    Mapping[str, Any] | Sequence[Mapping[str, Any]] | str | os.PathLike[str]
-)
+ScenarioSource: TypeAlias = Mapping[str, Any] | Sequence[Mapping[str, Any]] | str | os.PathLike[str]
 
 _RULE_KEYS = frozenset({"fault", "every", "probability", "requests"})
 

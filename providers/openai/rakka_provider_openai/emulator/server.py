@@ -182,7 +182,9 @@ class Emulator:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self.stats.count_connection()
             thread = threading.Thread(
-                target=self._serve_connection, args=(sock,), name="rakka-emulator-conn",
+                target=self._serve_connection,
+                args=(sock,),
+                name="rakka-emulator-conn",
                 daemon=True,
             )
             with self._lock:
