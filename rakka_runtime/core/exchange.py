@@ -21,7 +21,7 @@ decides what the bytes mean and applies the rules that must not differ between d
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from rakka_runtime.errors import InferenceError, ProtocolError, StreamInterrupted
@@ -287,8 +287,3 @@ class Exchange:
             status=self._state.status,
             request_id=self._request_id,
         )
-
-
-def lowered(headers: Mapping[str, str]) -> dict[str, str]:
-    """Headers as a plain dict with lower-case keys (repeated ones joined with ", ")."""
-    return {key.lower(): value for key, value in headers.items()}

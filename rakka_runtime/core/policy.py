@@ -41,7 +41,6 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 if TYPE_CHECKING:
     from rakka_runtime.core.notify import Notifier
     from rakka_runtime.core.state import CallState
-    from rakka_runtime.errors import InferenceError
     from rakka_runtime.policies.clock import Clock
     from rakka_runtime.types import ChatResult
 
@@ -105,11 +104,3 @@ class Policy(Protocol):
 def retry_wait_of(policy: Policy) -> Any:
     """The policy's ``retry_wait`` method, or ``None``."""
     return getattr(policy, "retry_wait", None)
-
-
-def error_of(outcome: Outcome) -> InferenceError | None:
-    """The outcome's error when it is an inference error."""
-    from rakka_runtime.errors import InferenceError
-
-    error = outcome.error
-    return error if isinstance(error, InferenceError) else None
