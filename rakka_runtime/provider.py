@@ -28,9 +28,10 @@ the worked example (a test checks that it keeps to this).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from rakka_runtime import __version__
 from rakka_runtime.config.checks import Endpoint, HeaderText, quote_value
@@ -145,6 +146,7 @@ __all__ = [
     "excerpt",
     "header",
     "hookimpl",
+    "json_object",
     "label",
     "match_rule",
     "parse_duration",
@@ -163,6 +165,17 @@ once per credential change, never per request."""
 Feedback = tuple[str, int, int | None, float | None]
 """One rate-limit dimension the provider reported: ``(dimension, remaining, limit,
 reset_seconds)`` with dimension ``"requests"`` or ``"tokens"``."""
+
+
+def json_object(body: bytes, status: int) -> dict[str, Any]:
+    """A whole JSON-object body, or ``protocol`` naming what it is instead."""
+    try:
+        obj = json.loads(body)
+    except ValueError as exc:
+        raise ProtocolError(f"response body is not JSON: {body[:80]!r}", status=status) from exc
+    if not isinstance(obj, dict):
+        raise ProtocolError("response body is not a JSON object", status=status)
+    return obj
 
 
 @dataclass(frozen=True, slots=True)

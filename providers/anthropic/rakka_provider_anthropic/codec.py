@@ -16,7 +16,6 @@ two dimensions, ``requests`` and ``tokens`` (one bucket charged with input + out
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 
@@ -30,7 +29,7 @@ from rakka_runtime.provider import (
     Feedback,
     HttpRequest,
     InferenceError,
-    ProtocolError,
+    json_object,
 )
 
 __all__ = ["AnthropicCodec", "estimate_input_tokens", "ratelimit_feedback"]
@@ -66,13 +65,7 @@ class AnthropicCodec:
     def decode_body(
         self, request: ChatRequest, status: int, headers: Mapping[str, str], body: bytes
     ) -> ChatResult:
-        try:
-            obj = json.loads(body)
-        except ValueError as exc:
-            raise ProtocolError(f"response body is not JSON: {body[:80]!r}", status=status) from exc
-        if not isinstance(obj, dict):
-            raise ProtocolError("response body is not a JSON object", status=status)
-        return parse_message(obj, request.request_id)
+        return parse_message(json_object(body, status), request.request_id)
 
     def stream_decoder(self, request: ChatRequest) -> MessagesStream:
         return MessagesStream(request.request_id)

@@ -36,6 +36,7 @@ from rakka_runtime.provider import (
     StreamInterrupted,
     TokenChunk,
     estimate_input_tokens,
+    json_object,
     parse_duration,
 )
 
@@ -83,13 +84,7 @@ class OpenAICodec:
     def decode_body(
         self, request: ChatRequest, status: int, headers: Mapping[str, str], body: bytes
     ) -> ChatResult:
-        try:
-            obj = json.loads(body)
-        except ValueError as exc:
-            raise ProtocolError(f"response body is not JSON: {body[:80]!r}", status=status) from exc
-        if not isinstance(obj, dict):
-            raise ProtocolError("response body is not a JSON object", status=status)
-        return parse_completion(obj, request.request_id)
+        return parse_completion(json_object(body, status), request.request_id)
 
     def stream_decoder(self, request: ChatRequest) -> ChatStream:
         return ChatStream(request.request_id)
