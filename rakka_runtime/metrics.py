@@ -4,7 +4,7 @@ A middleware at the very outside of the chain (outer stage, order 0) sees each l
 request once, whatever happens inside: a budget refusal, retries, a stream the caller
 abandons. When the request ends it records the outcome, attempts, tokens and cost (from
 ``state.spend``: failed attempts that consumed tokens count too), latency, time to first
-token and the provider's ``x-ratelimit-remaining-*`` headers. Event hooks add what
+token and the rate-limit remaining counts the provider's codec read. Event hooks add what
 happens outside a request: breaker transitions and session swaps; the request-finished
 event supplies whether the reported cost was an estimate.
 
@@ -51,10 +51,10 @@ __all__ = [
 MAX_MODELS_PER_DEPLOYMENT = 16
 BREAKER_STATES = {"closed": 0.0, "half_open": 1.0, "open": 2.0}
 _OUTCOMES = frozenset(ERROR_KINDS) | {"ok", "cancelled", InferenceError.kind}
-_RATELIMIT_HEADERS = (
-    ("x-ratelimit-remaining-requests", "rakka_ratelimit_remaining_requests"),
-    ("x-ratelimit-remaining-tokens", "rakka_ratelimit_remaining_tokens"),
-)
+_REMAINING = {
+    "requests": "rakka_ratelimit_remaining_requests",
+    "tokens": "rakka_ratelimit_remaining_tokens",
+}
 
 
 def outcome_label(kind: str) -> str:
@@ -131,23 +131,14 @@ class MetricsRecorder:
         if state.first_chunk_at is not None:
             ttft = state.first_chunk_at - state.started_at
             observes.append(("rakka_time_to_first_token_seconds", key, ttft))
-        sets = []
-        headers = state.response_headers
-        if headers:
-            for header, metric in _RATELIMIT_HEADERS:  # keys are lower-case (runner.py)
-                value = _number(headers.get(header))
-                if value is not None:
-                    sets.append((metric, (deployment,), value))
+        # What the provider's codec read from the last response's rate-limit headers
+        # (already parsed once for the rate limiter; any provider's header names).
+        sets = [
+            (_REMAINING[dimension], (deployment,), float(remaining))
+            for dimension, remaining, _limit, _reset in state.rate_limit_feedback
+            if dimension in _REMAINING
+        ]
         self.store.update(incs, observes, sets)
-
-
-def _number(text: str | None) -> float | None:
-    if text is None:
-        return None
-    try:
-        return float(text)
-    except ValueError:
-        return None
 
 
 class MetricsPlugin:

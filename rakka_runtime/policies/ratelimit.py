@@ -60,7 +60,6 @@ __all__ = [
 PAUSE_WITHOUT_RETRY_AFTER = 1.0
 """Seconds a 429 without ``retry-after``/``retry-after-ms`` pauses the deployment."""
 
-_PREFIX = "x-ratelimit-"
 
 
 def reserved_tokens(request: ChatRequest, input_tokens: int) -> int:
