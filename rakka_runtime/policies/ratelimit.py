@@ -61,7 +61,6 @@ PAUSE_WITHOUT_RETRY_AFTER = 1.0
 """Seconds a 429 without ``retry-after``/``retry-after-ms`` pauses the deployment."""
 
 
-
 def reserved_tokens(request: ChatRequest, input_tokens: int) -> int:
     """Tokens to reserve for ``request`` whose prompt is estimated at ``input_tokens``."""
     return estimated_tokens(request, input_tokens)
