@@ -269,7 +269,7 @@ class AsyncRunHandle:
     """A request in flight on the asyncio driver: ``async for`` the chunks, or
     ``await handle.result()`` for the aggregate. Nothing is sent until it is iterated."""
 
-    __slots__ = ("_canceller", "_chunks", "_done", "_error", "_reading", "_task", "state")
+    __slots__ = ("_chunks", "_done", "_error", "_loop", "_reading", "_task", "state")
 
     def __init__(self, state: CallState | RouteState, chunks: AsyncIterator[TokenChunk]) -> None:
         self.state = state
@@ -277,7 +277,7 @@ class AsyncRunHandle:
         self._done = False
         self._error: BaseException | None = None
         self._task: asyncio.Task[Any] | None = None
-        self._canceller: Callable[[], None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._reading = False  # the caller's task is inside the request (only then cut it)
 
     @property
@@ -295,14 +295,15 @@ class AsyncRunHandle:
             await self.aclose()
             self._error = Cancelled("cancelled by the caller", partial=state.result)
             raise self._error
-        task = asyncio.current_task()
-        if task is not self._task and task is not None:
-            self._task = task
-            self._canceller = _canceller(self, asyncio.get_running_loop(), task)
+        task = self._task = asyncio.current_task()
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
         # Only while this task is inside the request may cancel() interrupt it: a cancel
-        # between reads must not land in whatever else the task is doing.
+        # between reads must not land in whatever else the task is doing. (A bound method,
+        # registered only during the read: no reference cycle outlives the request, so
+        # its objects are freed at once rather than by the cyclic garbage collector.)
         self._reading = True
-        state.on_cancel(self._canceller)
+        state.on_cancel(self._cancel_soon)
         try:
             return await self._chunks.__anext__()
         except StopAsyncIteration:
@@ -324,6 +325,7 @@ class AsyncRunHandle:
             raise
         finally:
             self._reading = False
+            self._task = None
             state.on_cancel(None)
 
     async def result(self) -> ChatResult:
@@ -348,24 +350,20 @@ class AsyncRunHandle:
             await aclose()
         self._done = True
 
+    def _cancel_soon(self) -> None:
+        """``state.cancel()`` from any thread: cancel the reading task in its loop."""
+        loop = self._loop
+        if loop is not None:
+            loop.call_soon_threadsafe(self._cancel_task)
+
+    def _cancel_task(self) -> None:
+        # Only if, when the loop gets here, the task is still inside this request.
+        task = self._task
+        if self._reading and task is not None and not task.done():
+            task.cancel()
+
     async def __aenter__(self) -> AsyncRunHandle:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
-
-
-def _canceller(
-    handle: AsyncRunHandle, loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any]
-) -> Callable[[], None]:
-    """Cancel ``task`` (from any thread) if, when the loop gets to it, the task is still
-    inside ``handle``'s request; a cancel that arrives between reads only marks the state."""
-
-    def fire() -> None:
-        if handle._reading and not task.done():
-            task.cancel()
-
-    def cancel() -> None:
-        loop.call_soon_threadsafe(fire)
-
-    return cancel
