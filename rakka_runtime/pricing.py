@@ -51,6 +51,7 @@ __all__ = [
 _PER_TOKEN = 1e-6
 # -2024-08-06 (OpenAI) or -0125 / -1106 (older) snapshot suffixes; -20250929 (Anthropic).
 _SNAPSHOT = re.compile(r"-(\d{4}-\d{2}-\d{2}|\d{8}|\d{4})$")
+_MAX_REMEMBERED = 4096  # model names whose row is remembered (callers may send any name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +97,7 @@ class PriceTable:
         sources: Mapping[str, str] | None = None,
     ) -> None:
         self._rates = dict(rates)
+        self._keys: dict[str, str | None] = {}  # a model name -> the row pricing it (memo)
         self.as_of = as_of
         self.currency = currency
         self._sources = dict(sources or {})
@@ -138,10 +140,14 @@ class PriceTable:
         """The row name ``model`` is priced by (itself or its base), or ``None``."""
         if model in self._rates:
             return model
+        keys = self._keys
+        if model in keys:  # every request prices its model: the snapshot regex runs once
+            return keys[model]
         base = _SNAPSHOT.sub("", model)
-        if base != model and base in self._rates:
-            return base
-        return None
+        key = base if base != model and base in self._rates else None
+        if len(keys) < _MAX_REMEMBERED:
+            keys[model] = key
+        return key
 
     def source(self, model: str) -> str | None:
         """Where the row pricing ``model`` came from (a URL, a file, ``deployment.pricing``)."""
@@ -349,6 +355,7 @@ def price_table_for(
         base = ModelRates(fields["input"], fields["output"])
     # Keyed by the priced model's own name, so other models sharing its base row keep theirs.
     table._rates[model] = replace(base, **fields)
+    table._keys.clear()
     table._sources[model] = f"deployment.pricing ({deployment.name})"
     return table
 

@@ -74,6 +74,7 @@ from rakka_runtime.pricing import estimate_input_tokens
 from rakka_runtime.registry import ProviderRegistry
 from rakka_runtime.secret_value import Secret, SecretHeader
 from rakka_runtime.sse import SSEEvent
+from rakka_runtime.text_buffer import TextBuffer
 from rakka_runtime.types import (
     ChatRequest,
     ChatResult,
@@ -130,6 +131,7 @@ __all__ = [
     "ServerError",
     "StreamDecoder",
     "StreamInterrupted",
+    "TextBuffer",
     "Timeout",
     "TokenChunk",
     "TokenLogprob",

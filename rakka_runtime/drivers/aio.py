@@ -159,9 +159,10 @@ async def _exchange(
             deadline=state.deadline,
         )
         mode = core.head(state, exchange, response.status, response.headers, outcome, entered)
+        read, deadline = response.read, state.deadline
         try:
             if mode == "stream":
-                async for block in response.blocks(state.deadline):
+                while block := await read(deadline):
                     for chunk in exchange.feed(block):
                         outcome.delivered += 1
                         yield chunk
@@ -172,7 +173,7 @@ async def _exchange(
                     how = "complete"
                 result = exchange.end()
             else:
-                async for block in response.blocks(state.deadline):
+                while block := await read(deadline):
                     if not exchange.collect(block):
                         break
                 else:

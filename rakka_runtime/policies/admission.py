@@ -234,6 +234,8 @@ class AdmissionQueue:
         with self._cond:
             now = self._clock.monotonic()
             if waiter is None:
+                if not self._line and self._fits_now(tokens, now):
+                    return self._grant(tokens, now)
                 at, why = self._eta(tokens, self._line, now)
                 if not self._line and at <= now + _EPSILON and self._slot_free():
                     return self._grant(tokens, now)
@@ -380,6 +382,17 @@ class AdmissionQueue:
         if self._paused_until > at:
             return self._paused_until, f"paused for {self._paused_until - now:.3g}s"
         return at, why
+
+    def _fits_now(self, tokens: int, now: float) -> bool:
+        """Whether a request of ``tokens`` may go at once with nobody in line: what
+        :meth:`_eta` would say, without building a prediction (the usual case)."""
+        if self._paused_until > now or not self._slot_free():
+            return False
+        for dimension, bucket in self._buckets.items():
+            need = 1 if dimension == "requests" else tokens
+            if bucket.refill(now) < min(need, bucket.capacity):
+                return False
+        return True
 
     def _wake(self) -> None:
         # Only queued admissions wait: with none, skip the notifications' work (it runs

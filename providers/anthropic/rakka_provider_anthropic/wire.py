@@ -44,6 +44,7 @@ from rakka_runtime.provider import (
     ProtocolError,
     SSEEvent,
     StreamInterrupted,
+    TextBuffer,
     TokenChunk,
     ToolCall,
     ToolCallDelta,
@@ -400,7 +401,7 @@ class MessagesStream:
     def __init__(self, request_id: str) -> None:
         self._request_id = request_id
         self._loads = json.loads
-        self._text: list[str] = []
+        self._text = TextBuffer()
         self._tools: dict[int, _ToolParts] = {}  # by content block index
         self._usage: dict[str, int] = {}
         self._finish: str | None = None
@@ -516,7 +517,7 @@ class MessagesStream:
         ]
         return ChatResult(
             request_id=self._request_id,
-            text="".join(self._text),
+            text=self._text.text(),
             tool_calls=calls,
             finish_reason=self._finish,
             usage=self._current_usage(),

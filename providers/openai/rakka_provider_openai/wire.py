@@ -26,6 +26,7 @@ from rakka_runtime.provider import (
     ExecuteBatch,
     InvalidRequest,
     ProtocolError,
+    TextBuffer,
     TokenChunk,
     TokenLogprob,
     ToolCall,
@@ -155,8 +156,8 @@ class _ToolCallParts:
 class ChatAggregate:
     """Everything one streamed response has said so far, for the final :class:`ChatResult`.
 
-    Text fragments are kept as a list and joined once in :meth:`result` (repeated string
-    concatenation is quadratic on long answers). Tool-call fragments are grouped by their
+    Text fragments are kept in a :class:`TextBuffer` (grouped, so an open stream holds few
+    objects) and joined once in :meth:`result`. Tool-call fragments are grouped by their
     ``index``: ``id`` and ``name`` come from the first fragment that carries them, the
     ``arguments`` fragments are concatenated in arrival order.
 
@@ -180,8 +181,8 @@ class ChatAggregate:
     )
 
     def __init__(self) -> None:
-        self._text: list[str] = []
-        self._refusal: list[str] = []
+        self._text = TextBuffer()
+        self._refusal = TextBuffer()
         # Created on the first chunk that carries log-probabilities (most streams have none).
         self._logprobs: list[TokenLogprob] | None = None
         self._refusal_logprobs: list[TokenLogprob] | None = None
@@ -194,12 +195,12 @@ class ChatAggregate:
 
     @property
     def text(self) -> str:
-        return "".join(self._text)
+        return self._text.text()
 
     @property
     def refusal(self) -> str | None:
         """The model's refusal message, if it refused."""
-        return "".join(self._refusal) if self._refusal else None
+        return self._refusal.text() if self._refusal else None
 
     def add_tool_fragments(self, fragments: Sequence[Mapping[str, Any]]) -> list[ToolCallDelta]:
         """Fold in one delta's ``tool_calls``; returns the fragments as the caller sees them."""
@@ -255,7 +256,7 @@ class ChatAggregate:
         """The aggregate as a :class:`ChatResult` (cost, timings and attempts are the runner's)."""
         return ChatResult(
             request_id=request_id,
-            text="".join(self._text),
+            text=self._text.text(),
             tool_calls=self.tool_calls(),
             finish_reason=self.finish_reason,
             usage=self.usage,
