@@ -22,13 +22,12 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
-import urllib3
-
 from rakka_runtime.errors import ConfigError, Unauthorized
 from rakka_runtime.secret_value import SecretHeader
 from rakka_runtime.secrets import Secret
 
 if TYPE_CHECKING:
+    from rakka_runtime.drivers.sync_transport import PoolManager
     from rakka_runtime.watch import SecretWatcher
 
 __all__ = ["HeaderBuilder", "Session", "SessionSnapshot", "SnapshotCell"]
@@ -115,7 +114,7 @@ class Session:
         self,
         name: str,
         *,
-        pool: urllib3.PoolManager,
+        pool: PoolManager,
         resolve_credential: Callable[[], Secret | None],
         build_headers: HeaderBuilder,
         on_swap: SwapListener | None = None,

@@ -22,6 +22,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 import urllib3
 from urllib3.connection import HTTPConnection, HTTPSConnection
@@ -33,6 +34,7 @@ from urllib3.exceptions import (
     ReadTimeoutError,
 )
 from urllib3.exceptions import ProtocolError as Urllib3ProtocolError
+from urllib3.util.url import parse_url
 
 from rakka_runtime.errors import InferenceError, NetworkError, ProtocolError, Timeout
 
@@ -40,6 +42,7 @@ READ_SIZE = 65536
 POOL_SIZE = 64  # connections kept per host unless the deployment allows more in flight
 _DRAIN_AFTER_END = 0.005  # seconds the end of a body is awaited after the provider's end marker
 
+_MAX_ROUTES = 64  # URLs (and timeout pairs) a pool manager remembers
 _current = threading.local()  # the Watch of the exchange this thread is sending
 
 
@@ -173,11 +176,41 @@ class _SPool(HTTPSConnectionPool):
     ConnectionCls = _SConn
 
 
-def make_pool(
-    *, connect: float, request_timeout: float, maxsize: int = POOL_SIZE
-) -> urllib3.PoolManager:
+class PoolManager(urllib3.PoolManager):
+    """urllib3's pool manager, plus a memo from a URL to its host's connection pool and
+    request target. Every request of a deployment goes to one URL; parsing it and finding
+    its pool again on each request (what ``PoolManager.urlopen`` does) cost about a tenth
+    of the client's CPU per non-streamed request."""
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self._routes: dict[str, tuple[HTTPConnectionPool, str]] = {}
+        self._timeouts: dict[tuple[float, float], urllib3.Timeout] = {}
+
+    def route(self, url: str) -> tuple[HTTPConnectionPool, str]:
+        """The connection pool of ``url``'s host, and the request target to send it."""
+        route = self._routes.get(url)
+        if route is not None and route[0].pool is not None:  # not closed (evicted, cleared)
+            return route
+        route = (self.connection_from_url(url), parse_url(url).request_uri)
+        if len(self._routes) < _MAX_ROUTES:
+            self._routes[url] = route
+        return route
+
+    def timeout(self, connect: float, read: float) -> urllib3.Timeout:
+        """A (shared, never mutated: urllib3 clones it per request) ``Timeout``."""
+        key = (connect, read)
+        timeout = self._timeouts.get(key)
+        if timeout is None:
+            timeout = urllib3.Timeout(connect=connect, read=read)
+            if len(self._timeouts) < _MAX_ROUTES:
+                self._timeouts[key] = timeout
+        return timeout
+
+
+def make_pool(*, connect: float, request_timeout: float, maxsize: int = POOL_SIZE) -> PoolManager:
     """One pool manager per session; connections are reused across requests and streams."""
-    manager = urllib3.PoolManager(
+    manager = PoolManager(
         num_pools=8,
         maxsize=maxsize,
         block=False,
@@ -257,7 +290,7 @@ class Response:
 
 
 def send(
-    pool: urllib3.PoolManager,
+    manager: PoolManager,
     method: str,
     url: str,
     body: bytes,
@@ -287,15 +320,17 @@ def send(
     on_cancel(watch.cancel)
     _current.watch = watch
     try:
+        pool, target = manager.route(url)
         raw = pool.urlopen(
             method,
-            url,
+            target,
             body=body,
             headers=headers,
-            timeout=urllib3.Timeout(connect=connect_within, read=head_limit),
+            timeout=manager.timeout(connect_within, head_limit),
             preload_content=False,
             decode_content=False,
             redirect=False,
+            assert_same_host=False,
         )
     except BaseException as exc:
         watch.disarm()
