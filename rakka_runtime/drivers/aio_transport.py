@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import aiohttp
+from yarl import URL
 
 from rakka_runtime.errors import InferenceError, NetworkError, ProtocolError, Timeout
 
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 
 READ_SIZE = 65536
 POOL_SIZE = 100  # the least connections a deployment with a concurrency limit may open
+_MAX_URLS = 64  # parsed URLs a transport remembers
 _DRAIN_AFTER_END = 0.005  # seconds the end of a body is awaited after the provider's end marker
 
 
@@ -45,6 +47,7 @@ class AioTransport:
         in_flight = deployment.rate_limits.concurrent_requests
         self._limit = 0 if in_flight is None else max(POOL_SIZE, in_flight)
         self._session: aiohttp.ClientSession | None = None
+        self._urls: dict[str, URL] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def session(self) -> aiohttp.ClientSession:
@@ -57,6 +60,10 @@ class AioTransport:
                     total=None, sock_connect=self.connect, sock_read=self.read_timeout
                 ),
                 auto_decompress=False,
+                # No cookies, as on the thread driver (urllib3 keeps none): an API client
+                # sends the same request whatever a gateway set before, and skips the jar's
+                # work per request.
+                cookie_jar=aiohttp.DummyCookieJar(),
                 skip_auto_headers=("Accept-Encoding", "User-Agent"),
                 raise_for_status=False,
             )
@@ -89,7 +96,7 @@ class AioTransport:
             async with asyncio.timeout(head_limit):
                 raw = await session.request(
                     method,
-                    url,
+                    self._url(url),
                     data=body,
                     headers={"Accept-Encoding": "identity", **headers},
                     allow_redirects=False,
@@ -111,6 +118,15 @@ class AioTransport:
         except (aiohttp.ClientError, OSError) as exc:
             raise NetworkError(f"connection failed: {_reason(exc)}") from exc
         return Response(raw, self.read_timeout)
+
+    def _url(self, url: str) -> URL:
+        """``url`` parsed once (a deployment sends every request to the same one)."""
+        parsed = self._urls.get(url)
+        if parsed is None:
+            parsed = URL(url)
+            if len(self._urls) < _MAX_URLS:
+                self._urls[url] = parsed
+        return parsed
 
     async def close(self) -> None:
         session, self._session = self._session, None
