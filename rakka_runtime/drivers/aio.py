@@ -26,7 +26,7 @@ from rakka_runtime.core.policy import Outcome, Policy, Wait
 from rakka_runtime.core.state import CallState
 from rakka_runtime.errors import Cancelled, InferenceError, Unauthorized
 from rakka_runtime.policies.clock import SYSTEM_CLOCK
-from rakka_runtime.types import ChatResult, TokenChunk
+from rakka_runtime.types import Attempt, ChatResult, TokenChunk
 
 if TYPE_CHECKING:
     from rakka_runtime.drivers.aio_transport import AioTransport, Response
@@ -40,7 +40,12 @@ T = TypeVar("T")
 async def run(
     core: DeploymentCore, transport: AioTransport, state: CallState
 ) -> AsyncIterator[TokenChunk]:
-    """The whole request: request policies around attempts around exchanges."""
+    """The whole request: request policies around attempts around exchanges.
+
+    The only async generator of a request: attempts and exchanges are coroutines, and a
+    stream hands each block's chunks up as one list, so a chunk passes one generator on
+    its way to the caller (each layer costs a resumption per chunk and objects per
+    request), and a non-streamed request none but this one."""
     entered: list[tuple[Policy, Any]] = []
     outcome = Outcome()
     try:
@@ -51,13 +56,35 @@ async def run(
         while True:
             recorded = len(state.attempts)
             attempt = Outcome()
+            attempt_entered: list[tuple[Policy, Any]] = []
             try:
-                async for chunk in _attempt(core, transport, state, attempt):
-                    if first:
-                        state.first_chunk_at = time.monotonic()
-                        first = False
-                    outcome.delivered += 1
-                    yield chunk
+                try:
+                    for policy in core.attempt_policies:
+                        attempt_entered.append((policy, await enter(policy, state)))
+                    stream = await _open(core, transport, state, attempt, attempt_entered)
+                    if stream is not None:
+                        try:
+                            while (chunks := await stream.next()) is not None:
+                                for chunk in chunks:
+                                    if first:
+                                        state.first_chunk_at = time.monotonic()
+                                        first = False
+                                    attempt.delivered += 1
+                                    outcome.delivered += 1
+                                    yield chunk
+                            stream.end(attempt)
+                        finally:
+                            await stream.close()
+                except GeneratorExit:
+                    attempt.abandoned = True
+                    raise
+                except BaseException as exc:
+                    attempt.error = exc
+                    raise
+                finally:
+                    problem = await _leave_all(state, attempt_entered, attempt)
+                    if problem is not None and attempt.error is None and not attempt.abandoned:
+                        raise plugin_failure(problem)
                 break
             except InferenceError as exc:
                 pause = core.after_failure(state, exc, retries, recorded, attempt.delivered)
@@ -99,44 +126,36 @@ async def run_routed(
         return
 
 
-async def _attempt(
-    core: DeploymentCore, transport: AioTransport, state: CallState, outcome: Outcome
-) -> AsyncIterator[TokenChunk]:
-    entered: list[tuple[Policy, Any]] = []
+async def _open(
+    core: DeploymentCore,
+    transport: AioTransport,
+    state: CallState,
+    attempt: Outcome,
+    entered: list[tuple[Policy, Any]],
+) -> _Stream | None:
+    """One attempt's exchange up to its stream (``None``: it is complete, with its result).
+
+    A 401 may only mean the key rotated and the watcher missed it: the session re-reads the
+    credential (in a worker thread: it may read a file or call a token provider) and, if
+    it changed, the exchange is repeated once. A 401 comes before any chunk."""
+    used = core.credential_in_use()
     try:
-        for policy in core.attempt_policies:
-            entered.append((policy, await enter(policy, state)))
-        used = core.credential_in_use()
-        try:
-            async for chunk in _exchange(core, transport, state, outcome, entered):
-                yield chunk
-        except Unauthorized as exc:
-            # A 401 may only mean the key rotated and the watcher missed it: the session
-            # re-reads the credential (in a worker thread: it may read a file or call a
-            # token provider) and, if it changed, the exchange is repeated once.
-            if outcome.delivered or not await asyncio.to_thread(core.reauthorize, state, exc, used):
-                raise
-            async for chunk in _exchange(core, transport, state, outcome, entered):
-                yield chunk
-    except GeneratorExit:
-        outcome.abandoned = True
-        raise
-    except BaseException as exc:
-        outcome.error = exc
-        raise
-    finally:
-        problem = await _leave_all(state, entered, outcome)
-        if problem is not None and outcome.error is None and not outcome.abandoned:
-            raise plugin_failure(problem)
+        return await _exchange(core, transport, state, attempt, entered)
+    except Unauthorized as exc:
+        if not await asyncio.to_thread(core.reauthorize, state, exc, used):
+            raise
+    return await _exchange(core, transport, state, attempt, entered)
 
 
 async def _exchange(
     core: DeploymentCore,
     transport: AioTransport,
     state: CallState,
-    outcome: Outcome,
+    attempt: Outcome,
     entered: list[tuple[Policy, Any]],
-) -> AsyncIterator[TokenChunk]:
+) -> _Stream | None:
+    """Send and read the head; a whole body (an answer or an error) is read here too. A
+    stream is returned open, to be read by :class:`_Stream`, which then owns the response."""
     record = core.begin_exchange(state)
     how = "abandoned"
     response: Response | None = None
@@ -158,40 +177,90 @@ async def _exchange(
             request_timeout=core.request_timeout,
             deadline=state.deadline,
         )
-        mode = core.head(state, exchange, response.status, response.headers, outcome, entered)
+        mode = core.head(state, exchange, response.status, response.headers, attempt, entered)
+        if mode == "stream":
+            how = "stream"
+            return _Stream(core, state, record, response, exchange)
         read, deadline = response.read, state.deadline
         try:
-            if mode == "stream":
-                while block := await read(deadline):
-                    for chunk in exchange.feed(block):
-                        outcome.delivered += 1
-                        yield chunk
-                    if exchange.done:
-                        how = "ended"
-                        break
-                else:
-                    how = "complete"
-                result = exchange.end()
+            while block := await read(deadline):
+                if not exchange.collect(block):
+                    break
             else:
-                while block := await read(deadline):
-                    if not exchange.collect(block):
-                        break
-                else:
-                    how = "complete"
-                if mode == "error":
-                    raise exchange.error()
-                result = exchange.result()
+                how = "complete"
+            if mode == "error":
+                raise exchange.error()
+            result = exchange.result()
         except InferenceError as exc:
             raise exchange.broken(exc)  # noqa: B904 - the same error, or what it means here
-        outcome.result = result
-    except (GeneratorExit, asyncio.CancelledError):
+        attempt.result = result
+    except asyncio.CancelledError:
         raise
     except Exception as exc:
         raise core.exchange_failed(state, record, exc) from exc
     finally:
-        if response is not None:
+        if response is not None and how != "stream":
             await response.finish(how)
     core.exchange_ok(state, record, result)
+    return None
+
+
+class _Stream:
+    """An attempt's open stream: the chunks of each block as they arrive, then its result.
+    Whatever ends it, :meth:`close` hands the connection back or closes it."""
+
+    __slots__ = ("_core", "_exchange", "_how", "_record", "_response", "_state")
+
+    def __init__(
+        self,
+        core: DeploymentCore,
+        state: CallState,
+        record: Attempt,
+        response: Response,
+        exchange: Exchange,
+    ) -> None:
+        self._core = core
+        self._state = state
+        self._record = record
+        self._response = response
+        self._exchange = exchange
+        self._how = "abandoned"  # until the body or the provider's end marker is reached
+
+    async def next(self) -> list[TokenChunk] | None:
+        """The chunks the next block completes (maybe none); ``None`` once the stream ended."""
+        exchange = self._exchange
+        try:
+            try:
+                if exchange.done:  # the provider's end marker: nothing after it is read
+                    self._how = "ended"
+                    return None
+                block = await self._response.read(self._state.deadline)
+                if not block:
+                    self._how = "complete"
+                    return None
+                return exchange.feed(block)
+            except InferenceError as exc:
+                raise exchange.broken(exc)  # noqa: B904 - the same error, or what it means here
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            raise self._core.exchange_failed(self._state, self._record, exc) from exc
+
+    def end(self, attempt: Outcome) -> None:
+        """The stream is over: its result on the attempt (raises what the end stands for)."""
+        exchange, core = self._exchange, self._core
+        try:
+            try:
+                result = exchange.end()
+            except InferenceError as exc:
+                raise exchange.broken(exc)  # noqa: B904 - the same error, or what it means here
+        except Exception as exc:
+            raise core.exchange_failed(self._state, self._record, exc) from exc
+        attempt.result = result
+        core.exchange_ok(self._state, self._record, result)
+
+    async def close(self) -> None:
+        await self._response.finish(self._how)
 
 
 async def enter(policy: Policy, state: CallState) -> Any:
