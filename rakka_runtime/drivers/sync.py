@@ -13,7 +13,7 @@ wait at once, and no further attempt starts.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from rakka_runtime.core.exchange import Exchange
@@ -23,7 +23,7 @@ from rakka_runtime.core.state import CallState
 from rakka_runtime.drivers import sync_transport
 from rakka_runtime.errors import Cancelled, InferenceError, Unauthorized
 from rakka_runtime.policies.clock import SYSTEM_CLOCK
-from rakka_runtime.types import ChatResult, TokenChunk
+from rakka_runtime.types import Attempt, ChatResult, TokenChunk
 
 if TYPE_CHECKING:
     from rakka_runtime.routing.router import RouteState
@@ -34,7 +34,10 @@ CANCEL_POLL = 0.1  # longest a thread waiting on a notifier goes without looking
 
 
 def run(core: DeploymentCore, state: CallState) -> Iterator[TokenChunk]:
-    """The whole request: request policies around attempts around exchanges."""
+    """The whole request: request policies around attempts around exchanges.
+
+    The only generator of a request (the same shape as the asyncio driver's): attempts and
+    exchanges are plain calls, and a stream hands each block's chunks up as one list."""
     entered: list[tuple[Policy, Any]] = []
     outcome = Outcome()
     try:
@@ -45,13 +48,35 @@ def run(core: DeploymentCore, state: CallState) -> Iterator[TokenChunk]:
         while True:
             recorded = len(state.attempts)
             attempt = Outcome()
+            attempt_entered: list[tuple[Policy, Any]] = []
             try:
-                for chunk in _attempt(core, state, attempt):
-                    if first:
-                        state.first_chunk_at = time.monotonic()
-                        first = False
-                    outcome.delivered += 1
-                    yield chunk
+                try:
+                    for policy in core.attempt_policies:
+                        attempt_entered.append((policy, enter(policy, state)))
+                    stream = _open(core, state, attempt, attempt_entered)
+                    if stream is not None:
+                        try:
+                            while (chunks := stream.next()) is not None:
+                                for chunk in chunks:
+                                    if first:
+                                        state.first_chunk_at = time.monotonic()
+                                        first = False
+                                    attempt.delivered += 1
+                                    outcome.delivered += 1
+                                    yield chunk
+                            stream.end(attempt)
+                        finally:
+                            stream.close()
+                except GeneratorExit:
+                    attempt.abandoned = True
+                    raise
+                except BaseException as exc:
+                    attempt.error = exc
+                    raise
+                finally:
+                    problem = core.leave_all(state, attempt_entered, attempt)
+                    if problem is not None and attempt.error is None and not attempt.abandoned:
+                        raise plugin_failure(problem)
                 break
             except InferenceError as exc:
                 pause = core.after_failure(state, exc, retries, recorded, attempt.delivered)
@@ -91,38 +116,28 @@ def run_routed(route: RouteState) -> Iterator[TokenChunk]:
         return
 
 
-def _attempt(core: DeploymentCore, state: CallState, outcome: Outcome) -> Iterator[TokenChunk]:
-    entered: list[tuple[Policy, Any]] = []
+def _open(
+    core: DeploymentCore, state: CallState, attempt: Outcome, entered: list[tuple[Policy, Any]]
+) -> _Stream | None:
+    """One attempt's exchange up to its stream (``None``: it is complete, with its result).
+
+    A 401 may only mean the key rotated and the watcher missed it: the session re-reads the
+    credential and, if it changed, the exchange is repeated once. A 401 comes before any
+    chunk."""
+    used = core.credential_in_use()
     try:
-        for policy in core.attempt_policies:
-            entered.append((policy, enter(policy, state)))
-        used = core.credential_in_use()
-        try:
-            yield from _exchange(core, state, outcome, entered)
-        except Unauthorized as exc:
-            # A 401 may only mean the key rotated and the watcher missed it: the session
-            # re-reads the credential and, if it changed, the exchange is repeated once.
-            if outcome.delivered or not core.reauthorize(state, exc, used):
-                raise
-            yield from _exchange(core, state, outcome, entered)
-    except GeneratorExit:
-        outcome.abandoned = True
-        raise
-    except BaseException as exc:
-        outcome.error = exc
-        raise
-    finally:
-        problem = core.leave_all(state, entered, outcome)
-        if problem is not None and outcome.error is None and not outcome.abandoned:
-            raise plugin_failure(problem)
+        return _exchange(core, state, attempt, entered)
+    except Unauthorized as exc:
+        if not core.reauthorize(state, exc, used):
+            raise
+    return _exchange(core, state, attempt, entered)
 
 
 def _exchange(
-    core: DeploymentCore,
-    state: CallState,
-    outcome: Outcome,
-    entered: list[tuple[Policy, Any]],
-) -> Iterator[TokenChunk]:
+    core: DeploymentCore, state: CallState, attempt: Outcome, entered: list[tuple[Policy, Any]]
+) -> _Stream | None:
+    """Send and read the head; a whole body (an answer or an error) is read here too. A
+    stream is returned open, to be read by :class:`_Stream`, which then owns the response."""
     record = core.begin_exchange(state)
     how = "abandoned"
     response: sync_transport.Response | None = None
@@ -143,43 +158,91 @@ def _exchange(
             deadline=state.deadline,
             on_cancel=state.on_cancel,
         )
-        mode = core.head(state, exchange, response.status, response.headers, outcome, entered)
-        blocks = response.blocks(core.read_timeout, state.deadline)
+        mode = core.head(state, exchange, response.status, response.headers, attempt, entered)
+        reader = response.reader(core.read_timeout, state.deadline)
+        if mode == "stream":
+            how = "stream"
+            return _Stream(core, state, record, response, reader, exchange)
         try:
-            if mode == "stream":
-                for block in blocks:
-                    for chunk in exchange.feed(block):
-                        outcome.delivered += 1
-                        yield chunk
-                    if exchange.done:
-                        how = "ended"
-                        break
-                else:
-                    how = "complete"
-                result = exchange.end()
+            while block := reader():
+                if not exchange.collect(block):
+                    break
             else:
-                for block in blocks:
-                    if not exchange.collect(block):
-                        break
-                else:
-                    how = "complete"
-                if mode == "error":
-                    raise exchange.error()
-                result = exchange.result()
+                how = "complete"
+            if mode == "error":
+                raise exchange.error()
+            result = exchange.result()
         except InferenceError as exc:
             raise exchange.broken(exc)  # noqa: B904 - the same error, or what it means here
-        outcome.result = result
-    except GeneratorExit:
-        raise
-    except BaseException as exc:
-        if not isinstance(exc, Exception):
-            raise
+        attempt.result = result
+    except Exception as exc:
         raise core.exchange_failed(state, record, exc) from exc
     finally:
-        state.on_cancel(None)  # the connection may go back to the pool: never cut it
-        if response is not None:
-            response.finish(how)
+        if how != "stream":
+            state.on_cancel(None)  # the connection may go back to the pool: never cut it
+            if response is not None:
+                response.finish(how)
     core.exchange_ok(state, record, result)
+    return None
+
+
+class _Stream:
+    """An attempt's open stream: the chunks of each block as they arrive, then its result.
+    Whatever ends it, :meth:`close` hands the connection back or closes it."""
+
+    __slots__ = ("_core", "_exchange", "_how", "_read", "_record", "_response", "_state")
+
+    def __init__(
+        self,
+        core: DeploymentCore,
+        state: CallState,
+        record: Attempt,
+        response: sync_transport.Response,
+        read: Callable[[], bytes],
+        exchange: Exchange,
+    ) -> None:
+        self._core = core
+        self._state = state
+        self._record = record
+        self._response = response
+        self._read = read
+        self._exchange = exchange
+        self._how = "abandoned"  # until the body or the provider's end marker is reached
+
+    def next(self) -> list[TokenChunk] | None:
+        """The chunks the next block completes (maybe none); ``None`` once the stream ended."""
+        exchange = self._exchange
+        try:
+            try:
+                if exchange.done:  # the provider's end marker: nothing after it is read
+                    self._how = "ended"
+                    return None
+                block = self._read()
+                if not block:
+                    self._how = "complete"
+                    return None
+                return exchange.feed(block)
+            except InferenceError as exc:
+                raise exchange.broken(exc)  # noqa: B904 - the same error, or what it means here
+        except Exception as exc:
+            raise self._core.exchange_failed(self._state, self._record, exc) from exc
+
+    def end(self, attempt: Outcome) -> None:
+        """The stream is over: its result on the attempt (raises what the end stands for)."""
+        exchange, core = self._exchange, self._core
+        try:
+            try:
+                result = exchange.end()
+            except InferenceError as exc:
+                raise exchange.broken(exc)  # noqa: B904 - the same error, or what it means here
+        except Exception as exc:
+            raise core.exchange_failed(self._state, self._record, exc) from exc
+        attempt.result = result
+        core.exchange_ok(self._state, self._record, result)
+
+    def close(self) -> None:
+        self._state.on_cancel(None)  # the connection may go back to the pool: never cut it
+        self._response.finish(self._how)
 
 
 def enter(policy: Policy, state: CallState) -> Any:

@@ -21,7 +21,7 @@ import itertools
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import urllib3
@@ -232,31 +232,33 @@ class Response:
         self.status = raw.status
         self.headers = lowered_headers(raw.headers)
 
-    def blocks(self, read_timeout: float, deadline: float | None) -> Iterator[bytes]:
-        """Body bytes as they arrive (raw: content encodings are the exchange's). Each read
-        waits at most ``read_timeout``, and never past the deadline."""
+    def reader(self, read_timeout: float, deadline: float | None) -> Callable[[], bytes]:
+        """A function returning the body bytes that have arrived (waiting for some), ``b""``
+        at its end (raw: content encodings are the exchange's). Each read waits at most
+        ``read_timeout``, and never past the deadline."""
         raw = self._raw
         set_read_timeout(raw, read_timeout)
         read1 = _fast_read1(raw)
-        limit, silence = "read_timeout", read_timeout
-        while True:
-            if deadline is not None and limit == "read_timeout":
-                left = deadline - time.monotonic()
-                if left < read_timeout:  # from here on every read is bounded by the deadline
-                    limit = "deadline"
-            if limit == "deadline":
-                assert deadline is not None
-                silence = deadline - time.monotonic()
-                if silence <= 0:
-                    raise Timeout("the request deadline passed mid-response", limit="deadline")
-                set_read_timeout(raw, silence)
+        failure = self._failure
+        bounded = deadline is not None and deadline - time.monotonic() < read_timeout
+
+        def read() -> bytes:
+            nonlocal bounded
+            limit, silence = "read_timeout", read_timeout
+            if deadline is not None:
+                if not bounded and deadline - time.monotonic() < read_timeout:
+                    bounded = True  # from here on every read is bounded by the deadline
+                if bounded:
+                    limit, silence = "deadline", deadline - time.monotonic()
+                    if silence <= 0:
+                        raise Timeout("the request deadline passed mid-response", limit="deadline")
+                    set_read_timeout(raw, silence)
             try:
-                data = read1(READ_SIZE)
+                return read1(READ_SIZE)
             except BaseException as exc:
-                raise self._failure(exc, limit, silence) from exc
-            if not data:
-                return
-            yield data
+                raise failure(exc, limit, silence) from exc
+
+        return read
 
     def finish(self, how: str) -> None:
         """Hand the connection back when the body was read to its end (``"complete"``),

@@ -274,12 +274,25 @@ def test_abandoned_streams_are_cut_not_left_running(
     runtime = batch_runtime(emulator)
     records: list[Record] = []
     runner = BatchRunner(runtime, lambda _l, r, _e: records.append(r), concurrency=2, grace=0.3)
-    threading.Timer(0.3, runner.request_stop).start()
+
+    def stop_once_both_stream() -> None:
+        # Observable state, not a fixed delay: on a loaded machine the runner may take
+        # longer than any delay to send its first requests.
+        limit = time.monotonic() + 10
+        while emulator.stats.requests < 2 and time.monotonic() < limit:
+            time.sleep(0.01)
+        runner.request_stop()
+
+    threading.Thread(target=stop_once_both_stream, daemon=True).start()
     lines = (
         json.dumps(request_line(i, stream=True, max_tokens=400)).encode() + b"\n" for i in range(4)
     )
     outcome = runner.run(read_items(lines))
-    assert outcome.abandoned == 2 and records == []
+    # The two streams in flight end at the grace period: cut by the runner (abandoned) or,
+    # when their deadline (the same instant) fires first, deferred; either way unwritten
+    # and sent again by a re-run, like the two lines never sent.
+    assert emulator.stats.requests == 2 and records == []
+    assert outcome.abandoned + outcome.unsent == 4 and outcome.written == 0
     deadline = time.monotonic() + 3
     while time.monotonic() < deadline and any(
         t.name.startswith("rakka-batch-worker") for t in threading.enumerate()
