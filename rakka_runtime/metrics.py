@@ -70,11 +70,43 @@ class _DeploymentLabels:
         self.base_model = deployment.base_model
         self.model = deployment.model
         self.models = BoundedLabels(MAX_MODELS_PER_DEPLOYMENT, {deployment.priced_model})
+        self._series: dict[str, _ModelSeries] = {}
 
     def model_of(self, requested: str | None) -> str:
         # The priced model: Azure's base_model, else the model the caller asked for (never
         # the server's answer, whose spelling the runtime does not control).
         return self.models(self.base_model or requested or self.model)
+
+    def series(self, requested: str | None) -> _ModelSeries:
+        """The label tuples of ``requested``'s series, built once per (bounded) model."""
+        model = self.model_of(requested)
+        series = self._series.get(model)
+        if series is None:
+            series = self._series[model] = _ModelSeries(self.name, model)
+        return series
+
+
+class _ModelSeries:
+    """One (deployment, model)'s label tuples, made once: a request's metrics then
+    allocate no label tuple of their own (at thousands of requests a second the
+    allocations are a cost of their own, through the garbage collector)."""
+
+    __slots__ = ("deployment", "key", "outcomes", "tokens")
+
+    def __init__(self, deployment: str, model: str) -> None:
+        self.deployment = (deployment,)
+        self.key = (deployment, model)
+        self.tokens = tuple(
+            (deployment, model, kind) for kind in ("input", "output", "cached", "reasoning")
+        )
+        # outcome label -> (deployment, model, outcome); the outcomes are a bounded set.
+        self.outcomes: dict[str, tuple[str, str, str]] = {}
+
+    def outcome(self, label: str) -> tuple[str, str, str]:
+        labels = self.outcomes.get(label)
+        if labels is None:
+            labels = self.outcomes[label] = (*self.key, label)
+        return labels
 
 
 class MetricsRecorder:
@@ -87,9 +119,10 @@ class MetricsRecorder:
     def __init__(self, store: MetricsStore, labels: _DeploymentLabels) -> None:
         self.store = store
         self.labels = labels
+        self._deployment = (labels.name,)
 
     def enter(self, state: CallState) -> None:
-        self.store.inc("rakka_requests_in_flight", (self.labels.name,))
+        self.store.inc("rakka_requests_in_flight", self._deployment)
 
     def leave(self, state: CallState, ticket: None, outcome: Outcome) -> None:
         error = outcome.error
@@ -102,31 +135,26 @@ class MetricsRecorder:
         self._record(state, label)  # also ends the in-flight count
 
     def _record(self, state: CallState, outcome: str) -> None:
-        deployment = self.labels.name
-        model = self.labels.model_of(state.model)
-        key = (deployment, model)
+        series = self.labels.series(state.model)
         incs: list[tuple[str, tuple[str, ...], float]] = [
-            ("rakka_requests_in_flight", (deployment,), -1.0),
-            ("rakka_requests_total", (deployment, model, outcome), 1.0),
+            ("rakka_requests_in_flight", series.deployment, -1.0),
+            ("rakka_requests_total", series.outcome(outcome), 1.0),
         ]
         for attempt in state.attempts:
-            incs.append(
-                ("rakka_attempts_total", (deployment, model, outcome_label(attempt.kind)), 1.0)
-            )
+            incs.append(("rakka_attempts_total", series.outcome(outcome_label(attempt.kind)), 1.0))
         spend = state.spend
         if spend.charged:
             usage = spend.usage
-            for kind, count in (
-                ("input", usage.input_tokens),
-                ("output", usage.output_tokens),
-                ("cached", usage.cached_tokens),
-                ("reasoning", usage.reasoning_tokens),
-            ):
-                incs.append(("rakka_tokens_total", (deployment, model, kind), count))
+            tokens = series.tokens
+            incs.append(("rakka_tokens_total", tokens[0], usage.input_tokens))
+            incs.append(("rakka_tokens_total", tokens[1], usage.output_tokens))
+            incs.append(("rakka_tokens_total", tokens[2], usage.cached_tokens))
+            incs.append(("rakka_tokens_total", tokens[3], usage.reasoning_tokens))
             if spend.unknown:
-                incs.append(("rakka_cost_unknown_requests_total", key, 1.0))
+                incs.append(("rakka_cost_unknown_requests_total", series.key, 1.0))
             else:
-                incs.append(("rakka_cost_usd_total", key, spend.usd))
+                incs.append(("rakka_cost_usd_total", series.key, spend.usd))
+        key = series.key
         observes = [("rakka_request_duration_seconds", key, time.monotonic() - state.started_at)]
         if state.first_chunk_at is not None:
             ttft = state.first_chunk_at - state.started_at
@@ -134,7 +162,7 @@ class MetricsRecorder:
         # What the provider's codec read from the last response's rate-limit headers
         # (already parsed once for the rate limiter; any provider's header names).
         sets = [
-            (_REMAINING[dimension], (deployment,), float(remaining))
+            (_REMAINING[dimension], series.deployment, float(remaining))
             for dimension, remaining, _limit, _reset in state.rate_limit_feedback
             if dimension in _REMAINING
         ]

@@ -245,13 +245,19 @@ class Runtime:
             check_messages(messages)
         except ValueError as exc:
             raise InvalidRequest(str(exc)) from exc
-        sampling_fields = {k: fields.pop(k) for k in list(fields) if k in _SAMPLING_FIELDS}
-        deadline = fields.pop("deadline", None)
+        sampling, deadline = _NO_SAMPLING, None
+        if fields:
+            sampling_fields = {k: fields.pop(k) for k in list(fields) if k in _SAMPLING_FIELDS}
+            deadline = fields.pop("deadline", None)
+            try:
+                sampling = SamplingParams(**sampling_fields) if sampling_fields else sampling
+            except TypeError as exc:
+                raise InvalidRequest(f"unknown request field: {exc}") from exc
         try:
             return ChatRequest(
                 messages=messages,
                 model=model,
-                sampling=SamplingParams(**sampling_fields),
+                sampling=sampling,
                 stream=stream,
                 timeout=None if deadline is None else float(deadline),
                 **fields,
@@ -304,3 +310,4 @@ class Runtime:
 
 
 _SAMPLING_FIELDS = frozenset(SamplingParams.__dataclass_fields__)
+_NO_SAMPLING = SamplingParams()  # frozen: one shared instance for requests that set none

@@ -101,16 +101,19 @@ class DeploymentCore:
     def new_state(self, request: ChatRequest, deadline: float | None = None) -> CallState:
         """The state of one run of ``request``; ``deadline`` (absolute) may shorten it."""
         now = time.monotonic()
-        limits = [d for d in (request.deadline, deadline) if d is not None]
-        if request.timeout is not None:
-            limits.append(now + request.timeout)
-        if self._default_deadline is not None:
-            limits.append(now + self._default_deadline)
+        earliest = request.deadline
+        for limit in (
+            deadline,
+            None if request.timeout is None else now + request.timeout,
+            None if self._default_deadline is None else now + self._default_deadline,
+        ):
+            if limit is not None and (earliest is None or limit < earliest):
+                earliest = limit
         return CallState(
             request=request,
             deployment=self.deployment.name,
             model=request.model or self.deployment.model,
-            deadline=min(limits) if limits else None,
+            deadline=earliest,
             started_at=now,
             estimated_input_tokens=self.codec.estimate_input_tokens(request),
             estimator=self._estimator,
