@@ -24,7 +24,7 @@ from rakka_runtime.pricing import (
     estimate_output_tokens,
 )
 from rakka_runtime.redaction import redact_error, session_secrets
-from rakka_runtime.types import Attempt, ChatRequest, ChatResult, Usage
+from rakka_runtime.types import Attempt, ChatRequest, ChatResult, TokenChunk, Usage
 
 if TYPE_CHECKING:
     from rakka_runtime.config.schema import DeploymentConfig
@@ -33,7 +33,13 @@ if TYPE_CHECKING:
     from rakka_runtime.provider import ProviderCodec
     from rakka_runtime.session import Session
 
-__all__ = ["DEFAULT_MAX_OUTPUT_TOKENS", "DeploymentCore", "estimated_tokens", "plugin_failure"]
+__all__ = [
+    "DEFAULT_MAX_OUTPUT_TOKENS",
+    "DeploymentCore",
+    "OpenStream",
+    "estimated_tokens",
+    "plugin_failure",
+]
 
 DEFAULT_MAX_OUTPUT_TOKENS = 1024
 """Output tokens assumed for a request that sets no ``max_tokens``: the one default
@@ -295,3 +301,58 @@ class DeploymentCore:
                 close = getattr(policy, "close", None)
                 if close is not None:
                     close()
+
+
+class OpenStream:
+    """An attempt's stream once its head is in, as both drivers read it: what each block
+    means, what a failure while reading is, and the result at the end. A driver's
+    subclass reads the blocks (``next``) and closes the response with :attr:`how`."""
+
+    __slots__ = ("_core", "_exchange", "_record", "_state", "how")
+
+    def __init__(
+        self, core: DeploymentCore, state: CallState, record: Attempt, exchange: Exchange
+    ) -> None:
+        self._core = core
+        self._state = state
+        self._record = record
+        self._exchange = exchange
+        # How the body ended, for the transport: "abandoned" until the body's end
+        # ("complete") or the provider's end marker ("ended") is reached.
+        self.how = "abandoned"
+
+    @property
+    def ended(self) -> bool:
+        """Whether the provider's end marker came: nothing after it is read."""
+        if self._exchange.done:
+            self.how = "ended"
+            return True
+        return False
+
+    def chunks(self, block: bytes) -> list[TokenChunk] | None:
+        """The chunks ``block`` completes (maybe none); ``None`` at the body's end."""
+        if not block:
+            self.how = "complete"
+            return None
+        try:
+            return self._exchange.feed(block)
+        except Exception as exc:
+            raise self.failed(exc)  # noqa: B904 - failed() keeps the cause
+
+    def failed(self, error: BaseException) -> InferenceError:
+        """What a failure while reading the stream means (the driver raises it)."""
+        if isinstance(error, InferenceError):
+            error = self._exchange.broken(error)
+        failure = self._core.exchange_failed(self._state, self._record, error)
+        if failure is not error and failure.__cause__ is None:
+            failure.__cause__ = error
+        return failure
+
+    def end(self, attempt: Outcome) -> None:
+        """The stream is over: its result on the attempt (raises what the end stands for)."""
+        try:
+            result = self._exchange.end()
+        except Exception as exc:
+            raise self.failed(exc)  # noqa: B904 - failed() keeps the cause
+        attempt.result = result
+        self._core.exchange_ok(self._state, self._record, result)

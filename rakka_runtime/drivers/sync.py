@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from rakka_runtime.core.exchange import Exchange
-from rakka_runtime.core.flow import DeploymentCore, plugin_failure
+from rakka_runtime.core.flow import DeploymentCore, OpenStream, plugin_failure
 from rakka_runtime.core.policy import Outcome, Policy, Wait
 from rakka_runtime.core.state import CallState
 from rakka_runtime.drivers import sync_transport
@@ -186,11 +186,11 @@ def _exchange(
     return None
 
 
-class _Stream:
-    """An attempt's open stream: the chunks of each block as they arrive, then its result.
-    Whatever ends it, :meth:`close` hands the connection back or closes it."""
+class _Stream(OpenStream):
+    """:class:`OpenStream` read with urllib3; :meth:`close` hands the connection back or
+    closes it, whatever ended the stream."""
 
-    __slots__ = ("_core", "_exchange", "_how", "_read", "_record", "_response", "_state")
+    __slots__ = ("_read", "_response")
 
     def __init__(
         self,
@@ -201,48 +201,23 @@ class _Stream:
         read: Callable[[], bytes],
         exchange: Exchange,
     ) -> None:
-        self._core = core
-        self._state = state
-        self._record = record
+        super().__init__(core, state, record, exchange)
         self._response = response
         self._read = read
-        self._exchange = exchange
-        self._how = "abandoned"  # until the body or the provider's end marker is reached
 
     def next(self) -> list[TokenChunk] | None:
         """The chunks the next block completes (maybe none); ``None`` once the stream ended."""
-        exchange = self._exchange
+        if self.ended:
+            return None
         try:
-            try:
-                if exchange.done:  # the provider's end marker: nothing after it is read
-                    self._how = "ended"
-                    return None
-                block = self._read()
-                if not block:
-                    self._how = "complete"
-                    return None
-                return exchange.feed(block)
-            except InferenceError as exc:
-                raise exchange.broken(exc)  # noqa: B904 - the same error, or what it means here
+            block = self._read()
         except Exception as exc:
-            raise self._core.exchange_failed(self._state, self._record, exc) from exc
-
-    def end(self, attempt: Outcome) -> None:
-        """The stream is over: its result on the attempt (raises what the end stands for)."""
-        exchange, core = self._exchange, self._core
-        try:
-            try:
-                result = exchange.end()
-            except InferenceError as exc:
-                raise exchange.broken(exc)  # noqa: B904 - the same error, or what it means here
-        except Exception as exc:
-            raise core.exchange_failed(self._state, self._record, exc) from exc
-        attempt.result = result
-        core.exchange_ok(self._state, self._record, result)
+            raise self.failed(exc)  # noqa: B904 - failed() keeps the cause
+        return self.chunks(block)
 
     def close(self) -> None:
         self._state.on_cancel(None)  # the connection may go back to the pool: never cut it
-        self._response.finish(self._how)
+        self._response.finish(self.how)
 
 
 def enter(policy: Policy, state: CallState) -> Any:
