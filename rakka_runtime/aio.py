@@ -117,9 +117,17 @@ class AsyncRuntime:
         return self.runtime.estimate_cost(request)
 
     async def aclose(self) -> None:
+        """Close this view's connections: its aiohttp sessions, and the connections the
+        policies opened on this loop (a Redis-shared policy's asyncio client); the runtime
+        too when this view owns it."""
         try:
             for transport in self._transports.values():
                 await transport.close()
+            for core in self.runtime.cores.values():
+                for policy in core.policies:
+                    aclose = getattr(policy, "aclose", None)
+                    if aclose is not None:
+                        await aclose()
         finally:
             if self._owns:
                 self.runtime.close()

@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from rakka_runtime.core.policy import Outcome, Policy, Wait, retry_wait_of
+from rakka_runtime.core.policy import Outcome, Policy, Wait, does_io, retry_wait_of
 from rakka_runtime.core.state import CallState
 from rakka_runtime.errors import Cancelled, InferenceError, PluginError
 from rakka_runtime.pricing import (
@@ -94,6 +94,17 @@ class DeploymentCore:
             for i, p in enumerate(self.attempt_policies)
             if getattr(p, "on_response", None) is not None
         ]
+        # What the asyncio driver may not call on the event loop as it is (core.policy):
+        # it awaits these policies' twins, or runs their calls in a worker thread.
+        self.io_policies = [p for p in self.policies if does_io(p)]
+        self.loop_responders = [
+            (i, respond) for i, respond in self.responders if not does_io(self.attempt_policies[i])
+        ]
+        self.io_responders = [
+            (i, p)
+            for i, p in enumerate(self.attempt_policies)
+            if does_io(p) and getattr(p, "on_response", None) is not None
+        ]
         timeouts = deployment.timeouts
         self.connect = timeouts.connect
         self.request_timeout = timeouts.request_timeout
@@ -140,12 +151,15 @@ class DeploymentCore:
         headers: dict[str, str],
         outcome: Outcome,
         entered: list[tuple[Policy, Any]],
+        responders: list[tuple[int, Any]] | None = None,
     ) -> str:
         """The response head arrived: the exchange's reading mode, after the attempt's
-        policies have seen the headers (rate-limit feedback before a long stream ends)."""
+        policies have seen the headers (rate-limit feedback before a long stream ends).
+        ``responders``: which of them to call here (the asyncio driver calls the ones
+        doing I/O itself)."""
         mode = exchange.head(status, headers)
         outcome.responded = True
-        for index, on_response in self.responders:
+        for index, on_response in self.responders if responders is None else responders:
             if index < len(entered):
                 on_response(state, entered[index][1])
         return mode

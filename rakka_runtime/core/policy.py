@@ -29,8 +29,14 @@ Optional methods, looked up once when the chain is built:
   deadline) and will not call it again: forget the caller (leave a queue);
 - ``close()``: the runtime is closing.
 
-A policy whose calls do blocking I/O (a Redis round trip) sets ``blocking = True``: the
-asyncio driver then runs its calls in a worker thread, never on the event loop.
+A policy whose calls do I/O (a Redis round trip) offers awaitable twins of them:
+``enter_async``, ``leave_async`` and, if it has ``on_response``, ``on_response_async``, with
+the same contracts. The asyncio driver awaits the twins on the event loop; the thread
+driver calls the plain methods. A policy that only has blocking calls sets
+``blocking = True`` instead: the asyncio driver then runs its calls in a worker thread.
+Either way a cancel ends the caller's wait at once, while such an ``enter`` runs to its
+end: what it then grants is left again (as an abandoned attempt), so a cancel never
+strands capacity.
 """
 
 from __future__ import annotations
@@ -44,7 +50,7 @@ if TYPE_CHECKING:
     from rakka_runtime.policies.clock import Clock
     from rakka_runtime.types import ChatResult
 
-__all__ = ["Outcome", "Policy", "Wait"]
+__all__ = ["Outcome", "Policy", "Wait", "does_io"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,3 +110,11 @@ class Policy(Protocol):
 def retry_wait_of(policy: Policy) -> Any:
     """The policy's ``retry_wait`` method, or ``None``."""
     return getattr(policy, "retry_wait", None)
+
+
+def does_io(policy: Policy) -> bool:
+    """Whether the asyncio driver must not call ``policy``'s plain methods on the event
+    loop: it has awaitable twins (``enter_async``) or declares ``blocking``."""
+    return getattr(policy, "enter_async", None) is not None or bool(
+        getattr(policy, "blocking", False)
+    )

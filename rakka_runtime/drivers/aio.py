@@ -9,13 +9,15 @@ queued for capacity, waiting for budget); every policy is left on the way out (s
 freed, tokens reconciled) and the connection is closed. :meth:`AsyncRunHandle.cancel`
 (from any thread) cancels the task that is running the request and surfaces as
 :class:`~rakka_runtime.errors.Cancelled`, as on the thread driver. A policy that does
-blocking I/O (``blocking = True``: the Redis-shared backends) is called in a worker
-thread, never on the event loop.
+I/O is awaited through its ``*_async`` twins (the Redis-shared backends, with redis-py's
+asyncio client), or, declaring ``blocking = True``, called in a worker thread; never
+called as it is on the event loop (:mod:`rakka_runtime.core.policy`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -35,6 +37,8 @@ if TYPE_CHECKING:
 __all__ = ["AsyncRunHandle", "run", "run_routed"]
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 
 async def run(
@@ -82,7 +86,7 @@ async def run(
                     attempt.error = exc
                     raise
                 finally:
-                    problem = await _leave_all(state, attempt_entered, attempt)
+                    problem = await _leave_all(core, state, attempt_entered, attempt)
                     if problem is not None and attempt.error is None and not attempt.abandoned:
                         raise plugin_failure(problem)
                 break
@@ -102,7 +106,7 @@ async def run(
             core.failed(state, Cancelled("the task was cancelled", partial=state.result))
         raise
     finally:
-        problem = await _leave_all(state, entered, outcome)
+        problem = await _leave_all(core, state, entered, outcome)
         if problem is not None and outcome.error is None and not outcome.abandoned:
             raise plugin_failure(problem)
     core.finished(state)
@@ -177,7 +181,17 @@ async def _exchange(
             request_timeout=core.request_timeout,
             deadline=state.deadline,
         )
-        mode = core.head(state, exchange, response.status, response.headers, attempt, entered)
+        mode = core.head(
+            state,
+            exchange,
+            response.status,
+            response.headers,
+            attempt,
+            entered,
+            core.loop_responders,
+        )
+        if core.io_responders:
+            await _respond(core, state, entered)
         if mode == "stream":
             how = "stream"
             return _Stream(core, state, record, response, exchange)
@@ -240,11 +254,16 @@ class _Stream(OpenStream):
 
 async def enter(policy: Policy, state: CallState) -> Any:
     """``policy.enter`` until it grants, waiting as it asks (without blocking the loop)."""
+    enter_async = getattr(policy, "enter_async", None)
     blocking = getattr(policy, "blocking", False)
     while True:
         try:
-            if blocking:
-                decision = await asyncio.to_thread(policy.enter, state)
+            if enter_async is not None:
+                decision = await _entered_whole(policy, state, enter_async(state))
+            elif blocking:
+                decision = await _entered_whole(
+                    policy, state, asyncio.to_thread(policy.enter, state)
+                )
             else:
                 decision = policy.enter(state)
         except InferenceError:
@@ -281,23 +300,83 @@ async def wait(decision: Wait, state: CallState, what: str) -> None:
         raise Cancelled(f"cancelled {what}")
 
 
+async def _entered_whole(policy: Policy, state: CallState, entering: Any) -> Any:
+    """Await an ``enter`` that does I/O. A cancel ends the wait at once, but the call
+    itself runs to its end (a Redis reservation may already have run): what it then
+    grants is left again in the background, as an abandoned attempt, and a place in line
+    given up, so a cancel never strands capacity."""
+    task = asyncio.ensure_future(entering)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        task.add_done_callback(lambda done: _give_back(policy, state, done))
+        raise
+
+
+def _give_back(policy: Policy, state: CallState, entered: asyncio.Future[Any]) -> None:
+    """What an ``enter`` whose caller was cancelled granted goes back (see above)."""
+    if entered.cancelled() or entered.exception() is not None:
+        return  # it refused or failed: nothing was granted
+    decision = entered.result()
+    if isinstance(decision, Wait):
+        abandon = getattr(policy, "abandon", None)
+        if abandon is not None:
+            abandon(state)
+        return
+    leaving = asyncio.ensure_future(_leave(policy, state, decision, Outcome(abandoned=True)))
+    _GIVING_BACK.add(leaving)  # a strong reference until it is done
+    leaving.add_done_callback(_gave_back)
+
+
+_GIVING_BACK: set[asyncio.Future[None]] = set()
+
+
+def _gave_back(leaving: asyncio.Future[None]) -> None:
+    _GIVING_BACK.discard(leaving)
+    if not leaving.cancelled() and leaving.exception() is not None:
+        log.warning("a cancelled request's grant could not be given back: %r", leaving.exception())
+
+
+async def _leave(policy: Policy, state: CallState, ticket: Any, outcome: Outcome) -> None:
+    """One policy's ``leave``, carried to its end even if the task is cancelled meanwhile."""
+    leave_async = getattr(policy, "leave_async", None)
+    if leave_async is not None:
+        await _shielded(leave_async(state, ticket, outcome))
+    elif getattr(policy, "blocking", False):
+        await _shielded(asyncio.to_thread(policy.leave, state, ticket, outcome))
+    else:
+        policy.leave(state, ticket, outcome)
+
+
 async def _leave_all(
-    state: CallState, entered: list[tuple[Policy, Any]], outcome: Outcome
+    core: DeploymentCore, state: CallState, entered: list[tuple[Policy, Any]], outcome: Outcome
 ) -> BaseException | None:
-    if not any(getattr(policy, "blocking", False) for policy, _ in entered):
+    if not core.io_policies:
         return DeploymentCore.leave_all(state, entered, outcome)
     problem: BaseException | None = None
     while entered:
         policy, ticket = entered.pop()
         try:
-            if getattr(policy, "blocking", False):
-                await _shielded(asyncio.to_thread(policy.leave, state, ticket, outcome))
-            else:
-                policy.leave(state, ticket, outcome)
+            await _leave(policy, state, ticket, outcome)
         except Exception as exc:
             if problem is None:
                 problem = exc
     return problem
+
+
+async def _respond(
+    core: DeploymentCore, state: CallState, entered: list[tuple[Policy, Any]]
+) -> None:
+    """The response head, for the attempt policies that do I/O (``core.head`` told the
+    others): their ``on_response_async``, or ``on_response`` in a worker thread."""
+    for index, policy in core.io_responders:
+        if index < len(entered):
+            ticket = entered[index][1]
+            respond = getattr(policy, "on_response_async", None)
+            if respond is not None:
+                await respond(state, ticket)
+            else:
+                await asyncio.to_thread(policy.on_response, state, ticket)  # type: ignore[attr-defined]
 
 
 async def _shielded(awaitable: Any) -> Any:

@@ -35,10 +35,12 @@ if TYPE_CHECKING:
     from rakka_runtime.core.policy import Outcome, Policy
     from rakka_runtime.core.state import CallState
     from rakka_runtime.plugins import PluginHooks
+    from rakka_runtime.policies.shared.redis_circuit import SharedCircuitBreaker
 
 __all__ = [
     "BreakerGate",
     "CircuitBreakerPlugin",
+    "SharedBreakerGate",
     "outcome_of",
     "plugin",
 ]
@@ -62,8 +64,6 @@ class BreakerGate:
 
     def __init__(self, breaker: Breaker[Any]) -> None:
         self.breaker = breaker
-        # The Redis-shared breaker talks to Redis on every call.
-        self.blocking = not isinstance(breaker, CircuitBreaker)
 
     def close(self) -> None:
         """Release what the backend holds (a shared store's connections); idempotent."""
@@ -75,12 +75,33 @@ class BreakerGate:
         return self.breaker.acquire()  # raises CircuitOpen
 
     def leave(self, state: CallState, ticket: Any, outcome: Outcome) -> None:
-        # A caller closing the stream early is neutral: it says nothing about the server.
-        if outcome.error is not None:
-            result: Outcome_ = outcome_of(outcome.error)
-        else:
-            result = "neutral" if outcome.abandoned else "success"
-        self.breaker.settle(ticket, result)
+        self.breaker.settle(ticket, _meaning(outcome))
+
+
+class SharedBreakerGate(BreakerGate):
+    """The circuit-breaker policy over the Redis-shared circuit (``backend: redis``): the
+    same decisions, plus the awaitable twins the asyncio driver uses to ask Redis with
+    redis-py's asyncio client on the event loop."""
+
+    breaker: SharedCircuitBreaker
+
+    async def enter_async(self, state: CallState) -> Any:
+        return await self.breaker.aacquire()  # raises CircuitOpen
+
+    async def leave_async(self, state: CallState, ticket: Any, outcome: Outcome) -> None:
+        await self.breaker.asettle(ticket, _meaning(outcome))
+
+    async def aclose(self) -> None:
+        """Close the asyncio client's connections (on the loop that made them)."""
+        await self.breaker.aclose()
+
+
+def _meaning(outcome: Outcome) -> Outcome_:
+    """What an attempt's end means for the circuit. A caller closing the stream early is
+    neutral: it says nothing about the server."""
+    if outcome.error is not None:
+        return outcome_of(outcome.error)
+    return "neutral" if outcome.abandoned else "success"
 
 
 class CircuitBreakerPlugin(ClockedPlugin):
@@ -98,16 +119,14 @@ class CircuitBreakerPlugin(ClockedPlugin):
         def notify(old_state: str, new_state: str, retry_at: float | None) -> None:
             hooks.breaker_state_changed(name, old_state, new_state, retry_at)
 
-        breaker: Breaker[Any]
         if policy.backend == "redis":
             from rakka_runtime.policies.shared.redis_circuit import SharedCircuitBreaker
 
-            breaker = SharedCircuitBreaker.from_policy(
+            shared = SharedCircuitBreaker.from_policy(
                 name, policy, clock=self.clock, on_change=notify
             )
-        else:
-            breaker = CircuitBreaker(policy, name=name, clock=self.clock, on_change=notify)
-        return BreakerGate(breaker)
+            return SharedBreakerGate(shared)
+        return BreakerGate(CircuitBreaker(policy, name=name, clock=self.clock, on_change=notify))
 
 
 plugin = CircuitBreakerPlugin()

@@ -48,11 +48,13 @@ if TYPE_CHECKING:
     from rakka_runtime.core.policy import Outcome, Policy
     from rakka_runtime.core.state import CallState
     from rakka_runtime.plugins import PluginHooks
+    from rakka_runtime.policies.shared.redis_admission import SharedAdmission
 
 __all__ = [
     "PAUSE_WITHOUT_RETRY_AFTER",
     "RateLimitGate",
     "RateLimitPlugin",
+    "SharedRateLimitGate",
     "plugin",
     "reserved_tokens",
 ]
@@ -69,10 +71,8 @@ def reserved_tokens(request: ChatRequest, input_tokens: int) -> int:
 class RateLimitGate:
     """The rate-limit policy of one deployment (a :class:`~rakka_runtime.core.policy.Policy`).
 
-    Its ticket is the attempt's grant. With the local queue, waiting in line is a
-    :class:`~rakka_runtime.core.policy.Wait` the driver carries out; the Redis-shared
-    admission still waits inside its own ``admit`` (``blocking``: the asyncio driver runs
-    it in a worker thread).
+    Its ticket is the attempt's grant. Waiting in line is a
+    :class:`~rakka_runtime.core.policy.Wait` the driver carries out, whichever backend.
     """
 
     name = "rate_limits"
@@ -83,9 +83,6 @@ class RateLimitGate:
         self.policy = policy
         self.admission = admission
         self._wait = policy.on_capacity_exhausted == "queue"
-        # The Redis-shared admission asks Redis in its steps: the asyncio driver runs them
-        # in a worker thread (the waits between steps are the driver's, as for the local one).
-        self.blocking = not isinstance(admission, AdmissionQueue)
         # Per request: its place in line while it waits (keyed by the state object).
         self._waiters: dict[int, Any] = {}
 
@@ -96,15 +93,22 @@ class RateLimitGate:
             close()
 
     def enter(self, state: CallState) -> Any:
-        key = id(state)
-        step = self.admission.reserve(
+        tokens, waiter, deadline = self._asking(state)
+        step = self.admission.reserve(tokens, waiter=waiter, deadline=deadline, wait=self._wait)
+        return self._entered(state, step)
+
+    def _asking(self, state: CallState) -> tuple[int, Any, float | None]:
+        """What to reserve for ``state``: its tokens, its place in line, its deadline."""
+        return (
             reserved_tokens(state.request, state.estimated_input_tokens),
-            waiter=self._waiters.pop(key, None),
-            deadline=_on_clock(state, self.admission),
-            wait=self._wait,
+            self._waiters.pop(id(state), None),
+            _on_clock(state, self.admission),
         )
+
+    def _entered(self, state: CallState, step: Any) -> Any:
+        """The decision for a reservation step: wait in line, or the attempt's ticket."""
         if isinstance(step, Pending):
-            self._waiters[key] = step.waiter
+            self._waiters[id(state)] = step.waiter
             return step.wait
         return _Ticket(step, state.result)
 
@@ -119,24 +123,64 @@ class RateLimitGate:
             self.admission.observe_all(feedback)
 
     def leave(self, state: CallState, ticket: _Ticket, outcome: Outcome) -> None:
-        requests_used, tokens_used = 1, -1
-        error = outcome.error
-        if isinstance(error, RateLimited):
-            requests_used = tokens_used = 0
-            pause = error.retry_after
-            self.admission.pause(PAUSE_WITHOUT_RETRY_AFTER if pause is None else pause)
-        elif isinstance(error, InferenceError):
-            partial = error.partial
-            if partial is not None and partial.usage is not None:
-                tokens_used = partial.usage.input_tokens + partial.usage.output_tokens
-        if tokens_used < 0:
-            tokens_used = _usage_or_guess(
-                outcome.result,
-                ticket.result_before,
-                state.estimated_input_tokens,
-                outcome.delivered,
-            )
+        pause, requests_used, tokens_used = _settlement(state, ticket, outcome)
+        if pause is not None:
+            self.admission.pause(pause)
         self.admission.release(ticket.grant, requests_used=requests_used, tokens_used=tokens_used)
+
+
+class SharedRateLimitGate(RateLimitGate):
+    """The rate-limit policy over the Redis-shared admission (``backend: redis``): the
+    same decisions, plus the awaitable twins the asyncio driver uses to ask Redis with
+    redis-py's asyncio client on the event loop."""
+
+    admission: SharedAdmission
+
+    async def enter_async(self, state: CallState) -> Any:
+        tokens, waiter, deadline = self._asking(state)
+        step = await self.admission.areserve(
+            tokens, waiter=waiter, deadline=deadline, wait=self._wait
+        )
+        return self._entered(state, step)
+
+    async def on_response_async(self, state: CallState, ticket: _Ticket) -> None:
+        feedback = state.rate_limit_feedback
+        if feedback:
+            await self.admission.aobserve_all(feedback)
+
+    async def leave_async(self, state: CallState, ticket: _Ticket, outcome: Outcome) -> None:
+        pause, requests_used, tokens_used = _settlement(state, ticket, outcome)
+        if pause is not None:
+            await self.admission.apause(pause)
+        await self.admission.arelease(
+            ticket.grant, requests_used=requests_used, tokens_used=tokens_used
+        )
+
+    async def aclose(self) -> None:
+        """Close the asyncio client's connections (on the loop that made them)."""
+        await self.admission.aclose()
+
+
+def _settlement(
+    state: CallState, ticket: _Ticket, outcome: Outcome
+) -> tuple[float | None, int, int]:
+    """How an attempt settles: the pause a 429 asks for (``None``: none), and the requests
+    and tokens it used (see the module docstring, step 4)."""
+    requests_used, tokens_used = 1, -1
+    pause: float | None = None
+    error = outcome.error
+    if isinstance(error, RateLimited):
+        requests_used = tokens_used = 0
+        pause = PAUSE_WITHOUT_RETRY_AFTER if error.retry_after is None else error.retry_after
+    elif isinstance(error, InferenceError):
+        partial = error.partial
+        if partial is not None and partial.usage is not None:
+            tokens_used = partial.usage.input_tokens + partial.usage.output_tokens
+    if tokens_used < 0:
+        tokens_used = _usage_or_guess(
+            outcome.result, ticket.result_before, state.estimated_input_tokens, outcome.delivered
+        )
+    return pause, requests_used, tokens_used
 
 
 class _Ticket:
@@ -174,21 +218,22 @@ class RateLimitPlugin(ClockedPlugin):
         policy = deployment.rate_limits
         if not policy.enabled:
             return None
-        admission: Admission[Any]
         if policy.backend == "redis":
             from rakka_runtime.policies.shared.redis_admission import SharedAdmission
 
-            admission = SharedAdmission.from_policy(deployment.name, policy, clock=self.clock)
-        else:
-            admission = AdmissionQueue(
+            shared = SharedAdmission.from_policy(deployment.name, policy, clock=self.clock)
+            return SharedRateLimitGate(policy, shared)
+        return RateLimitGate(
+            policy,
+            AdmissionQueue(
                 name=deployment.name,
                 requests_per_minute=policy.requests_per_minute,
                 tokens_per_minute=policy.tokens_per_minute,
                 concurrent_requests=policy.concurrent_requests,
                 clock=self.clock,
                 max_pause=policy.max_pause,
-            )
-        return RateLimitGate(policy, admission)
+            ),
+        )
 
 
 plugin = RateLimitPlugin()

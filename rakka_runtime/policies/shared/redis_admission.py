@@ -24,6 +24,11 @@ ends. What differs:
   as soon as Redis answers: by the next admission, and by a background thread polling at
   :data:`SETTLE_POLL`. Such a retry frees the lease and applies its deltas only if the
   lease was still held, so nothing applies twice. See :meth:`SharedAdmission._settle`.
+- **Both drivers, one logic.** Every operation that asks Redis is written once as steps
+  (:data:`~.redis_store.Steps`); the blocking methods (``reserve``, ``release``, ...) run
+  them with redis-py's blocking client, their ``a``-prefixed twins (``areserve``,
+  ``arelease``, ...) with its asyncio client on the event loop. The lease renewal and the
+  settlement retries run in background threads with the blocking client either way.
 - **Redis down.** ``on_backend_failure: local`` admits through a local
   :class:`~rakka_runtime.policies.admission.AdmissionQueue` with the same limits (each
   process then has the whole quota to itself until Redis is back); ``reject`` fails with
@@ -36,14 +41,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rakka_runtime.core.notify import Notifier
 from rakka_runtime.core.policy import Wait
@@ -61,7 +65,12 @@ from rakka_runtime.policies.admission import (
 from rakka_runtime.policies.clock import SYSTEM_CLOCK, Clock
 from rakka_runtime.policies.line import Line, Pending, Waiter, admit_by_steps, eta
 from rakka_runtime.policies.shared.redis_buckets import Bucket, RedisBuckets, Reservation
-from rakka_runtime.policies.shared.redis_store import BackendUnavailable, RedisStore
+from rakka_runtime.policies.shared.redis_store import (
+    BackendUnavailable,
+    Call,
+    RedisStore,
+    Steps,
+)
 
 if TYPE_CHECKING:
     from rakka_runtime.config.schema import RateLimitPolicy
@@ -170,10 +179,14 @@ class SharedAdmission:
         self._closed = False
 
     def close(self) -> None:
-        """Close the Redis connections (the runtime closes its middlewares on close).
+        """Close the Redis connections (the runtime closes its policies on close).
         Settlements still waiting for Redis are given up: their leases expire."""
         self._closed = True
         self._store.close()
+
+    async def aclose(self) -> None:
+        """Close the asyncio client's connections on the running loop."""
+        await self._store.aclose()
 
     @classmethod
     def from_policy(
@@ -227,7 +240,7 @@ class SharedAdmission:
             buckets = list(self._buckets.values())
         if self._store.usable():
             try:
-                return self._redis.peek(buckets)[2]
+                return self._store.call(self._redis.peek(buckets))[2]
             except BackendUnavailable:
                 pass
         return self.local.levels()
@@ -236,7 +249,7 @@ class SharedAdmission:
         """Seconds the fleet stays paused by a 429's retry-after (0: not paused)."""
         if self._store.usable():
             try:
-                return max(0.0, self._redis.peek([])[0])
+                return max(0.0, self._store.call(self._redis.peek([]))[0])
             except BackendUnavailable:
                 pass
         return self.local.paused_for()
@@ -250,7 +263,7 @@ class SharedAdmission:
         """Live concurrency leases of every process (0 while Redis is down)."""
         if self._store.usable():
             try:
-                return self._redis.peek([])[1]
+                return self._store.call(self._redis.peek([]))[1]
             except BackendUnavailable:
                 pass
         return 0
@@ -288,8 +301,28 @@ class SharedAdmission:
     ) -> SharedGrant | Pending:
         """One step of admission, as :meth:`AdmissionQueue.reserve`: a grant, or a place in
         this process's line and how long to wait before asking again. Only the head asks
-        Redis (one round trip; blocking I/O, so the asyncio driver calls this in a thread).
-        While Redis is down the step goes to the local fallback queue."""
+        Redis (one round trip, on this thread). While Redis is down the step goes to the
+        local fallback queue."""
+        return self._store.drive(self._reserve(tokens, waiter, deadline, wait))
+
+    async def areserve(
+        self,
+        tokens: int,
+        *,
+        waiter: Waiter | _LocalPlace | None = None,
+        deadline: float | None = None,
+        wait: bool = True,
+    ) -> SharedGrant | Pending:
+        """:meth:`reserve` with the asyncio client, on the running loop."""
+        return await self._store.adrive(self._reserve(tokens, waiter, deadline, wait))
+
+    def _reserve(
+        self,
+        tokens: int,
+        waiter: Waiter | _LocalPlace | None,
+        deadline: float | None,
+        wait: bool,
+    ) -> Steps[SharedGrant | Pending]:
         if isinstance(waiter, _LocalPlace):
             return self._local_step(tokens, waiter.waiter, deadline, wait)
         if not self._store.usable():
@@ -298,11 +331,11 @@ class SharedAdmission:
         probing = not self._store.healthy  # this call is the periodic reconnection attempt
         try:
             if not wait:
-                reply, grant = self._try(tokens)
+                reply, grant = yield from self._try(tokens)
                 if grant is None:
                     raise self._refusal(f"capacity exhausted ({self._why(reply)})", reply.wait)
                 return grant
-            return self._step(tokens, waiter, deadline, probing=probing)
+            return (yield from self._step(tokens, waiter, deadline, probing=probing))
         except BackendUnavailable:
             self.leave_line(waiter)
             return self._local_step(tokens, None, deadline, wait)
@@ -326,6 +359,13 @@ class SharedAdmission:
         When Redis fails here the settlement is retried as soon as Redis answers again
         (see :meth:`_settle`), so a stall does not keep the slot for its whole lease.
         """
+        self._store.drive(self._release(grant, requests_used, tokens_used))
+
+    async def arelease(self, grant: SharedGrant, *, requests_used: int, tokens_used: int) -> None:
+        """:meth:`release` with the asyncio client, on the running loop."""
+        await self._store.adrive(self._release(grant, requests_used, tokens_used))
+
+    def _release(self, grant: SharedGrant, requests_used: int, tokens_used: int) -> Steps[None]:
         if grant.released:
             return
         grant.released = True
@@ -342,7 +382,7 @@ class SharedAdmission:
             if used != reserved:
                 deltas.append((bucket, float(reserved - used)))
         if deltas or grant.lease is not None:
-            self._settle(grant.lease, tuple(deltas))
+            yield from self._settle(grant.lease, tuple(deltas))
         with self._cond:
             self._cond.notify_all()  # the head of the line may fit now
             self.changed.notify()
@@ -350,9 +390,16 @@ class SharedAdmission:
     def pause(self, seconds: float) -> None:
         """Admit nothing, in any process, for ``seconds`` (a 429's retry-after), at most
         ``max_pause`` (Redis caps it again, and caps a longer pause already stored)."""
+        self._store.drive(self._pause(seconds))
+
+    async def apause(self, seconds: float) -> None:
+        """:meth:`pause` with the asyncio client, on the running loop."""
+        await self._store.adrive(self._pause(seconds))
+
+    def _pause(self, seconds: float) -> Steps[None]:
         seconds = capped_pause(seconds, self.max_pause)
         self.local.pause(seconds)
-        self._shared(lambda: self._redis.pause(seconds))
+        yield from self._shared(self._redis.pause(seconds))
         with self._cond:
             self._cond.notify_all()  # a waiter whose deadline the pause outlasts fails now
             self.changed.notify()
@@ -362,6 +409,22 @@ class SharedAdmission:
     ) -> None:
         """Provider feedback, as :meth:`AdmissionQueue.observe`, applied to the shared
         buckets (the provider's ``remaining`` counts the whole fleet's use)."""
+        self._store.drive(self._observe(dimension, remaining, limit, reset))
+
+    def observe_all(self, feedback: Sequence[Feedback]) -> None:
+        self._store.drive(self._observe_all(feedback))
+
+    async def aobserve_all(self, feedback: Sequence[Feedback]) -> None:
+        """:meth:`observe_all` with the asyncio client, on the running loop."""
+        await self._store.adrive(self._observe_all(feedback))
+
+    def _observe_all(self, feedback: Sequence[Feedback]) -> Steps[None]:
+        for dimension, remaining, limit, reset in feedback:
+            yield from self._observe(dimension, remaining, limit, reset)
+
+    def _observe(
+        self, dimension: str, remaining: int, limit: int | None, reset: float | None
+    ) -> Steps[None]:
         self.local.observe(dimension, remaining=remaining, limit=limit, reset=reset)
         with self._cond:
             bucket = self._buckets.get(dimension)
@@ -370,23 +433,19 @@ class SharedAdmission:
                 bucket = self._buckets[dimension] = self._redis.bucket(dimension, limit)
         if bucket is not None:
             if remaining < bucket.capacity:  # otherwise it cannot lower anything
-                self._shared(lambda: self._redis.cap(bucket, remaining))
+                yield from self._shared(self._redis.cap(bucket, remaining))
         elif remaining <= 0 and reset is not None:
             pause = capped_pause(reset, self.max_pause)
-            self._shared(lambda: self._redis.pause(pause))
+            yield from self._shared(self._redis.pause(pause))
         with self._cond:
             self._cond.notify_all()
             self.changed.notify()
-
-    def observe_all(self, feedback: Sequence[Feedback]) -> None:
-        for dimension, remaining, limit, reset in feedback:
-            self.observe(dimension, remaining=remaining, limit=limit, reset=reset)
 
     # -- waiting ----------------------------------------------------------------------------
 
     def _step(
         self, tokens: int, waiter: Waiter | None, deadline: float | None, *, probing: bool
-    ) -> SharedGrant | Pending:
+    ) -> Steps[SharedGrant | Pending]:
         clock = self._clock
         now = clock.monotonic()
         with self._cond:
@@ -415,7 +474,7 @@ class SharedAdmission:
                 # Redis went down while this request waited: the head before it found
                 # out, and asking again would only repeat the wait for a timeout.
                 raise BackendUnavailable(f"Redis at {self._store.url} is down")
-            reply, grant = self._try(tokens)
+            reply, grant = yield from self._try(tokens)
         except BackendUnavailable:
             self.leave_line(waiter)  # it goes to the fallback: no place kept here
             raise
@@ -441,8 +500,8 @@ class SharedAdmission:
             max(0.0, seconds), why, notifier=self.changed, seen=seen, timed=timed, clock=self._clock
         )
 
-    def _try(self, tokens: int) -> tuple[Reservation, SharedGrant | None]:
-        if self._unsettled and not self._retry_unsettled():
+    def _try(self, tokens: int) -> Steps[tuple[Reservation, SharedGrant | None]]:
+        if self._unsettled and not (yield from self._retry_unsettled()):
             # Free what a stall kept first; Redis failed again, so the reservation would too.
             raise BackendUnavailable(f"Redis at {self._store.url} is down")
         with self._cond:
@@ -452,7 +511,7 @@ class SharedAdmission:
             )
         lease = uuid.uuid4().hex if self._slots else None
         try:
-            reply = self._redis.reserve(wants, slots=self._slots, lease_id=lease or "")
+            reply = yield self._redis.reserve(wants, slots=self._slots, lease_id=lease or "")
         except BackendUnavailable:
             if lease is not None:
                 # The script may still run when Redis wakes (the command was sent): it
@@ -513,13 +572,13 @@ class SharedAdmission:
             self._in_flight += 1
         return SharedGrant(tokens, (), None, local=step)
 
-    def _shared(self, change: Callable[[], object]) -> None:
+    def _shared(self, change: Call[Any]) -> Steps[None]:
         """Apply ``change`` in Redis if it is up; a lost update is only a missed correction."""
         if self._store.usable():
             with contextlib.suppress(BackendUnavailable):
-                change()
+                yield change
 
-    def _settle(self, lease: str | None, deltas: tuple[tuple[Bucket, float], ...]) -> None:
+    def _settle(self, lease: str | None, deltas: tuple[tuple[Bucket, float], ...]) -> Steps[None]:
         """Settle in Redis now, or keep the settlement for when Redis answers again.
 
         Not sent (Redis is down): retried as it is. Sent but failed (a timeout: it may
@@ -532,7 +591,7 @@ class SharedAdmission:
             self._keep_unsettled(lease, deltas, only_if_held=lease is not None)
             return
         try:
-            self._redis.settle(lease, deltas)
+            yield self._redis.settle(lease, deltas)
         except BackendUnavailable:
             if lease is not None:
                 self._keep_unsettled(lease, deltas, only_if_held=True)
@@ -556,13 +615,13 @@ class SharedAdmission:
         while True:
             time.sleep(SETTLE_POLL)  # Redis's own time, as leases: not an injected clock
             if not self._closed and self._store.usable():
-                self._retry_unsettled()
+                self._store.drive(self._retry_unsettled())
             with self._unsettled_lock:
                 if not self._unsettled or self._closed:
                     self._settling = False
                     return
 
-    def _retry_unsettled(self) -> bool:
+    def _retry_unsettled(self) -> Steps[bool]:
         """Settle what a Redis failure interrupted, oldest first; stop at the first failure
         (Redis is down again: the rest waits for the next try). Returns False then."""
         with self._unsettled_lock:
@@ -573,7 +632,7 @@ class SharedAdmission:
             if entry.until <= now:
                 continue  # its lease has expired in Redis: nothing left to free
             try:
-                self._redis.settle(entry.lease, entry.deltas, only_if_held=entry.only_if_held)
+                yield self._redis.settle(entry.lease, entry.deltas, only_if_held=entry.only_if_held)
             except BackendUnavailable:
                 later = list(pending[index + 1 :])
                 if entry.lease is not None:
@@ -599,7 +658,7 @@ class SharedAdmission:
                 if not held:
                     self._renewing = False
                     return
-            self._shared(functools.partial(self._redis.renew, held))
+            self._store.drive(self._shared(self._redis.renew(held)))
 
     def _refusal(self, why: str, retry_after: float | None) -> Backpressure:
         return Backpressure(

@@ -1,7 +1,9 @@
 """One deployment's shared capacity in Redis: token buckets, concurrency slots, the pause.
 
-Each method is a single atomic Lua script (``lua/*.lua``) run on Redis's clock; nothing
-here waits or decides policy (that is :mod:`.redis_admission`). Keys, for deployment
+Each method describes a single atomic Lua script (``lua/*.lua``), run on Redis's clock, as
+a :class:`~.redis_store.Call` (what to send and how to read the reply) for the store to
+run on either driver; nothing here waits or decides policy (that is
+:mod:`.redis_admission`). Keys, for deployment
 ``name`` and ``key_prefix`` ``p``::
 
     p:{rl:name}:requests   hash {level, at}   the requests-per-minute bucket
@@ -10,7 +12,7 @@ here waits or decides policy (that is :mod:`.redis_admission`). Keys, for deploy
     p:{rl:name}:pause      string              paused-until (after a 429)
 
 A bucket's hash expires once it would be full again, and a missing hash reads as full,
-so an idle deployment leaves nothing behind. Every call raises
+so an idle deployment leaves nothing behind. Running a call raises
 :class:`~.redis_store.BackendUnavailable` when Redis fails.
 """
 
@@ -18,9 +20,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from rakka_runtime.policies.admission import MAX_PAUSE
-from rakka_runtime.policies.shared.redis_store import LuaScript, RedisStore, key
+from rakka_runtime.policies.shared.redis_store import Call, LuaScript, RedisStore, key
 
 __all__ = ["Bucket", "RedisBuckets", "Reservation"]
 
@@ -86,26 +89,29 @@ class RedisBuckets:
 
     def reserve(
         self, wants: Sequence[tuple[Bucket, int]], *, slots: int | None, lease_id: str
-    ) -> Reservation:
+    ) -> Call[Reservation]:
         """Take ``amount`` from every bucket of ``wants`` and a slot, or nothing."""
         args: list[object] = [slots or 0, lease_id, self._lease_ms, self._max_pause_ms]
         for bucket, amount in wants:
             args.extend((*bucket.describe(), amount))
-        reply = self.store.run(
-            _RESERVE, [self._pause, self._slots, *(b.key for b, _ in wants)], args
-        )
-        granted, wait_ms, blocked = int(reply[0]), float(reply[1]), int(reply[2])
-        levels = {b.dimension: float(level) for (b, _), level in zip(wants, reply[3:], strict=True)}
-        if blocked > 0:
-            why = wants[blocked - 1][0].dimension
-        else:
-            why = "slots" if blocked < 0 else "paused"
-        return Reservation(
-            granted=bool(granted),
-            wait=None if wait_ms < 0 else wait_ms / 1000.0,
-            blocked=why,
-            levels=levels,
-        )
+
+        def read(reply: Any) -> Reservation:
+            granted, wait_ms, blocked = int(reply[0]), float(reply[1]), int(reply[2])
+            levels = {
+                b.dimension: float(level) for (b, _), level in zip(wants, reply[3:], strict=True)
+            }
+            if blocked > 0:
+                why = wants[blocked - 1][0].dimension
+            else:
+                why = "slots" if blocked < 0 else "paused"
+            return Reservation(
+                granted=bool(granted),
+                wait=None if wait_ms < 0 else wait_ms / 1000.0,
+                blocked=why,
+                levels=levels,
+            )
+
+        return Call(_RESERVE, [self._pause, self._slots, *(b.key for b, _ in wants)], args, read)
 
     def settle(
         self,
@@ -113,7 +119,7 @@ class RedisBuckets:
         deltas: Sequence[tuple[Bucket, float]],
         *,
         only_if_held: bool = False,
-    ) -> bool:
+    ) -> Call[bool]:
         """Free ``lease_id``'s slot and add each delta to its bucket (negative: charge).
 
         With ``only_if_held`` (a retry whose first try may have run, or the undoing of a
@@ -123,27 +129,33 @@ class RedisBuckets:
         args: list[object] = [lease_id or "", "1" if only_if_held else "0"]
         for bucket, delta in deltas:
             args.extend((*bucket.describe(), delta))
-        reply = self.store.run(_SETTLE, [self._slots, *(b.key for b, _ in deltas)], args)
-        return bool(int(reply))
+        return Call(
+            _SETTLE, [self._slots, *(b.key for b, _ in deltas)], args, lambda r: bool(int(r))
+        )
 
-    def renew(self, lease_ids: Iterable[str]) -> int:
-        """Extend live leases by the lease time; returns how many were still held."""
-        return int(self.store.run(_RENEW, [self._slots], [self._lease_ms, *lease_ids]))
+    def renew(self, lease_ids: Iterable[str]) -> Call[int]:
+        """Extend live leases by the lease time; answers how many were still held."""
+        return Call(_RENEW, [self._slots], [self._lease_ms, *lease_ids], int)
 
-    def pause(self, seconds: float) -> None:
+    def pause(self, seconds: float) -> Call[Any]:
         """Pause every process for ``seconds``, at most ``max_pause`` (a stored pause that
         is longer, written by a process with a larger limit, is cut to it)."""
         ms = min(max(0.0, seconds) * 1000.0, self._max_pause_ms)
-        self.store.run(_PAUSE, [self._pause], [ms, self._max_pause_ms])
+        return Call(_PAUSE, [self._pause], [ms, self._max_pause_ms])
 
-    def cap(self, bucket: Bucket, remaining: int) -> None:
-        self.store.run(_CAP, [bucket.key], [*bucket.describe(), remaining])
+    def cap(self, bucket: Bucket, remaining: int) -> Call[Any]:
+        return Call(_CAP, [bucket.key], [*bucket.describe(), remaining])
 
-    def peek(self, buckets: Sequence[Bucket]) -> tuple[float, int, dict[str, float]]:
+    def peek(self, buckets: Sequence[Bucket]) -> Call[tuple[float, int, dict[str, float]]]:
         """``(seconds paused, slots in use, {dimension: level})``, changing nothing."""
         args: list[object] = []
         for bucket in buckets:
             args.extend(bucket.describe())
-        reply = self.store.run(_PEEK, [self._pause, self._slots, *(b.key for b in buckets)], args)
-        levels = {b.dimension: float(level) for b, level in zip(buckets, reply[2:], strict=True)}
-        return float(reply[0]) / 1000.0, int(reply[1]), levels
+
+        def read(reply: Any) -> tuple[float, int, dict[str, float]]:
+            levels = {
+                b.dimension: float(level) for b, level in zip(buckets, reply[2:], strict=True)
+            }
+            return float(reply[0]) / 1000.0, int(reply[1]), levels
+
+        return Call(_PEEK, [self._pause, self._slots, *(b.key for b in buckets)], args, read)

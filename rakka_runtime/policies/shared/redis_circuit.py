@@ -13,6 +13,10 @@ Reading the state costs one round trip, or none: a process trusts the state it l
 for ``state_cache`` (≤ 50 ms), so a trip reaches every process that keeps calling within
 that plus one round trip. An open circuit is refused locally until its retry time.
 
+Both drivers run one logic: what the breaker asks Redis is written once as steps
+(:data:`~.redis_store.Steps`); ``acquire``/``settle`` run them with the blocking client,
+``aacquire``/``asettle`` with the asyncio client on the event loop.
+
 Redis down: ``on_backend_failure: local`` uses this process's own
 :class:`~rakka_runtime.policies.circuit.CircuitBreaker` (same policy) until Redis answers
 again; ``reject`` fails calls with ``circuit_open`` (the call is refused by the breaker
@@ -43,8 +47,10 @@ from rakka_runtime.policies.circuit import (
 from rakka_runtime.policies.clock import SYSTEM_CLOCK, Clock
 from rakka_runtime.policies.shared.redis_store import (
     BackendUnavailable,
+    Call,
     LuaScript,
     RedisStore,
+    Steps,
     key,
 )
 
@@ -114,8 +120,12 @@ class SharedCircuitBreaker:
         self.local = CircuitBreaker(policy, name=name, clock=clock, on_change=self._local_changed)
 
     def close(self) -> None:
-        """Close the Redis connections (the runtime closes its middlewares on close)."""
+        """Close the Redis connections (the runtime closes its policies on close)."""
         self._store.close()
+
+    async def aclose(self) -> None:
+        """Close the asyncio client's connections on the running loop."""
+        await self._store.aclose()
 
     @classmethod
     def from_policy(
@@ -148,6 +158,21 @@ class SharedCircuitBreaker:
 
     def acquire(self) -> SharedPermit:
         """A permit for one call, or :class:`CircuitOpen` when the circuit refuses it."""
+        return self._store.drive(self._acquire())
+
+    async def aacquire(self) -> SharedPermit:
+        """:meth:`acquire` with the asyncio client, on the running loop."""
+        return await self._store.adrive(self._acquire())
+
+    def settle(self, permit: SharedPermit, outcome: Outcome) -> None:
+        """Record how the call behind ``permit`` ended."""
+        self._store.drive(self._settle(permit, outcome))
+
+    async def asettle(self, permit: SharedPermit, outcome: Outcome) -> None:
+        """:meth:`settle` with the asyncio client, on the running loop."""
+        await self._store.adrive(self._settle(permit, outcome))
+
+    def _acquire(self) -> Steps[SharedPermit]:
         store = self._store
         if not store.usable():
             return self._fallback()
@@ -159,7 +184,7 @@ class SharedCircuitBreaker:
             if view.state == OPEN and view.retry_at is not None and now < view.retry_at:
                 raise self._open_error(view.retry_at, now)
         try:
-            reply = store.run(_ACQUIRE, self._keys, self._acquire_args)
+            reply = yield Call(_ACQUIRE, self._keys, self._acquire_args)
         except BackendUnavailable:
             return self._fallback()
         view = self._apply(reply, now)
@@ -175,13 +200,12 @@ class SharedCircuitBreaker:
         assert view.retry_at is not None
         raise self._open_error(view.retry_at, now)
 
-    def settle(self, permit: SharedPermit, outcome: Outcome) -> None:
-        """Record how the call behind ``permit`` ended."""
+    def _settle(self, permit: SharedPermit, outcome: Outcome) -> Steps[None]:
         if permit.local is not None:
             self.local.settle(permit.local, outcome)
             return
         if permit.probe:
-            self._send(permit.generation, _PROBE_OUTCOME[outcome])
+            yield from self._send(permit.generation, _PROBE_OUTCOME[outcome])
             return
         if outcome == "neutral":
             return
@@ -190,18 +214,18 @@ class SharedCircuitBreaker:
                 return  # admitted under an earlier state: its outcome is stale
             tripped = self._counter.record(self._clock.monotonic(), failed=outcome == "failure")
         if tripped:
-            self._send(permit.generation, "open")
+            yield from self._send(permit.generation, "open")
 
     # -- shared state -------------------------------------------------------------------------
 
-    def _send(self, generation: int, change: str) -> None:
+    def _send(self, generation: int, change: str) -> Steps[None]:
         """Evidence for the shared circuit. Lost when Redis is down: a probe's slot then
         frees itself with its TTL, and a trip is sent again on the next failure."""
         if not self._store.usable():
             return
         now = self._clock.monotonic()
         try:
-            reply = self._store.run(_SETTLE, self._keys, [generation, change, self._open_ms])
+            reply = yield Call(_SETTLE, self._keys, [generation, change, self._open_ms])
         except BackendUnavailable:
             return
         self._apply(reply, now)

@@ -8,30 +8,49 @@ the first call that succeeds brings the store back (logged at info).
 
 redis-py is imported here, when a store is created, and only then: a runtime that never
 uses ``backend: redis`` does not need the package.
+
+Both drivers share one logic: a policy writes what it asks Redis as *steps*, a generator
+that yields :class:`Call` values and is sent each reply (or has
+:class:`BackendUnavailable` thrown in). :meth:`RedisStore.drive` runs steps with redis-py's
+blocking client (threads); :meth:`RedisStore.adrive` with its asyncio client, on the
+running event loop, with the same scripts.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from rakka_runtime.errors import ConfigError
 
 if TYPE_CHECKING:
     import redis
+    import redis.asyncio
 
     from rakka_runtime.config.schema import RedisBackend, SecretRef
 
-__all__ = ["BackendUnavailable", "LuaScript", "RedisStore", "key", "safe_url"]
+__all__ = [
+    "BackendUnavailable",
+    "Call",
+    "LuaScript",
+    "RedisStore",
+    "Steps",
+    "key",
+    "reply_as_is",
+    "safe_url",
+]
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class BackendUnavailable(Exception):
@@ -50,6 +69,24 @@ class LuaScript:
     def load(cls, name: str) -> LuaScript:
         text = resources.files(__package__).joinpath("lua", f"{name}.lua").read_text("utf-8")
         return cls(name, text, hashlib.sha1(text.encode("utf-8")).hexdigest())
+
+
+def reply_as_is(reply: Any) -> Any:
+    return reply
+
+
+@dataclass(frozen=True, slots=True)
+class Call(Generic[T]):
+    """One script to run in Redis, and how to read its reply."""
+
+    script: LuaScript
+    keys: Sequence[str]
+    args: Sequence[Any]
+    read: Callable[[Any], T] = reply_as_is
+
+
+Steps = Generator[Call[Any], Any, T]
+"""What a policy asks Redis, one :class:`Call` at a time, ending with its answer."""
 
 
 def key(prefix: str, kind: str, name: str, part: str) -> str:
@@ -80,6 +117,10 @@ class _PasswordFromSecret:
     def check(self) -> None:
         """Read the secret now: a missing one fails the start (ConfigError), not a call."""
         self._read()
+
+    async def get_credentials_async(self) -> tuple[str]:
+        # redis-py's asyncio client asks this one; the secret is a small local read.
+        return self.get_credentials()
 
     def get_credentials(self) -> tuple[str]:
         try:
@@ -128,6 +169,7 @@ class RedisStore:
         self.url = safe_url(config.url)
         self._clock = clock
         credentials: dict[str, Any] = {}
+        self._failures: tuple[type[BaseException], ...] = (redis.exceptions.RedisError, OSError)
         if config.password is not None:
             policy_path = config_path.rpartition(".")[0] or config_path
             provider = _PasswordFromSecret(
@@ -140,15 +182,21 @@ class RedisStore:
         # One immediate retry on a broken connection only: after a Redis restart every
         # pooled socket is dead, and the retry reconnects instead of failing the call. A
         # timeout is not retried (that would double the time a request may lose here).
-        self.client: redis.Redis = redis.Redis.from_url(
-            config.url,
+        self._options: dict[str, Any] = dict(
             socket_timeout=config.socket_timeout,
             socket_connect_timeout=config.socket_connect_timeout,
-            retry=Retry(NoBackoff(), 1, (redis.exceptions.ConnectionError,)),
             decode_responses=True,
             **credentials,
         )
-        self._failures: tuple[type[BaseException], ...] = (redis.exceptions.RedisError, OSError)
+        self.client: redis.Redis = redis.Redis.from_url(
+            config.url,
+            retry=Retry(NoBackoff(), 1, (redis.exceptions.ConnectionError,)),
+            **self._options,
+        )
+        # The asyncio client is made in the first event loop that asks (its connections
+        # belong to that loop); see :meth:`_aclient`.
+        self._aclient: redis.asyncio.Redis | None = None
+        self._aloop: asyncio.AbstractEventLoop | None = None
         self._noscript: type[BaseException] = redis.exceptions.NoScriptError
         self._lock = threading.Lock()
         self._healthy = True
@@ -193,7 +241,93 @@ class RedisStore:
             self._up()
         return reply
 
+    def call(self, call: Call[T]) -> T:
+        """Run one :class:`Call` (blocking). :raises BackendUnavailable: as :meth:`run`."""
+        return call.read(self.run(call.script, call.keys, call.args))
+
+    def drive(self, steps: Steps[T]) -> T:
+        """Run ``steps`` on this thread with the blocking client; returns their answer."""
+        reply: Any = None
+        failure: BackendUnavailable | None = None
+        while True:
+            try:
+                call = steps.send(reply) if failure is None else steps.throw(failure)
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]
+            try:
+                reply, failure = self.call(call), None
+            except BackendUnavailable as exc:
+                reply, failure = None, exc
+
+    async def adrive(self, steps: Steps[T]) -> T:
+        """Run ``steps`` with the asyncio client on the running loop: the same steps, the
+        same scripts and the same up/down bookkeeping as :meth:`drive`."""
+        reply: Any = None
+        failure: BackendUnavailable | None = None
+        while True:
+            try:
+                call = steps.send(reply) if failure is None else steps.throw(failure)
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]
+            try:
+                reply, failure = await self.acall(call), None
+            except BackendUnavailable as exc:
+                reply, failure = None, exc
+
+    async def acall(self, call: Call[T]) -> T:
+        """Run one :class:`Call` on the running loop.
+
+        :raises BackendUnavailable: Redis failed; the store is now down.
+        """
+        client = self._aclient_here()
+        if client is None:
+            # This store's asyncio client belongs to another loop that still runs: its
+            # connections cannot serve this one, so the blocking client does, in a thread.
+            return await asyncio.to_thread(self.call, call)
+        keys, args = call.keys, call.args
+        try:
+            try:
+                reply = await client.evalsha(call.script.sha, len(keys), *keys, *args)
+            except self._noscript:
+                reply = await client.eval(call.script.text, len(keys), *keys, *args)
+        except self._failures as exc:
+            self._down(exc)
+            raise BackendUnavailable(f"Redis at {self.url}: {exc}") from exc
+        if not self._healthy:
+            self._up()
+        return call.read(reply)
+
+    def _aclient_here(self) -> redis.asyncio.Redis | None:
+        """The asyncio client of the running loop (made now if there is none, or if the
+        loop it belonged to is closed); ``None`` while another live loop owns it."""
+        loop = asyncio.get_running_loop()
+        if self._aclient is not None and self._aloop is loop:
+            return self._aclient
+        if self._aloop is not None and not self._aloop.is_closed():
+            return None
+        import redis.asyncio
+        import redis.exceptions
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+
+        self._aclient = redis.asyncio.Redis.from_url(
+            self.config.url,
+            retry=Retry(NoBackoff(), 1, (redis.exceptions.ConnectionError,)),
+            **self._options,
+        )
+        self._aloop = loop
+        return self._aclient
+
+    async def aclose(self) -> None:
+        """Close the asyncio client's connections if they belong to the running loop."""
+        client = self._aclient
+        if client is not None and self._aloop is asyncio.get_running_loop():
+            self._aclient = self._aloop = None
+            await client.aclose()
+
     def close(self) -> None:
+        """Close the blocking client (an asyncio client is closed by :meth:`aclose`, on its
+        own loop; one left open is dropped with that loop)."""
         self.client.close()
 
     def _down(self, exc: BaseException) -> None:

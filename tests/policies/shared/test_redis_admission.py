@@ -153,7 +153,7 @@ def test_a_huge_retry_after_pauses_the_fleet_for_at_most_max_pause(
         rt.chat("hi")
     policy = {"backend": "redis", "redis": {"url": redis_server.url, "key_prefix": prefix}}
     fresh = SharedAdmission.from_policy("openai", validate(RateLimitPolicy, policy))
-    paused, _, _ = fresh._redis.peek([])
+    paused, _, _ = fresh._store.call(fresh._redis.peek([]))
     assert 0.5 < paused <= 2.0  # stored fleet-wide, but capped: not 11.6 days
     fresh.close()
 
