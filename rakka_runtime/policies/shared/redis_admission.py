@@ -8,8 +8,11 @@ ends. What differs:
 - **Where capacity lives.** Buckets, slots and the 429 pause are in Redis
   (:mod:`.redis_buckets`); each reservation and reconciliation is one atomic script.
 - **Order.** First come, first served *within* a process: only the head of the process's
-  line asks Redis. *Across* processes there is no queue: each head asks again when Redis
-  predicts the capacity it needs will be there (at least every :data:`POLL` seconds, so
+  line asks Redis, except while capacity is plentiful: while Redis's last answer was a
+  grant and the levels it reported fit everyone in line, waiters ask at once, side by side
+  (one round trip after another would cap a process at one admission per round trip).
+  *Across* processes there is no queue: each head asks again when Redis predicts the
+  capacity it needs will be there (at least every :data:`POLL` seconds, so
   capacity another process gives back is noticed), or every :data:`SLOT_POLL` seconds
   when it waits for a concurrency slot. That is fair-ish, not FCFS: a large request can
   lose races to smaller ones from other processes, but never past its deadline.
@@ -75,7 +78,14 @@ from rakka_runtime.policies.shared.redis_store import (
 if TYPE_CHECKING:
     from rakka_runtime.config.schema import RateLimitPolicy
 
-__all__ = ["POLL", "SETTLE_POLL", "SLOT_POLL", "SharedAdmission", "SharedGrant"]
+__all__ = [
+    "FEEDBACK_EVERY",
+    "POLL",
+    "SETTLE_POLL",
+    "SLOT_POLL",
+    "SharedAdmission",
+    "SharedGrant",
+]
 
 POLL = 0.1
 """Longest a waiting head sleeps before asking Redis again."""
@@ -87,6 +97,11 @@ through the store's own reconnection pacing, ``retry_interval``)."""
 MAX_UNSETTLED = 10_000
 """Most interrupted settlements kept for retry; past that the oldest are dropped (their
 leases expire on their own)."""
+
+FEEDBACK_EVERY = 0.1
+"""Shortest interval between two corrections of a shared bucket from the provider's
+``x-ratelimit-remaining-*`` headers (per process and bucket; an exhausted bucket is
+always corrected)."""
 
 SLOT_POLL = 0.02
 """How often a head waiting for a concurrency slot asks Redis (a slot another process
@@ -169,6 +184,8 @@ class SharedAdmission:
         self._cond = threading.Condition(threading.Lock())
         self._known: dict[str, float] = {}  # bucket levels in Redis's last reply
         self._known_at = 0.0
+        self._next_feedback: dict[str, float] = {}  # when a bucket may be corrected again
+        self._granting = True  # Redis's last answer was a grant: waiters may ask at once
         self._in_flight = 0
         self._held: set[str] = set()  # leases this process renews
         self._renewing = False
@@ -432,7 +449,15 @@ class SharedAdmission:
             if learn and limit and (bucket is None or bucket.capacity != limit):
                 bucket = self._buckets[dimension] = self._redis.bucket(dimension, limit)
         if bucket is not None:
-            if remaining < bucket.capacity:  # otherwise it cannot lower anything
+            # Below capacity (otherwise it cannot lower anything), and at most every
+            # FEEDBACK_EVERY per bucket unless the provider says nothing is left: every
+            # response carries the headers, and a round trip each would double what
+            # sharing costs a request, for a correction the next one repeats.
+            now = time.monotonic()
+            if remaining < bucket.capacity and (
+                remaining <= 0 or now >= self._next_feedback.get(dimension, 0.0)
+            ):
+                self._next_feedback[dimension] = now + FEEDBACK_EVERY
                 yield from self._shared(self._redis.cap(bucket, remaining))
         elif remaining <= 0 and reset is not None:
             pause = capped_pause(reset, self.max_pause)
@@ -454,10 +479,19 @@ class SharedAdmission:
                 waiter = self._line.join(tokens, limit)
             limit = waiter.limit
             ahead = self._line.ahead(waiter)
+            flowing = False
             if ahead:
                 at, why = self._predict(tokens, ahead, now)
                 seen = self.changed.version
-        if ahead:
+                # While Redis grants, and everyone ahead and this one fit in the levels it
+                # last reported, this one asks now too rather than one round trip after
+                # another (a line of 128 would admit one request per round trip).
+                flowing = (
+                    self._granting
+                    and at <= now
+                    and (self._slots is None or self._in_flight + len(ahead) < self._slots)
+                )
+        if ahead and not flowing:
             if at > limit:
                 self.leave_line(waiter)
                 raise self._refusal(
@@ -467,7 +501,8 @@ class SharedAdmission:
                 self.leave_line(waiter)
                 raise self._refusal("deadline passed in the queue", None)
             return Pending(waiter, self._wait(limit - now, why or "in line", seen, timed=False))
-        # The head asks Redis outside the lock: releases and arrivals go on meanwhile.
+        # The head (or a flowing waiter) asks Redis outside the lock: releases and arrivals
+        # go on meanwhile.
         seen = self.changed.version
         try:
             if not (probing or self._store.healthy):
@@ -522,6 +557,7 @@ class SharedAdmission:
             raise
         with self._cond:
             self._known, self._known_at = reply.levels, self._clock.monotonic()
+            self._granting = reply.granted
             if not reply.granted:
                 return reply, None
             self._in_flight += 1

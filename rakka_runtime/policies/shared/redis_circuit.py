@@ -10,7 +10,8 @@ trip it, opens the fleet's circuit. Successes in a closed circuit therefore cost
 call; counting every process's failures together would cost one per call.
 
 Reading the state costs one round trip, or none: a process trusts the state it last read
-for ``state_cache`` (≤ 50 ms), so a trip reaches every process that keeps calling within
+for ``state_cache`` (≤ 50 ms), and while one call reads it again the others go on with the
+last closed state, so a trip reaches every process that keeps calling within
 that plus one round trip. An open circuit is refused locally until its retry time.
 
 Both drivers run one logic: what the breaker asks Redis is written once as steps
@@ -115,6 +116,7 @@ class SharedCircuitBreaker:
         self._counter = TripCounter(policy)
         self._counting: int | None = None  # the generation the counter's evidence is from
         self._view: _View | None = None
+        self._reading = False  # an acquire is reading the shared state now
         self._visible = CLOSED  # the state listeners were last told
         self._feed = StateFeed(self._lock, on_change)
         self.local = CircuitBreaker(policy, name=name, clock=clock, on_change=self._local_changed)
@@ -178,15 +180,21 @@ class SharedCircuitBreaker:
             return self._fallback()
         now = self._clock.monotonic()
         view = self._view
-        if view is not None and now - view.read_at <= self._cache:
+        if view is not None and (now - view.read_at <= self._cache or self._reading):
+            # Fresh, or being read again by another call: a closed circuit lets this call
+            # through on what was last read (so a burst after the cache expired costs one
+            # round trip, not one per call); an open one refuses until its retry time.
             if view.state == CLOSED:
                 return SharedPermit(view.generation, probe=False)
             if view.state == OPEN and view.retry_at is not None and now < view.retry_at:
                 raise self._open_error(view.retry_at, now)
+        self._reading = True
         try:
             reply = yield Call(_ACQUIRE, self._keys, self._acquire_args)
         except BackendUnavailable:
             return self._fallback()
+        finally:
+            self._reading = False
         view = self._apply(reply, now)
         if view.state == CLOSED:
             return SharedPermit(view.generation, probe=False)

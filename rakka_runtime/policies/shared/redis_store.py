@@ -52,6 +52,11 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+ASYNC_CONNECTIONS = 1024
+"""Most connections of a store's asyncio client. A call holds one for its round trip, and
+on a busy event loop that lasts until the loop comes back to it; the blocking client has
+no limit at all (one connection per thread that calls at once)."""
+
 
 class BackendUnavailable(Exception):
     """Redis could not serve this call; the caller falls back (or rejects)."""
@@ -310,11 +315,17 @@ class RedisStore:
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
 
-        self._aclient = redis.asyncio.Redis.from_url(
+        # A blocking pool: past ASYNC_CONNECTIONS calls at once, a call waits (at most the
+        # socket timeout) for a connection; redis-py's default asyncio pool refuses the
+        # 101st concurrent call ("Too many connections"), which counted as Redis down.
+        pool = redis.asyncio.BlockingConnectionPool.from_url(
             self.config.url,
+            max_connections=ASYNC_CONNECTIONS,
+            timeout=self.config.socket_timeout,
             retry=Retry(NoBackoff(), 1, (redis.exceptions.ConnectionError,)),
             **self._options,
         )
+        self._aclient = redis.asyncio.Redis.from_pool(pool)  # closing it closes the pool
         self._aloop = loop
         return self._aclient
 
