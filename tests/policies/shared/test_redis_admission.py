@@ -251,6 +251,8 @@ def test_a_dead_process_frees_its_slot_when_its_lease_expires(
     finally:
         child.kill()
         child.wait(10)
+        if child.stdout is not None:
+            child.stdout.close()
 
 
 # --- through the runtime -------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from rakka_runtime.config.loader import dump_config_yaml
 from rakka_runtime.config.schema import RateLimitPolicy
 from rakka_runtime.config.validation import validate
 from rakka_runtime.errors import ConfigError
+from rakka_runtime.policies.line import Pending
 from rakka_runtime.policies.shared.redis_admission import SharedAdmission
 
 FIRST = "redis-canary-first-4b1e"
@@ -43,11 +45,31 @@ def _shared(server: RedisServer, prefix: str, secret: Path) -> SharedAdmission:
     return SharedAdmission.from_policy("d", policy)
 
 
+def _one_request(shared: SharedAdmission, driver: str) -> None:
+    """Admit and release one request, with the blocking client or (each time in a new
+    event loop, so a new asyncio client) with the asyncio one."""
+    if driver == "sync":
+        shared.release(shared.admit(0, wait=False), requests_used=1, tokens_used=0)
+        return
+
+    async def one() -> None:
+        try:
+            grant = await shared.areserve(0, wait=False)
+            assert not isinstance(grant, Pending)
+            await shared.arelease(grant, requests_used=1, tokens_used=0)
+        finally:
+            await shared.aclose()
+
+    asyncio.run(one())
+
+
+@pytest.mark.parametrize("driver", ["sync", "async"])
 def test_a_rotated_password_file_is_used_on_reconnection(
     own_redis_server: RedisServer,
     prefix: str,
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
+    driver: str,
 ) -> None:
     secret = tmp_path / "redis-password"
     secret.write_text(FIRST + "\n")
@@ -55,7 +77,7 @@ def test_a_rotated_password_file_is_used_on_reconnection(
     caplog.set_level(logging.DEBUG)
 
     shared = _shared(own_redis_server, prefix, secret)
-    shared.release(shared.admit(0, wait=False), requests_used=1, tokens_used=0)
+    _one_request(shared, driver)
     assert shared.shared  # talking to Redis, authenticated
     assert shared.levels()["requests"] == pytest.approx(59.0, abs=0.5)
 
@@ -64,7 +86,7 @@ def test_a_rotated_password_file_is_used_on_reconnection(
     admin.config_set("requirepass", SECOND)
     secret.write_text(SECOND + "\n")
     admin.client_kill_filter(_type="normal")
-    shared.release(shared.admit(0, wait=False), requests_used=1, tokens_used=0)
+    _one_request(shared, driver)
     assert shared.shared  # reconnected with the password read from the file again
     assert shared.levels()["requests"] == pytest.approx(58.0, abs=0.5)
 
@@ -72,7 +94,7 @@ def test_a_rotated_password_file_is_used_on_reconnection(
     # printed holds a password.
     secret.write_text("not-the-password")
     _admin(own_redis_server, SECOND).client_kill_filter(_type="normal")
-    shared.release(shared.admit(0, wait=False), requests_used=1, tokens_used=0)
+    _one_request(shared, driver)
     assert not shared.shared
     shared.close()
     for text in (caplog.text, repr(shared)):
