@@ -53,8 +53,7 @@ async def run(
     entered: list[tuple[Policy, Any]] = []
     outcome = Outcome()
     try:
-        for policy in core.request_policies:
-            entered.append((policy, await enter(policy, state)))
+        await _enter_all(core, core.request_policies, state, entered)
         retries = 0
         first = True
         while True:
@@ -63,8 +62,7 @@ async def run(
             attempt_entered: list[tuple[Policy, Any]] = []
             try:
                 try:
-                    for policy in core.attempt_policies:
-                        attempt_entered.append((policy, await enter(policy, state)))
+                    await _enter_all(core, core.attempt_policies, state, attempt_entered)
                     stream = await _open(core, transport, state, attempt, attempt_entered)
                     if stream is not None:
                         try:
@@ -252,11 +250,45 @@ class _Stream(OpenStream):
         await self._response.finish(self.how)
 
 
-async def enter(policy: Policy, state: CallState) -> Any:
-    """``policy.enter`` until it grants, waiting as it asks (without blocking the loop)."""
+async def _enter_all(
+    core: DeploymentCore,
+    policies: list[Policy],
+    state: CallState,
+    entered: list[tuple[Policy, Any]],
+) -> None:
+    """Enter ``policies`` in order, each ``(policy, ticket)`` appended to ``entered`` as it
+    is granted. A policy without I/O that grants at once is asked right here (no coroutine
+    of its own: most requests never wait); the others go through :func:`enter`."""
+    io = core.io_policies
+    for policy in policies:
+        if io and policy in io:
+            decision = await enter(policy, state)
+        else:
+            try:
+                decision = policy.enter(state)
+            except InferenceError:
+                raise
+            except Exception as exc:
+                raise plugin_failure(exc) from exc
+            if isinstance(decision, Wait):
+                decision = await enter(policy, state, decision)
+        entered.append((policy, decision))
+
+
+async def enter(policy: Policy, state: CallState, pending: Wait | None = None) -> Any:
+    """``policy.enter`` until it grants, waiting as it asks (without blocking the loop);
+    ``pending``: the wait it already asked for."""
     enter_async = getattr(policy, "enter_async", None)
     blocking = getattr(policy, "blocking", False)
     while True:
+        if pending is not None:
+            try:
+                await wait(pending, state, f"while queued for {policy.name} ({pending.why})")
+            except BaseException:
+                abandon = getattr(policy, "abandon", None)
+                if abandon is not None:
+                    abandon(state)
+                raise
         try:
             if enter_async is not None:
                 decision = await _entered_whole(policy, state, enter_async(state))
@@ -272,13 +304,7 @@ async def enter(policy: Policy, state: CallState) -> Any:
             raise plugin_failure(exc) from exc
         if not isinstance(decision, Wait):
             return decision
-        try:
-            await wait(decision, state, f"while queued for {policy.name} ({decision.why})")
-        except BaseException:
-            abandon = getattr(policy, "abandon", None)
-            if abandon is not None:
-                abandon(state)
-            raise
+        pending = decision
 
 
 async def wait(decision: Wait, state: CallState, what: str) -> None:

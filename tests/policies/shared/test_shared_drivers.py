@@ -64,7 +64,7 @@ def test_a_shared_breaker_opens_for_every_runtime(
 
 # -- asyncio only: the event loop and cancellation ----------------------------------------
 
-STALL_TIMEOUT = 0.5  # the Redis socket timeout in these tests: what a blocked loop would lose
+STALL_TIMEOUT = 1.0  # the Redis socket timeout in these tests: what a blocked loop would lose
 
 
 def stalled_overrides(url: str, prefix: str) -> list[str]:
