@@ -34,3 +34,14 @@ def test_the_first_python_examples_run_on_the_emulator(tmp_path: Path, index: in
 def test_batch_output_order_is_documented() -> None:
     text = " ".join(README.read_text(encoding="utf-8").split())
     assert "the output is in **completion order**, not input order" in text
+
+
+def test_ci_runs_exactly_the_readme_test_command() -> None:
+    """CI proves what the README promises only if it runs the same command."""
+    text = README.read_text(encoding="utf-8")
+    section = text.split("Run the whole test suite", 1)[1]
+    command = re.search(r"```sh\n(.*?)\n```", section, re.S)
+    assert command is not None, "the README's test command block is gone"
+    ci = (README.parent / ".ci" / "run").read_text(encoding="utf-8").splitlines()
+    assert ci[-1] == command.group(1).strip()
+    assert "redis-server" in command.group(1)  # the shared-policy tests need one
