@@ -7,10 +7,11 @@
 Starts a ``redis-server`` (from PATH) and the bench server (``benchmarks.aio_server``,
 answers after 50 ms) on loopback, then, each in a child process of its own: the
 ``AsyncRuntime`` (or, ``--driver thread``, the ``Runtime`` on as many threads) with local
-limits and breaker, and with both on Redis. Every request
-asks Redis twice at least (reserve, settle) plus a ``cap`` per rate-limit header the
-server sends. Reports CPU per request (all threads of the client process) and requests
-a second, the median of ``--rounds`` interleaved rounds. To compare another checkout,
+limits and breaker, and with both on Redis. Every request asks Redis twice (reserve,
+settle), plus a breaker read and a ``cap`` correction now and then. Reports CPU per
+request (all threads of the client process), requests a second and Redis round trips per
+request (the server's own ``EVALSHA``/``EVAL`` count, warm-up included), the median of
+``--rounds`` interleaved rounds. To compare another checkout,
 put it first on ``PYTHONPATH``.
 """
 
@@ -139,10 +140,21 @@ def main(argv: list[str] | None = None) -> int:
         assert servers[1].stdout is not None
         assert servers[1].stdout.readline().startswith("PORT")
         time.sleep(0.5)  # redis-server listens well within this (a benchmark, not a test)
+        import redis
+
+        admin = redis.Redis(port=redis_port)
+
+        def scripts_run() -> int:
+            stats = admin.info("commandstats")
+            return sum(
+                int(stats.get(f"cmdstat_{c}", {}).get("calls", 0)) for c in ("evalsha", "eval")
+            )
+
         results: dict[str, list[dict[str, Any]]] = {v: [] for v in VARIANTS}
         for round_ in range(args.rounds):
             order = VARIANTS if round_ % 2 == 0 else VARIANTS[::-1]
             for variant in order:
+                before = scripts_run()
                 out = subprocess.run(
                     [
                         sys.executable,
@@ -160,7 +172,10 @@ def main(argv: list[str] | None = None) -> int:
                     capture_output=True,
                     text=True,
                 )
-                results[variant].append(json.loads(out.stdout.strip().splitlines()[-1]))
+                result = json.loads(out.stdout.strip().splitlines()[-1])
+                sent = args.count + 2 * args.concurrency  # the warm-up's requests too
+                result["round_trips"] = (scripts_run() - before) / sent
+                results[variant].append(result)
     finally:
         for proc in servers:
             proc.kill()
@@ -170,12 +185,13 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.concurrency}, "
         f"median of {args.rounds} round(s)"
     )
-    print("| limits and breaker | CPU per request | requests/s |")
-    print("|---|---|---|")
+    print("| limits and breaker | CPU per request | requests/s | Redis round trips per request |")
+    print("|---|---|---|---|")
     for variant in VARIANTS:
         cpu = statistics.median(r["cpu_us"] for r in results[variant])
         rate = statistics.median(r["per_s"] for r in results[variant])
-        print(f"| {variant} | {cpu:.0f} µs | {rate:.0f} |")
+        trips = statistics.median(r["round_trips"] for r in results[variant])
+        print(f"| {variant} | {cpu:.0f} µs | {rate:.0f} | {trips:.2f} |")
     return 0
 
 

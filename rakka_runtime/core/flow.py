@@ -56,6 +56,17 @@ def estimated_tokens(request: ChatRequest, input_tokens: int) -> int:
     return input_tokens + output * max(1, sampling.n or 1)
 
 
+def ask(policy: Policy, state: CallState) -> Any:
+    """``policy.enter(state)``: its decision, or its refusal raised; an exception that is
+    not a refusal (a bug) raised as :func:`plugin_failure`."""
+    try:
+        return policy.enter(state)
+    except InferenceError:
+        raise
+    except Exception as exc:
+        raise plugin_failure(exc) from exc
+
+
 def plugin_failure(problem: BaseException) -> InferenceError:
     """What a policy's own exception (a bug, not a decision) becomes for the caller."""
     if isinstance(problem, InferenceError):

@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from rakka_runtime.core.exchange import Exchange
-from rakka_runtime.core.flow import DeploymentCore, OpenStream, plugin_failure
+from rakka_runtime.core.flow import DeploymentCore, OpenStream, ask, plugin_failure
 from rakka_runtime.core.policy import Outcome, Policy, Wait
 from rakka_runtime.core.state import CallState
 from rakka_runtime.errors import Cancelled, InferenceError, Unauthorized
@@ -264,12 +264,7 @@ async def _enter_all(
         if io and policy in io:
             decision = await enter(policy, state)
         else:
-            try:
-                decision = policy.enter(state)
-            except InferenceError:
-                raise
-            except Exception as exc:
-                raise plugin_failure(exc) from exc
+            decision = ask(policy, state)
             if isinstance(decision, Wait):
                 decision = await enter(policy, state, decision)
         entered.append((policy, decision))
@@ -289,19 +284,16 @@ async def enter(policy: Policy, state: CallState, pending: Wait | None = None) -
                 if abandon is not None:
                     abandon(state)
                 raise
-        try:
-            if enter_async is not None:
-                decision = await _entered_whole(policy, state, enter_async(state))
-            elif blocking:
-                decision = await _entered_whole(
-                    policy, state, asyncio.to_thread(policy.enter, state)
-                )
-            else:
-                decision = policy.enter(state)
-        except InferenceError:
-            raise
-        except Exception as exc:
-            raise plugin_failure(exc) from exc
+        if enter_async is None and not blocking:
+            decision = ask(policy, state)
+        else:
+            entering = enter_async(state) if enter_async else asyncio.to_thread(policy.enter, state)
+            try:
+                decision = await _entered_whole(policy, state, entering)
+            except InferenceError:
+                raise
+            except Exception as exc:
+                raise plugin_failure(exc) from exc
         if not isinstance(decision, Wait):
             return decision
         pending = decision

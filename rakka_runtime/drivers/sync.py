@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from rakka_runtime.core.exchange import Exchange
-from rakka_runtime.core.flow import DeploymentCore, OpenStream, plugin_failure
+from rakka_runtime.core.flow import DeploymentCore, OpenStream, ask, plugin_failure
 from rakka_runtime.core.policy import Outcome, Policy, Wait
 from rakka_runtime.core.state import CallState
 from rakka_runtime.drivers import sync_transport
@@ -223,12 +223,7 @@ class _Stream(OpenStream):
 def enter(policy: Policy, state: CallState) -> Any:
     """``policy.enter`` until it grants, waiting as it asks (on this thread)."""
     while True:
-        try:
-            decision = policy.enter(state)
-        except InferenceError:
-            raise
-        except Exception as exc:
-            raise plugin_failure(exc) from exc
+        decision = ask(policy, state)
         if not isinstance(decision, Wait):
             return decision
         try:

@@ -94,6 +94,17 @@ Steps = Generator[Call[Any], Any, T]
 """What a policy asks Redis, one :class:`Call` at a time, ending with its answer."""
 
 
+def _advance(
+    steps: Steps[Any], reply: Any, failure: BackendUnavailable | None
+) -> tuple[Call[Any] | None, Any]:
+    """Hand ``steps`` the last reply, or throw in the failure: ``(next call, None)``, or
+    ``(None, answer)`` once they are done."""
+    try:
+        return (steps.send(reply) if failure is None else steps.throw(failure)), None
+    except StopIteration as stop:
+        return None, stop.value
+
+
 def key(prefix: str, kind: str, name: str, part: str) -> str:
     """``prefix:{kind:name}:part``: the braces keep a deployment's keys in one Redis
     Cluster hash slot, as a script touching several keys requires."""
@@ -255,10 +266,9 @@ class RedisStore:
         reply: Any = None
         failure: BackendUnavailable | None = None
         while True:
-            try:
-                call = steps.send(reply) if failure is None else steps.throw(failure)
-            except StopIteration as stop:
-                return stop.value  # type: ignore[no-any-return]
+            call, answer = _advance(steps, reply, failure)
+            if call is None:
+                return answer  # type: ignore[no-any-return]
             try:
                 reply, failure = self.call(call), None
             except BackendUnavailable as exc:
@@ -270,10 +280,9 @@ class RedisStore:
         reply: Any = None
         failure: BackendUnavailable | None = None
         while True:
-            try:
-                call = steps.send(reply) if failure is None else steps.throw(failure)
-            except StopIteration as stop:
-                return stop.value  # type: ignore[no-any-return]
+            call, answer = _advance(steps, reply, failure)
+            if call is None:
+                return answer  # type: ignore[no-any-return]
             try:
                 reply, failure = await self.acall(call), None
             except BackendUnavailable as exc:
