@@ -8,12 +8,14 @@ import itertools
 import json
 import os
 import shutil
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 _stamps = itertools.count(1)
 
@@ -61,6 +63,15 @@ class Seen:
     prompt: str
     started: float
     finished: float
+
+
+class _QuietOnHangUp(ThreadingHTTPServer):
+    """A client that hangs up mid-stream (a test cancelling on purpose) is expected here;
+    anything else still prints its traceback."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 class RecordingServer:
@@ -115,7 +126,7 @@ class RecordingServer:
                     )
                 )
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd = _QuietOnHangUp(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True

@@ -296,12 +296,13 @@ def test_hundreds_of_asyncio_reservations_at_once_share_without_refusal(
     side by side (none waits for the others' round trips), all are granted in Redis (none
     falls back: redis-py's default asyncio pool refused the 101st call at once, which
     counted as Redis down), and the releases give every token back."""
-    # A long socket timeout: on a loaded machine the loop itself may take longer than the
-    # default 250 ms to read 300 replies, which is not what this test is about.
+    # Long timeouts: on a loaded machine the loop itself may take longer than the default
+    # 250 ms to open 300 connections or read 300 replies (CI once timed out connecting),
+    # which is not what this test is about.
     limits: dict[str, Any] = {
         "requests_per_minute": 1_000,
         "tokens_per_minute": 100_000,
-        "redis": {"socket_timeout": "5s"},
+        "redis": {"socket_timeout": "5s", "socket_connect_timeout": "5s"},
     }
     a = replica(redis_server, prefix, **limits)
     other = replica(redis_server, prefix, **limits)
