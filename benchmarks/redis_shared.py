@@ -3,12 +3,16 @@
     python -m benchmarks.redis_shared                 # 3,000 requests at concurrency 128
     python -m benchmarks.redis_shared --driver thread # the same on threads (Runtime)
     python -m benchmarks.redis_shared --smoke         # a few hundred, for a quick check
+    python -m benchmarks.redis_shared --slots 32 --concurrency 256
+                                                      # a line: 256 callers, 32 slots
 
 Starts a ``redis-server`` (from PATH) and the bench server (``benchmarks.aio_server``,
 answers after 50 ms) on loopback, then, each in a child process of its own: the
 ``AsyncRuntime`` (or, ``--driver thread``, the ``Runtime`` on as many threads) with local
 limits and breaker, and with both on Redis. Every request asks Redis twice (reserve,
-settle), plus a breaker read and a ``cap`` correction now and then. Reports CPU per
+settle), plus a breaker read and a ``cap`` correction now and then. ``--slots`` sets
+``concurrent_requests`` below the concurrency, so that a line of waiters forms and what
+waiting in line costs shows. Reports CPU per
 request (all threads of the client process), requests a second and Redis round trips per
 request (the server's own ``EVALSHA``/``EVAL`` count, warm-up included), the median of
 ``--rounds`` interleaved rounds. To compare another checkout,
@@ -41,8 +45,10 @@ def free_port() -> int:
         return port
 
 
-def _overrides(base_url: str, variant: str, redis_url: str) -> list[str]:
+def _overrides(base_url: str, variant: str, redis_url: str, slots: int | None) -> list[str]:
     out = [*rakka_overrides(base_url), "deployment.rate_limits.requests_per_minute=10000000"]
+    if slots is not None:
+        out.append(f"deployment.rate_limits.concurrent_requests={slots}")
     if variant == "redis":
         for section in ("rate_limits", "circuit_breaker"):
             out += [
@@ -93,7 +99,7 @@ def _measure_threads(overrides: list[str], count: int, concurrency: int) -> dict
 
 
 def _child(args: argparse.Namespace) -> int:
-    overrides = _overrides(args.base_url, args.variant, args.redis_url)
+    overrides = _overrides(args.base_url, args.variant, args.redis_url, args.slots)
     if args.driver == "thread":
         result = _measure_threads(overrides, args.count, args.concurrency)
     else:
@@ -107,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--count", type=int, default=3000)
     parser.add_argument("--concurrency", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--slots", type=int, help="concurrent requests allowed")
     parser.add_argument("--driver", choices=("async", "thread"), default="async")
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -167,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
                         f"--count={args.count}",
                         f"--concurrency={args.concurrency}",
                         f"--driver={args.driver}",
+                        *([f"--slots={args.slots}"] if args.slots else []),
                     ],
                     check=True,
                     capture_output=True,
@@ -182,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
             proc.wait()
     print(
         f"{args.driver} driver: {args.count} non-streamed requests at concurrency "
-        f"{args.concurrency}, "
+        f"{args.concurrency}{f', {args.slots} slots' if args.slots else ''}, "
         f"median of {args.rounds} round(s)"
     )
     print("| limits and breaker | CPU per request | requests/s | Redis round trips per request |")

@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import asyncio
 
-__all__ = ["Notifier"]
+    from rakka_runtime.core.policy import Wait
+
+__all__ = ["Notifier", "block"]
 
 
 class Notifier:
@@ -44,6 +48,20 @@ class Notifier:
                 return True
             return self._cond.wait_for(lambda: self.version != seen, max(0.0, timeout))
 
+    def wait_polling(
+        self, seen: int, timeout: float, cancelled: Callable[[], bool], poll: float
+    ) -> bool:
+        """:meth:`wait`, ending early too when ``cancelled()`` turns true (looked at every
+        ``poll`` seconds): a thread cannot wait on a notification and a cancel at once."""
+        ends = time.monotonic() + timeout
+        with self._cond:
+            while self.version == seen:
+                left = ends - time.monotonic()
+                if left <= 0.0 or cancelled():
+                    return False
+                self._cond.wait(min(left, poll))
+            return True
+
     async def wait_async(self, seen: int, timeout: float) -> bool:
         """:meth:`wait` for a task: the event loop keeps running meanwhile."""
         import asyncio  # here: the thread driver never pays for importing asyncio
@@ -69,3 +87,26 @@ class Notifier:
 def _resolve(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
+
+
+def block(decision: Wait, cancelled: Callable[[], bool], poll: float) -> None:
+    """Carry out a wait with a notifier on this thread: until the notifier fires, the
+    wait's time passes, or ``cancelled()`` turns true (looked at every ``poll`` seconds).
+
+    It does not return early only to be asked again: a line of threads that each asked
+    their admission again every ``poll`` cost O(n) steps per ``poll`` doing nothing.
+    """
+    from rakka_runtime.policies.clock import SYSTEM_CLOCK
+
+    notifier = decision.notifier
+    assert notifier is not None
+    clock = decision.clock or SYSTEM_CLOCK
+    if clock is SYSTEM_CLOCK:
+        notifier.wait_polling(decision.seen, decision.seconds, cancelled, poll)
+        return
+    before = clock.monotonic()
+    woken = notifier.wait(decision.seen, min(decision.seconds, poll))
+    if decision.timed and not woken and not cancelled() and clock.monotonic() == before:
+        # A clock that stood still through a real wait is a test's fake, whose time passes
+        # only by sleeping on it: if every caller waited here, nobody else would move it.
+        clock.sleep(decision.seconds)

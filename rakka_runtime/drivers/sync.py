@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from rakka_runtime.core.exchange import Exchange
 from rakka_runtime.core.flow import DeploymentCore, OpenStream, ask, plugin_failure
+from rakka_runtime.core.notify import block
 from rakka_runtime.core.policy import Outcome, Policy, Wait
 from rakka_runtime.core.state import CallState
 from rakka_runtime.drivers import sync_transport
@@ -246,14 +247,9 @@ def wait(decision: Wait, state: CallState, what: str) -> None:
         if clock.wait(state.cancel_event(), decision.seconds):
             raise Cancelled(f"cancelled {what}")
         return
-    before = clock.monotonic()
-    woken = notifier.wait(decision.seen, min(decision.seconds, CANCEL_POLL))
+    block(decision, lambda: state.cancelled, CANCEL_POLL)
     if state.cancelled:
         raise Cancelled(f"cancelled {what}")
-    if decision.timed and not woken and clock.monotonic() == before:
-        # A clock that stood still through a real wait is a test's fake, whose time passes
-        # only by sleeping on it: if every caller waited here, nobody else would move it.
-        clock.sleep(decision.seconds)
 
 
 class RunHandle:

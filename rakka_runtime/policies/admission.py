@@ -11,10 +11,12 @@ A waiter that cannot be admitted before its deadline fails at once with
 from the buckets' refill rates and the reservations of everyone ahead of it; a wait for a
 concurrency slot cannot be predicted, so that one is bounded by the deadline alone.
 
-Waiting uses one condition variable: every event that can change who may go (admission,
-release, refund, pause, header feedback) wakes the waiters, and the head also wakes when
-its predicted time comes. With an injected fake clock (whose time moves only when slept
-on) the head sleeps on the clock instead, so a queue on a fake clock cannot stall.
+Each waiter has its own wake-up (:class:`~rakka_runtime.policies.line.Line`): what frees
+capacity (a release, a refund, the head leaving) wakes the head, the only one that may go;
+what may put a deadline out of reach (a pause, header feedback) wakes everyone; the head
+also wakes when its predicted time comes. With an injected fake clock (whose time moves
+only when slept on) the head sleeps on the clock instead, so a queue on a fake clock
+cannot stall.
 """
 
 from __future__ import annotations
@@ -25,12 +27,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from rakka_runtime.core.notify import Notifier
-from rakka_runtime.core.policy import Wait
 from rakka_runtime.errors import Backpressure
 from rakka_runtime.policies.buckets import TokenBucket
 from rakka_runtime.policies.clock import SYSTEM_CLOCK, Clock
-from rakka_runtime.policies.line import Line, Pending, Waiter, admit_by_steps, eta
+from rakka_runtime.policies.line import Level, Line, Pending, Waiter, admit_by_steps, eta
 
 __all__ = [
     "DIMENSIONS",
@@ -158,9 +158,7 @@ class AdmissionQueue:
         self._in_flight = 0
         self._paused_until = -math.inf
         self._line = Line()
-        self._cond = threading.Condition(threading.Lock())
-        # Fired on every change that may let a waiter go (threads and tasks wait on it).
-        self.changed = Notifier()
+        self._lock = threading.Lock()
 
     # -- reading (tests, metrics) -----------------------------------------------------------
 
@@ -182,12 +180,12 @@ class AdmissionQueue:
 
     def levels(self) -> dict[str, float]:
         """Each bucket's level now, by dimension."""
-        with self._cond:
+        with self._lock:
             now = self._clock.monotonic()
             return {dim: bucket.refill(now) for dim, bucket in self._buckets.items()}
 
     def capacities(self) -> dict[str, float]:
-        with self._cond:
+        with self._lock:
             return {dim: bucket.capacity for dim, bucket in self._buckets.items()}
 
     # -- admission --------------------------------------------------------------------------
@@ -212,8 +210,6 @@ class AdmissionQueue:
         return admit_by_steps(
             lambda waiter: self.reserve(tokens, waiter=waiter, deadline=deadline, wait=wait),
             self.leave_line,
-            self.changed,
-            self._clock,
             cancelled,
         )
 
@@ -231,7 +227,7 @@ class AdmissionQueue:
         :raises Backpressure: when ``wait`` is false and capacity is short, or when the
             request would not be admitted before its deadline (it has then left the line).
         """
-        with self._cond:
+        with self._lock:
             now = self._clock.monotonic()
             if waiter is None:
                 if not self._line and self._fits_now(tokens, now):
@@ -255,8 +251,9 @@ class AdmissionQueue:
                 )
             head = not ahead
             if head and at <= now + _EPSILON and self._slot_free():
+                grant = self._grant(tokens, now)  # first: the next head sees the slot taken
                 self._drop(waiter)
-                return self._grant(tokens, now)
+                return grant
             if now >= limit:
                 self._drop(waiter)
                 raise self._refusal(f"deadline passed in the queue ({self._busy()})", None)
@@ -264,26 +261,20 @@ class AdmissionQueue:
             seconds = min(limit, at) - now if timed else limit - now
             return Pending(
                 waiter,
-                Wait(
-                    seconds,
-                    why if timed else self._busy(),
-                    notifier=self.changed,
-                    seen=self.changed.version,
-                    timed=timed,
-                    clock=self._clock,
-                ),
+                waiter.wait(seconds, why if timed else self._busy(), self._clock, timed=timed),
             )
 
     def leave_line(self, waiter: Waiter) -> None:
         """A waiter gives up its place (cancelled); the next one may go now."""
-        with self._cond:
+        with self._lock:
             self._drop(waiter)
 
     def _drop(self, waiter: Waiter) -> None:
         self._line.leave(waiter)
-        # Whether this waiter left admitted or refused, the next one may go now.
-        self._cond.notify_all()
-        self.changed.notify()
+        # Whether this waiter left admitted or refused, the next one may go now, unless
+        # every slot is taken: then the release that frees one wakes it.
+        if self._slot_free():
+            self._line.wake_head()
 
     def release(self, grant: Grant, *, requests_used: int, tokens_used: int) -> None:
         """End an admitted request: free its slot and reconcile its reservations.
@@ -291,7 +282,7 @@ class AdmissionQueue:
         Unused reservations go back to the buckets that charged them; use beyond the
         reservation is charged on top (the level may go below zero).
         """
-        with self._cond:
+        with self._lock:
             if grant.released:
                 return
             grant.released = True
@@ -303,17 +294,16 @@ class AdmissionQueue:
                 )
                 if used != reserved:
                     bucket.give(reserved - used, now)
-            self._wake()
+            self._line.wake_head()  # a freed slot or refund: the head may fit now
 
     def pause(self, seconds: float) -> None:
         """Admit nothing for ``seconds`` (a 429's retry-after), at most ``max_pause``;
         never shortens a pause."""
-        with self._cond:
+        with self._lock:
             until = self._clock.monotonic() + capped_pause(seconds, self.max_pause)
             if until > self._paused_until:
                 self._paused_until = until
-                self._cond.notify_all()
-                self.changed.notify()
+                self._wake_unreachable()  # a waiter whose deadline the pause outlasts
 
     def observe(
         self, dimension: str, *, remaining: int, limit: int | None, reset: float | None
@@ -333,7 +323,7 @@ class AdmissionQueue:
         now = self._clock.monotonic()
         if not any(self._changes(item, now) for item in feedback):
             return
-        with self._cond:
+        with self._lock:
             now = self._clock.monotonic()
             for dimension, remaining, limit, reset in feedback:
                 bucket = self._buckets.get(dimension)
@@ -345,8 +335,7 @@ class AdmissionQueue:
                 elif remaining <= 0 and reset is not None:
                     pause = capped_pause(reset, self.max_pause)
                     self._paused_until = max(self._paused_until, now + pause)
-            # A lower level may put a waiter's deadline out of reach: let it fail now.
-            self._wake()
+            self._wake_unreachable()  # a lower level may put a deadline out of reach
 
     def _changes(self, item: Feedback, now: float) -> bool:
         """Whether ``item`` would change anything, read without the lock (every response
@@ -371,14 +360,17 @@ class AdmissionQueue:
 
     # -- under the lock ---------------------------------------------------------------------
 
+    def _levels(self, now: float) -> list[Level]:
+        return [(dim, b.refill(now), b.capacity, b.rate) for dim, b in self._buckets.items()]
+
+    def _wake_unreachable(self) -> None:
+        if self._line:
+            now = self._clock.monotonic()
+            self._line.wake_unreachable(self._levels(now), now, self._paused_until)
+
     def _eta(self, tokens: int, ahead: Iterable[Waiter], now: float) -> tuple[float, str]:
         """When a request of ``tokens`` fits after everyone in ``ahead`` has been admitted."""
-        at, why = eta(
-            ((dim, b.refill(now), b.capacity, b.rate) for dim, b in self._buckets.items()),
-            ahead,
-            tokens,
-            now,
-        )
+        at, why = eta(self._levels(now), ahead, tokens, now)
         if self._paused_until > at:
             return self._paused_until, f"paused for {self._paused_until - now:.3g}s"
         return at, why
@@ -393,13 +385,6 @@ class AdmissionQueue:
             if bucket.refill(now) < min(need, bucket.capacity):
                 return False
         return True
-
-    def _wake(self) -> None:
-        # Only queued admissions wait: with none, skip the notifications' work (it runs
-        # under the lock every request would otherwise contend for).
-        if self._line:
-            self._cond.notify_all()
-            self.changed.notify()
 
     def _slot_free(self) -> bool:
         return self._slots is None or self._in_flight < self._slots

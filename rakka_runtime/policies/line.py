@@ -11,18 +11,17 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from rakka_runtime.core.notify import Notifier
+from rakka_runtime.core.notify import Notifier, block
 from rakka_runtime.core.policy import Wait
 from rakka_runtime.errors import Cancelled
 from rakka_runtime.policies.clock import Clock
 
-__all__ = ["Line", "Pending", "Waiter", "admit_by_steps", "eta"]
+__all__ = ["Level", "Line", "Pending", "Waiter", "admit_by_steps", "eta"]
 
-_SLICE = 0.05  # longest a thread waits on the notifier before looking at the clock again
 CANCEL_POLL = 0.1  # how often a queued request looks at its ``cancelled`` flag
 
 GrantT = TypeVar("GrantT")
@@ -30,10 +29,24 @@ GrantT = TypeVar("GrantT")
 
 @dataclass(slots=True, eq=False)
 class Waiter:
-    """One request in line: what it reserves, and when it stops waiting (queue's clock)."""
+    """One request in line: what it reserves, when it stops waiting (queue's clock), and
+    its own wake-up, so an event that lets one waiter go wakes that one only."""
 
     tokens: int
     limit: float = math.inf
+    woken: Notifier = field(default_factory=Notifier)
+
+    def wait(self, seconds: float, why: str, clock: Clock, *, timed: bool) -> Wait:
+        """Ask again after ``seconds``, or when this waiter is woken. Built under the
+        admission's lock, so a wake after it is never lost (its version moves past)."""
+        return Wait(
+            max(0.0, seconds),
+            why,
+            notifier=self.woken,
+            seen=self.woken.version,
+            timed=timed,
+            clock=clock,
+        )
 
 
 @dataclass(slots=True)
@@ -48,7 +61,14 @@ class Pending:
 class Line:
     """First come, first served: a later arrival never overtakes an earlier waiter, even one
     small enough to fit now, so a large request cannot be starved by small ones. Not
-    thread-safe on its own: its admission holds a lock around it."""
+    thread-safe on its own: its admission holds a lock around it.
+
+    Only the head can be admitted, so what frees capacity wakes the head
+    (:meth:`wake_head`), or the first few that fit (:meth:`wake_first`); waking the whole
+    line made each release cost every waiter a step (O(n^2) for a line of n). What may put
+    a deadline out of reach (a pause, a lower level) wakes the head and those who can no
+    longer make it (:meth:`wake_unreachable`), so they fail at once.
+    """
 
     __slots__ = ("_waiters",)
 
@@ -71,6 +91,58 @@ class Line:
     def leave(self, waiter: Waiter) -> None:
         if waiter in self._waiters:
             self._waiters.remove(waiter)
+
+    def wake_head(self) -> None:
+        if self._waiters:
+            self._waiters[0].woken.notify()
+
+    def wake_first(self, count: int) -> None:
+        """Wake the first ``count`` waiters (at least the head)."""
+        for index, waiter in enumerate(self._waiters):
+            if index >= max(1, count):
+                break
+            waiter.woken.notify()
+
+    def wake_unreachable(
+        self, levels: Sequence[Level], now: float, not_before: float = -math.inf
+    ) -> None:
+        """Wake the head, and every waiter that could no longer be admitted before its
+        limit (a pause until ``not_before`` or lower ``levels`` moved its turn), so it
+        fails now rather than at its limit: one pass, the prediction of :func:`eta` for
+        each waiter in turn."""
+        before = dict.fromkeys((level[0] for level in levels), 0.0)
+        for index, waiter in enumerate(self._waiters):
+            at = max(now, not_before)
+            for dimension, level, capacity, rate in levels:
+                need = 1 if dimension == "requests" else waiter.tokens
+                deficit = before[dimension] + min(need, capacity) - min(capacity, level)
+                if deficit > 0:
+                    at = max(at, now + deficit / rate)
+                before[dimension] += need
+            if index == 0 or at > waiter.limit:
+                waiter.woken.notify()
+
+    def fitting(self, levels: Iterable[Level], room: float = math.inf) -> int:
+        """How many waiters from the head fit, one after another, in ``levels`` (and in
+        ``room`` free slots): those a grant lets ask at once."""
+        count = 0
+        spent: dict[str, float] = {}
+        levels = list(levels)
+        available = {dim: min(capacity, level) for dim, level, capacity, _ in levels}
+        capacities = {dim: capacity for dim, _, capacity, _ in levels}
+        for waiter in self._waiters:
+            if count >= room:
+                break
+            for dimension, level in available.items():
+                need = 1 if dimension == "requests" else waiter.tokens
+                # One larger than the whole bucket fits a full one, as in :func:`eta`.
+                if spent.get(dimension, 0.0) + min(need, capacities[dimension]) > level:
+                    return count
+            for dimension in available:
+                need = 1 if dimension == "requests" else waiter.tokens
+                spent[dimension] = spent.get(dimension, 0.0) + need
+            count += 1
+        return count
 
     def __len__(self) -> int:
         return len(self._waiters)
@@ -105,8 +177,6 @@ def eta(
 def admit_by_steps(
     reserve: Callable[[Any], GrantT | Pending],
     leave: Callable[[Any], None],
-    notifier: Notifier,
-    clock: Clock,
     cancelled: Callable[[], bool] | None,
 ) -> GrantT:
     """``reserve`` until it grants, waiting on this thread between steps; a cancel (polled
@@ -121,16 +191,13 @@ def admit_by_steps(
             waiter = step.waiter
             if cancelled is not None and cancelled():
                 raise Cancelled("cancelled while queued for rate-limit capacity")
-            pause = step.wait
-            before = clock.monotonic()
-            timeout = min(pause.seconds, _SLICE)
-            if cancelled is not None:
-                timeout = min(timeout, CANCEL_POLL)
-            woken = notifier.wait(pause.seen, timeout)
-            if pause.timed and not woken and clock.monotonic() == before:
-                # A clock that stood still through a real wait is a test's fake, whose
-                # time passes only by sleeping on it.
-                clock.sleep(pause.seconds)
+            block(step.wait, cancelled or _never, CANCEL_POLL)
+            if cancelled is not None and cancelled():
+                raise Cancelled("cancelled while queued for rate-limit capacity")
     finally:
         if waiter is not None:
             leave(waiter)
+
+
+def _never() -> bool:
+    return False

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from driver_clients import Client
@@ -21,6 +22,7 @@ from rakka_testing import EMULATOR_KEY, config_at
 Make = Callable[..., Client]
 ONE_AT_A_TIME = "deployment.rate_limits.concurrent_requests=1"
 SLOW = {"x-emulator-fault": "drip;delay_ms=100"}  # ~0.1 s per chunk
+DRIP = {"x-emulator-fault": "drip;delay_ms=1"}  # ~8 ms for a plain body
 
 
 @pytest.fixture
@@ -101,6 +103,32 @@ def test_a_closed_stream_frees_its_slot(client_at: Make, emulator: Emulator) -> 
     wait_until(lambda: queue.in_flight == 0)
     result, _ = client.run(max_tokens=2)  # the slot is there at once
     assert result.text
+
+
+def test_a_freed_slot_wakes_the_next_in_line_not_everyone(
+    client_at: Make, emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """40 requests queue behind one concurrency slot. Each release may let only the head
+    go, so it wakes the head: waking all 40 (each asks the queue again and goes back to
+    sleep) made a long line cost O(n^2), and threads also asked again every 0.1 s."""
+    client = client_at(emulator.url, ONE_AT_A_TIME)
+    queue = queue_of(client)
+    asked = 0
+    reserve = queue.reserve
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        nonlocal asked
+        asked += 1
+        return reserve(*args, **kwargs)
+
+    monkeypatch.setattr(queue, "reserve", counted)
+    outcomes = client.run_many(40, max_tokens=2, stream=False, extra_headers=DRIP)
+    assert all(isinstance(o, ChatResult) for o in outcomes), outcomes
+    assert len(outcomes) == 40
+    # Each request: one ask on arrival, one when woken at the head (a few spare for a
+    # wake that lands while it is still asking).
+    assert asked <= 3 * 40, f"{asked} asks for 40 requests"
+    assert queue.waiting == 0 and queue.in_flight == 0
 
 
 # --- asyncio's own cancellation -------------------------------------------------------------

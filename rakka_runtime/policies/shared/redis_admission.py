@@ -52,7 +52,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from rakka_runtime.core.notify import Notifier
 from rakka_runtime.core.policy import Wait
 from rakka_runtime.errors import Backpressure
 from rakka_runtime.policies.admission import (
@@ -66,7 +65,7 @@ from rakka_runtime.policies.admission import (
     capped_pause,
 )
 from rakka_runtime.policies.clock import SYSTEM_CLOCK, Clock
-from rakka_runtime.policies.line import Line, Pending, Waiter, admit_by_steps, eta
+from rakka_runtime.policies.line import Level, Line, Pending, Waiter, admit_by_steps, eta
 from rakka_runtime.policies.shared.redis_buckets import Bucket, RedisBuckets, Reservation
 from rakka_runtime.policies.shared.redis_store import (
     BackendUnavailable,
@@ -179,9 +178,7 @@ class SharedAdmission:
                 self._buckets[dimension] = buckets.bucket(dimension, amount)
         self._configured = frozenset(self._buckets)
         self._line = Line()
-        # Fired whenever a waiter may go (a release, a pause, feedback, a place freed).
-        self.changed = Notifier()
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
         self._known: dict[str, float] = {}  # bucket levels in Redis's last reply
         self._known_at = 0.0
         self._next_feedback: dict[str, float] = {}  # when a bucket may be corrected again
@@ -253,7 +250,7 @@ class SharedAdmission:
 
     def levels(self) -> dict[str, float]:
         """Each shared bucket's level now (the local fallback's while Redis is down)."""
-        with self._cond:
+        with self._lock:
             buckets = list(self._buckets.values())
         if self._store.usable():
             try:
@@ -273,7 +270,7 @@ class SharedAdmission:
 
     def capacities(self) -> dict[str, float]:
         """Each shared bucket's capacity."""
-        with self._cond:
+        with self._lock:
             return {dim: bucket.capacity for dim, bucket in self._buckets.items()}
 
     def slots_in_use(self) -> int:
@@ -303,8 +300,6 @@ class SharedAdmission:
         return admit_by_steps(
             lambda waiter: self.reserve(tokens, waiter=waiter, deadline=deadline, wait=wait),
             self.leave_line,
-            self.changed,
-            self._clock,
             cancelled,
         )
 
@@ -364,11 +359,10 @@ class SharedAdmission:
             return
         if waiter is None:
             return
-        with self._cond:
+        with self._lock:
             self._line.leave(waiter)
             # Admitted, refused or fallen back: the next in line may go now.
-            self._cond.notify_all()
-        self.changed.notify()
+            self._wake_next()
 
     def release(self, grant: SharedGrant, *, requests_used: int, tokens_used: int) -> None:
         """Free the slot and reconcile the reservation where it was made.
@@ -386,7 +380,7 @@ class SharedAdmission:
         if grant.released:
             return
         grant.released = True
-        with self._cond:
+        with self._lock:
             self._in_flight -= 1
             if grant.lease is not None:
                 self._held.discard(grant.lease)
@@ -400,9 +394,8 @@ class SharedAdmission:
                 deltas.append((bucket, float(reserved - used)))
         if deltas or grant.lease is not None:
             yield from self._settle(grant.lease, tuple(deltas))
-        with self._cond:
-            self._cond.notify_all()  # the head of the line may fit now
-            self.changed.notify()
+        with self._lock:
+            self._wake_next()  # the head of the line may fit now
 
     def pause(self, seconds: float) -> None:
         """Admit nothing, in any process, for ``seconds`` (a 429's retry-after), at most
@@ -417,9 +410,7 @@ class SharedAdmission:
         seconds = capped_pause(seconds, self.max_pause)
         self.local.pause(seconds)
         yield from self._shared(self._redis.pause(seconds))
-        with self._cond:
-            self._cond.notify_all()  # a waiter whose deadline the pause outlasts fails now
-            self.changed.notify()
+        self._wake_unreachable(not_for=seconds)  # a deadline the pause outlasts fails now
 
     def observe(
         self, dimension: str, *, remaining: int, limit: int | None, reset: float | None
@@ -443,7 +434,7 @@ class SharedAdmission:
         self, dimension: str, remaining: int, limit: int | None, reset: float | None
     ) -> Steps[None]:
         self.local.observe(dimension, remaining=remaining, limit=limit, reset=reset)
-        with self._cond:
+        with self._lock:
             bucket = self._buckets.get(dimension)
             learn = dimension not in self._configured
             if learn and limit and (bucket is None or bucket.capacity != limit):
@@ -459,12 +450,26 @@ class SharedAdmission:
             ):
                 self._next_feedback[dimension] = now + FEEDBACK_EVERY
                 yield from self._shared(self._redis.cap(bucket, remaining))
+                self._wake_unreachable(dimension, remaining)
         elif remaining <= 0 and reset is not None:
             pause = capped_pause(reset, self.max_pause)
             yield from self._shared(self._redis.pause(pause))
-        with self._cond:
-            self._cond.notify_all()
-            self.changed.notify()
+            self._wake_unreachable(not_for=pause)
+
+    def _wake_unreachable(
+        self, capped: str = "", remaining: float = 0.0, not_for: float = 0.0
+    ) -> None:
+        """After a cap of ``capped`` to ``remaining``, or a pause of ``not_for`` seconds:
+        wake the head and whoever can no longer be admitted before its deadline."""
+        with self._lock:
+            if not self._line:
+                return
+            now = self._clock.monotonic()
+            levels = [
+                (dim, min(level, remaining) if dim == capped else level, capacity, rate)
+                for dim, level, capacity, rate in self._levels(now)
+            ]
+            self._line.wake_unreachable(levels, now, now + not_for)
 
     # -- waiting ----------------------------------------------------------------------------
 
@@ -473,7 +478,7 @@ class SharedAdmission:
     ) -> Steps[SharedGrant | Pending]:
         clock = self._clock
         now = clock.monotonic()
-        with self._cond:
+        with self._lock:
             if waiter is None:
                 limit = deadline if deadline is not None else now + self._max_wait
                 waiter = self._line.join(tokens, limit)
@@ -482,7 +487,7 @@ class SharedAdmission:
             flowing = False
             if ahead:
                 at, why = self._predict(tokens, ahead, now)
-                seen = self.changed.version
+                seen = waiter.woken.version
                 # While Redis grants, and everyone ahead and this one fit in the levels it
                 # last reported, this one asks now too rather than one round trip after
                 # another (a line of 128 would admit one request per round trip).
@@ -500,10 +505,12 @@ class SharedAdmission:
             if now >= limit:
                 self.leave_line(waiter)
                 raise self._refusal("deadline passed in the queue", None)
-            return Pending(waiter, self._wait(limit - now, why or "in line", seen, timed=False))
+            return Pending(
+                waiter, self._wait(waiter, limit - now, why or "in line", seen, timed=False)
+            )
         # The head (or a flowing waiter) asks Redis outside the lock: releases and arrivals
         # go on meanwhile.
-        seen = self.changed.version
+        seen = waiter.woken.version
         try:
             if not (probing or self._store.healthy):
                 # Redis went down while this request waited: the head before it found
@@ -528,18 +535,33 @@ class SharedAdmission:
             raise self._refusal(f"deadline passed in the queue ({self._why(reply)})", None)
         # A slot another process frees is only seen by asking; a release here wakes it.
         nap = SLOT_POLL if reply.wait is None else min(reply.wait, POLL)
-        return Pending(waiter, self._wait(min(nap, limit - now), self._why(reply), seen))
+        return Pending(waiter, self._wait(waiter, min(nap, limit - now), self._why(reply), seen))
 
-    def _wait(self, seconds: float, why: str, seen: int, *, timed: bool = True) -> Wait:
+    def _wait(
+        self, waiter: Waiter, seconds: float, why: str, seen: int, *, timed: bool = True
+    ) -> Wait:
+        """Ask again after ``seconds`` or when ``waiter`` is woken past ``seen`` (its
+        version read under the lock before deciding, so no wake is lost)."""
         return Wait(
-            max(0.0, seconds), why, notifier=self.changed, seen=seen, timed=timed, clock=self._clock
+            max(0.0, seconds), why, notifier=waiter.woken, seen=seen, timed=timed, clock=self._clock
         )
+
+    def _wake_next(self) -> None:
+        """Under the lock: wake the head of the line; while Redis grants, every waiter from
+        the head that fits in the levels it last reported, so they ask side by side."""
+        if not self._line:
+            return
+        if not self._granting:
+            self._line.wake_head()
+            return
+        room = float("inf") if self._slots is None else self._slots - self._in_flight
+        self._line.wake_first(self._line.fitting(self._levels(self._clock.monotonic()), room))
 
     def _try(self, tokens: int) -> Steps[tuple[Reservation, SharedGrant | None]]:
         if self._unsettled and not (yield from self._retry_unsettled()):
             # Free what a stall kept first; Redis failed again, so the reservation would too.
             raise BackendUnavailable(f"Redis at {self._store.url} is down")
-        with self._cond:
+        with self._lock:
             wants = tuple(
                 (bucket, 1 if dimension == "requests" else tokens)
                 for dimension, bucket in self._buckets.items()
@@ -555,7 +577,7 @@ class SharedAdmission:
                 undo = tuple((bucket, float(amount)) for bucket, amount in wants)
                 self._keep_unsettled(lease, undo, only_if_held=True)
             raise
-        with self._cond:
+        with self._lock:
             self._known, self._known_at = reply.levels, self._clock.monotonic()
             self._granting = reply.granted
             if not reply.granted:
@@ -573,6 +595,10 @@ class SharedAdmission:
     def _predict(self, tokens: int, ahead: list[Waiter], now: float) -> tuple[float, str]:
         """When ``tokens`` would fit after ``ahead``, from the levels Redis last reported
         (refilled since); other processes' use is unknown here, so it is a lower bound."""
+        return eta(self._levels(now), ahead, tokens, now)
+
+    def _levels(self, now: float) -> list[Level]:
+        """The levels Redis last reported, refilled since."""
         elapsed = max(0.0, now - self._known_at)
         levels = []
         for dimension, level in self._known.items():
@@ -580,7 +606,7 @@ class SharedAdmission:
             if bucket is not None:
                 rate = bucket.capacity / 60.0
                 levels.append((dimension, level + elapsed * rate, float(bucket.capacity), rate))
-        return eta(levels, ahead, tokens, now)
+        return levels
 
     def _why(self, reply: Reservation) -> str:
         if reply.blocked == "slots":
@@ -604,7 +630,7 @@ class SharedAdmission:
         step = self.local.reserve(tokens, waiter=waiter, deadline=deadline, wait=wait)
         if isinstance(step, Pending):
             return Pending(_LocalPlace(step.waiter), step.wait)
-        with self._cond:
+        with self._lock:
             self._in_flight += 1
         return SharedGrant(tokens, (), None, local=step)
 
@@ -677,9 +703,8 @@ class SharedAdmission:
                 with self._unsettled_lock:
                     self._unsettled.extendleft(reversed(later))
                 return False
-        with self._cond:
-            self._cond.notify_all()  # freed slots: the head of the line may fit now
-            self.changed.notify()
+        with self._lock:
+            self._wake_next()  # freed slots: the head of the line may fit now
         return True
 
     def unsettled(self) -> int:
@@ -689,7 +714,7 @@ class SharedAdmission:
     def _renew_leases(self) -> None:
         while True:
             time.sleep(self._renew_every)  # leases run on Redis's clock, not an injected one
-            with self._cond:
+            with self._lock:
                 held = list(self._held)
                 if not held:
                     self._renewing = False

@@ -326,3 +326,59 @@ def test_hundreds_of_asyncio_reservations_at_once_share_without_refusal(
     assert levels["tokens"] == pytest.approx(100_000, abs=1)  # 3,000 reserved, all refunded
     a.close()
     other.close()
+
+
+@pytest.mark.parametrize("driver", ["thread", "async"])
+def test_a_release_wakes_the_head_of_a_shared_line_not_everyone(
+    redis_server: RedisServer, prefix: str, driver: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """40 requests of one process behind one shared slot: each release wakes the head of
+    the line (it asks Redis), not all 40 (each asked only to find it was not the head)."""
+    a = replica(redis_server, prefix, concurrent_requests=1, requests_per_minute=100_000)
+    steps = 0
+    step = a._step
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        nonlocal steps
+        steps += 1
+        return step(*args, **kwargs)
+
+    monkeypatch.setattr(a, "_step", counted)
+
+    def one_thread() -> None:
+        grant = a.admit(10, deadline=time.monotonic() + 20)
+        time.sleep(0.005)
+        a.release(grant, requests_used=1, tokens_used=10)
+
+    async def one_task() -> None:
+        step: Any = None
+        waiter = None
+        while True:
+            step = await a.areserve(10, waiter=waiter, deadline=time.monotonic() + 20)
+            if isinstance(step, SharedGrant):
+                break
+            waiter = step.waiter
+            assert step.wait.notifier is not None
+            await step.wait.notifier.wait_async(step.wait.seen, step.wait.seconds)
+        await asyncio.sleep(0.005)
+        await a.arelease(step, requests_used=1, tokens_used=10)
+
+    async def tasks() -> None:
+        try:
+            await asyncio.gather(*(one_task() for _ in range(40)))
+        finally:
+            await a.aclose()
+
+    if driver == "thread":
+        threads = [threading.Thread(target=one_thread) for _ in range(40)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+    else:
+        asyncio.run(tasks())
+    assert a.in_flight == 0 and a.waiting == 0
+    # Per request: an ask on arrival, one when it becomes the head, one granted, and the
+    # head's polls for the slot (every 20 ms; each holder keeps it about 5 ms).
+    assert steps <= 5 * 40, f"{steps} steps for 40 requests"
+    a.close()
