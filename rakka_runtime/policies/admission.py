@@ -23,14 +23,22 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from rakka_runtime.errors import Backpressure
 from rakka_runtime.policies.buckets import TokenBucket
 from rakka_runtime.policies.clock import SYSTEM_CLOCK, Clock
-from rakka_runtime.policies.line import Level, Line, Pending, Waiter, admit_by_steps, eta
+from rakka_runtime.policies.line import (
+    Demand,
+    Level,
+    Line,
+    Pending,
+    Waiter,
+    admit_by_steps,
+    eta,
+)
 
 __all__ = [
     "DIMENSIONS",
@@ -232,7 +240,7 @@ class AdmissionQueue:
             if waiter is None:
                 if not self._line and self._fits_now(tokens, now):
                     return self._grant(tokens, now)
-                at, why = self._eta(tokens, self._line, now)
+                at, why = self._eta(tokens, self._line.demand(), now)
                 if not self._line and at <= now + _EPSILON and self._slot_free():
                     return self._grant(tokens, now)
                 if not wait:
@@ -249,7 +257,7 @@ class AdmissionQueue:
                 raise self._refusal(
                     f"capacity would not be free before the deadline ({why})", at - now
                 )
-            head = not ahead
+            head = ahead[0] == 0
             if head and at <= now + _EPSILON and self._slot_free():
                 grant = self._grant(tokens, now)  # first: the next head sees the slot taken
                 self._drop(waiter)
@@ -368,7 +376,7 @@ class AdmissionQueue:
             now = self._clock.monotonic()
             self._line.wake_unreachable(self._levels(now), now, self._paused_until)
 
-    def _eta(self, tokens: int, ahead: Iterable[Waiter], now: float) -> tuple[float, str]:
+    def _eta(self, tokens: int, ahead: Demand, now: float) -> tuple[float, str]:
         """When a request of ``tokens`` fits after everyone in ``ahead`` has been admitted."""
         at, why = eta(self._levels(now), ahead, tokens, now)
         if self._paused_until > at:

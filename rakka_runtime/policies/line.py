@@ -20,7 +20,7 @@ from rakka_runtime.core.policy import Wait
 from rakka_runtime.errors import Cancelled
 from rakka_runtime.policies.clock import Clock
 
-__all__ = ["Level", "Line", "Pending", "Waiter", "admit_by_steps", "eta"]
+__all__ = ["Demand", "Level", "Line", "Pending", "Waiter", "admit_by_steps", "eta"]
 
 CANCEL_POLL = 0.1  # how often a queued request looks at its ``cancelled`` flag
 
@@ -34,6 +34,8 @@ class Waiter:
 
     tokens: int
     limit: float = math.inf
+    seq: int = 0  # how many joined the line before it, ever
+    joined_before: int = 0  # the tokens those reserved
     woken: Notifier = field(default_factory=Notifier)
 
     def wait(self, seconds: float, why: str, clock: Clock, *, timed: bool) -> Wait:
@@ -70,27 +72,55 @@ class Line:
     longer make it (:meth:`wake_unreachable`), so they fail at once.
     """
 
-    __slots__ = ("_waiters",)
+    __slots__ = ("_gone", "_gone_tokens", "_joined", "_joined_tokens", "_skipped", "_waiters")
 
     def __init__(self) -> None:
         self._waiters: deque[Waiter] = deque()
+        # Running totals, so what is ahead of a waiter is O(1) to know rather than a walk
+        # down the line on every ask: ahead of W = those joined before W less those gone
+        # that had joined before W.
+        self._joined = self._joined_tokens = 0
+        self._gone = self._gone_tokens = 0
+        # Those that left from behind the head (cancelled, refused): ``(seq, tokens)``,
+        # counted in ``_gone`` though they were behind some who are still in line.
+        self._skipped: list[tuple[int, int]] = []
 
     def join(self, tokens: int, limit: float) -> Waiter:
-        waiter = Waiter(tokens, limit)
+        waiter = Waiter(tokens, limit, self._joined, self._joined_tokens)
         self._waiters.append(waiter)
+        self._joined += 1
+        self._joined_tokens += tokens
         return waiter
 
-    def ahead(self, waiter: Waiter) -> list[Waiter]:
-        ahead = []
-        for other in self._waiters:
-            if other is waiter:
-                break
-            ahead.append(other)
-        return ahead
+    def ahead(self, waiter: Waiter) -> Demand:
+        """What everyone ahead of ``waiter`` reserves: ``(requests, tokens)``."""
+        requests = waiter.seq - self._gone
+        tokens = waiter.joined_before - self._gone_tokens
+        for seq, gone_tokens in self._skipped:
+            if seq > waiter.seq:  # it was behind: not counted in ``joined_before``
+                requests += 1
+                tokens += gone_tokens
+        return requests, tokens
+
+    def demand(self) -> Demand:
+        """What the whole line reserves: ``(requests, tokens)``."""
+        return self._joined - self._gone, self._joined_tokens - self._gone_tokens
 
     def leave(self, waiter: Waiter) -> None:
-        if waiter in self._waiters:
-            self._waiters.remove(waiter)
+        waiters = self._waiters
+        if waiters and waiters[0] is waiter:
+            waiters.popleft()  # the usual case: the head, admitted
+            if self._skipped:
+                # Entries behind no one in line any more no longer count for anybody.
+                head = waiters[0].seq if waiters else math.inf
+                self._skipped = [entry for entry in self._skipped if entry[0] > head]
+        elif waiter in waiters:
+            waiters.remove(waiter)
+            self._skipped.append((waiter.seq, waiter.tokens))
+        else:
+            return
+        self._gone += 1
+        self._gone_tokens += waiter.tokens
 
     def wake_head(self) -> None:
         if self._waiters:
@@ -109,7 +139,14 @@ class Line:
         """Wake the head, and every waiter that could no longer be admitted before its
         limit (a pause until ``not_before`` or lower ``levels`` moved its turn), so it
         fails now rather than at its limit: one pass, the prediction of :func:`eta` for
-        each waiter in turn."""
+        each waiter in turn, skipped when what is there now covers the whole line."""
+        requests, tokens = self.demand()
+        if not_before <= now and all(
+            min(capacity, level) >= (requests if dim == "requests" else tokens)
+            for dim, level, capacity, _ in levels
+        ):
+            self.wake_head()  # every waiter fits now: no deadline moved out of reach
+            return
         before = dict.fromkeys((level[0] for level in levels), 0.0)
         for index, waiter in enumerate(self._waiters):
             at = max(now, not_before)
@@ -154,18 +191,18 @@ class Line:
 Level = tuple[str, float, float, float]
 """One bucket as a prediction sees it: ``(dimension, level, capacity, refill per second)``."""
 
+Demand = tuple[int, int]
+"""What some waiters reserve together: ``(requests, tokens)``."""
 
-def eta(
-    levels: Iterable[Level], ahead: Iterable[Waiter], tokens: int, now: float
-) -> tuple[float, str]:
-    """When a request of ``tokens`` fits after everyone ``ahead`` has been admitted, and
-    which dimension it waits for. A request larger than a whole bucket waits for a full
-    bucket instead of never fitting."""
-    waiting = list(ahead)
+
+def eta(levels: Iterable[Level], ahead: Demand, tokens: int, now: float) -> tuple[float, str]:
+    """When a request of ``tokens`` fits after everyone ``ahead`` (what they reserve) has
+    been admitted, and which dimension it waits for. A request larger than a whole bucket
+    waits for a full bucket instead of never fitting."""
     at, why = now, ""
     for dimension, level, capacity, rate in levels:
         requests = dimension == "requests"
-        before = len(waiting) if requests else sum(w.tokens for w in waiting)
+        before = ahead[0] if requests else ahead[1]
         own = min(1 if requests else tokens, capacity)
         deficit = before + own - min(capacity, level)
         if deficit > 0 and now + deficit / rate > at:

@@ -65,7 +65,15 @@ from rakka_runtime.policies.admission import (
     capped_pause,
 )
 from rakka_runtime.policies.clock import SYSTEM_CLOCK, Clock
-from rakka_runtime.policies.line import Level, Line, Pending, Waiter, admit_by_steps, eta
+from rakka_runtime.policies.line import (
+    Demand,
+    Level,
+    Line,
+    Pending,
+    Waiter,
+    admit_by_steps,
+    eta,
+)
 from rakka_runtime.policies.shared.redis_buckets import Bucket, RedisBuckets, Reservation
 from rakka_runtime.policies.shared.redis_store import (
     BackendUnavailable,
@@ -484,8 +492,9 @@ class SharedAdmission:
                 waiter = self._line.join(tokens, limit)
             limit = waiter.limit
             ahead = self._line.ahead(waiter)
+            queued = ahead[0] > 0
             flowing = False
-            if ahead:
+            if queued:
                 at, why = self._predict(tokens, ahead, now)
                 seen = waiter.woken.version
                 # While Redis grants, and everyone ahead and this one fit in the levels it
@@ -494,9 +503,9 @@ class SharedAdmission:
                 flowing = (
                     self._granting
                     and at <= now
-                    and (self._slots is None or self._in_flight + len(ahead) < self._slots)
+                    and (self._slots is None or self._in_flight + ahead[0] < self._slots)
                 )
-        if ahead and not flowing:
+        if queued and not flowing:
             if at > limit:
                 self.leave_line(waiter)
                 raise self._refusal(
@@ -592,7 +601,7 @@ class SharedAdmission:
                     ).start()
         return reply, SharedGrant(tokens, wants, lease)
 
-    def _predict(self, tokens: int, ahead: list[Waiter], now: float) -> tuple[float, str]:
+    def _predict(self, tokens: int, ahead: Demand, now: float) -> tuple[float, str]:
         """When ``tokens`` would fit after ``ahead``, from the levels Redis last reported
         (refilled since); other processes' use is unknown here, so it is a lower bound."""
         return eta(self._levels(now), ahead, tokens, now)
