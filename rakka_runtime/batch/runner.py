@@ -117,11 +117,18 @@ class _Sending:
         self._outcome: tuple[Record, bool] | None = None
 
     def __enter__(self) -> _Sending:
+        # In flight from here (its handle comes with track): even a request that fails
+        # before it has a handle is settled, and so counted, through the table.
+        with self._runner._inflight_lock:
+            self._runner._inflight[id(self)] = None
         return self
 
     def track(self, handle: HandleT) -> HandleT:
         with self._runner._inflight_lock:
-            self._runner._inflight[id(self)] = handle
+            if id(self) in self._runner._inflight:
+                self._runner._inflight[id(self)] = handle
+                return handle
+        handle.cancel()  # abandoned at the grace period before it was sent
         return handle
 
     def succeeded(self, result: ChatResult, status: int | None) -> None:
@@ -134,15 +141,15 @@ class _Sending:
         self._outcome = (record, False)
 
     @property
-    def outcome(self) -> tuple[Record, bool]:
-        """The record, and whether it is a failure a retry might have cured."""
+    def outcome(self) -> tuple[int, Record, bool]:
+        """Its key in the in-flight table, the record, and whether it is a failure a retry
+        might have cured. It stays in flight until :meth:`BatchRunner._settle` counts it,
+        so a stop never finds it in neither place."""
         assert self._outcome is not None
-        return self._outcome
+        return (id(self), *self._outcome)
 
     def __exit__(self, kind: object, error: BaseException | None, tb: object) -> bool:
         runner = self._runner
-        with runner._inflight_lock:
-            runner._inflight.pop(id(self), None)
         if isinstance(error, InferenceError):
             retryable = error.is_retryable or error.kind in _CUT_BY_DEADLINE
             self._outcome = (runner._failed(self._item, error, self._started), retryable)
@@ -197,7 +204,7 @@ class BatchRunner:
         self._emit_lock = threading.Lock()
         self._sealed = False
         self._inflight_lock = threading.Lock()
-        self._inflight: dict[int, RunHandle | AsyncRunHandle] = {}
+        self._inflight: dict[int, RunHandle | AsyncRunHandle | None] = {}
         self._workers_left = concurrency
         self._deferred = 0  # retryable failures during a stop: left for the re-run
         self._refused = 0  # refused before sending (backpressure): left for the re-run
@@ -291,6 +298,8 @@ class BatchRunner:
         with self._inflight_lock:
             handles = list(self._inflight.values())
         for handle in handles:
+            if handle is None:
+                continue  # no handle yet: abandoned at the end if still unsent by then
             # No attempt may run past the grace period: every later attempt reads the
             # deadline (transport, rate-limit queue); the one in progress keeps its limits.
             state = handle.state  # the run's own state: the caller's request is frozen
@@ -303,12 +312,16 @@ class BatchRunner:
         if self._finished.is_set():
             return unsent, 0
         with self._inflight_lock:
+            # Taken out under the lock: whatever settles from now on finds itself gone
+            # and counts nowhere else (see _settle).
             handles = list(self._inflight.values())
+            self._inflight.clear()
         self._seal()  # from here on a late answer is dropped, not written
         for handle in handles:
             # Cut each one (its worker gets Cancelled at once): an abandoned stream stops
             # generating, and billing, instead of running on to its end unread.
-            handle.cancel()
+            if handle is not None:
+                handle.cancel()
         return unsent, len(handles)
 
     def _ticked(self) -> None:
@@ -436,32 +449,39 @@ class BatchRunner:
         if problem:
             raise problem[0]
 
-    async def _send_async(self, runtime: AsyncRuntime, item: BatchItem) -> tuple[Record, bool]:
+    async def _send_async(self, runtime: AsyncRuntime, item: BatchItem) -> tuple[int, Record, bool]:
         """:meth:`_send` on the async driver."""
         with _Sending(self, item) as sending:
             handle = sending.track(runtime.execute(sending.request))
             sending.succeeded(await handle.result(), handle.state.status)
         return sending.outcome
 
-    def _send(self, item: BatchItem) -> tuple[Record, bool]:
-        """The item's record, and whether it is a failure a retry might have cured."""
+    def _send(self, item: BatchItem) -> tuple[int, Record, bool]:
+        """The item's key in flight, its record, and whether it is a failure a retry might
+        have cured."""
         with _Sending(self, item) as sending:
             handle = sending.track(self._runtime.execute(sending.request))
             sending.succeeded(handle.result(), handle.state.status)
         return sending.outcome
 
-    def _settle(self, item: BatchItem, record: Record, retryable: bool) -> None:
-        """Write an item's record, or leave the line for a re-run (either driver)."""
-        if (record.get("error") or {}).get("code") == Backpressure.kind:
-            # Refused by the deployment's own limits, nothing sent: not done.
-            with self._inflight_lock:
+    def _settle(self, item: BatchItem, key: int, record: Record, retryable: bool) -> None:
+        """Write an item's record, or leave the line for a re-run (either driver).
+
+        It leaves the in-flight table and is counted in the same step, under one lock: a
+        stop taking stock meanwhile sees it in one place or the other, never in neither
+        (an item that timed out at the grace deadline once went uncounted) nor in both.
+        """
+        with self._inflight_lock:
+            if self._inflight.pop(key, None) is None:
+                return  # abandoned at the grace period: counted there, never written
+            if (record.get("error") or {}).get("code") == Backpressure.kind:
+                # Refused by the deployment's own limits, nothing sent: not done.
                 self._refused += 1
-            return
-        if retryable and self._stop_requested:
-            # Maybe cut short by the grace deadline: a re-run retries it in full.
-            with self._inflight_lock:
+                return
+            if retryable and self._stop_requested:
+                # Maybe cut short by the grace deadline: a re-run retries it in full.
                 self._deferred += 1
-            return
+                return
         self._emit(item.line, record)
 
     def _failed(self, item: BatchItem, error: InferenceError, started: float) -> Record:

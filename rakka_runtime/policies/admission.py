@@ -13,8 +13,9 @@ concurrency slot cannot be predicted, so that one is bounded by the deadline alo
 
 Each waiter has its own wake-up (:class:`~rakka_runtime.policies.line.Line`): what frees
 capacity (a release, a refund, the head leaving) wakes the head, the only one that may go;
-what may put a deadline out of reach (a pause, header feedback) wakes everyone; the head
-also wakes when its predicted time comes. With an injected fake clock (whose time moves
+what may put a deadline out of reach (a pause, header feedback) wakes the head and
+whoever can no longer be admitted in time, so it fails at once; the head also wakes when
+its predicted time comes. With an injected fake clock (whose time moves
 only when slept on) the head sleeps on the clock instead, so a queue on a fake clock
 cannot stall.
 """

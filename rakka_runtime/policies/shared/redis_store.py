@@ -186,6 +186,7 @@ class RedisStore:
         self._clock = clock
         credentials: dict[str, Any] = {}
         self._failures: tuple[type[BaseException], ...] = (redis.exceptions.RedisError, OSError)
+        self._closed = False
         if config.password is not None:
             policy_path = config_path.rpartition(".")[0] or config_path
             provider = _PasswordFromSecret(
@@ -243,6 +244,8 @@ class RedisStore:
 
         :raises BackendUnavailable: Redis failed; the store is now down.
         """
+        if self._closed:
+            raise BackendUnavailable(f"the Redis client for the {self.what} is closed")
         client = self.client
         try:
             try:
@@ -250,7 +253,13 @@ class RedisStore:
             except self._noscript:
                 # A restarted Redis has lost its script cache; EVAL caches it again.
                 reply = client.eval(script.text, len(keys), *keys, *args)
-        except self._failures as exc:
+        except Exception as exc:
+            if self._closed:
+                # Closed under a call in another thread (a background settlement): redis-py
+                # then fails in odd ways (its reader gone), and Redis is not down.
+                raise BackendUnavailable(f"the Redis client for the {self.what} is closed") from exc
+            if not isinstance(exc, self._failures):
+                raise
             self._down(exc)
             raise BackendUnavailable(f"Redis at {self.url}: {exc}") from exc
         if not self._healthy:
@@ -348,6 +357,7 @@ class RedisStore:
     def close(self) -> None:
         """Close the blocking client (an asyncio client is closed by :meth:`aclose`, on its
         own loop; one left open is dropped with that loop)."""
+        self._closed = True
         self.client.close()
 
     def _down(self, exc: BaseException) -> None:
