@@ -120,13 +120,13 @@ class _Sending:
         # In flight from here (its handle comes with track): even a request that fails
         # before it has a handle is settled, and so counted, through the table.
         with self._runner._inflight_lock:
-            self._runner._inflight[id(self)] = None
+            self._runner._inflight[self] = None
         return self
 
     def track(self, handle: HandleT) -> HandleT:
         with self._runner._inflight_lock:
-            if id(self) in self._runner._inflight:
-                self._runner._inflight[id(self)] = handle
+            if self in self._runner._inflight:
+                self._runner._inflight[self] = handle
                 return handle
         handle.cancel()  # abandoned at the grace period before it was sent
         return handle
@@ -141,12 +141,13 @@ class _Sending:
         self._outcome = (record, False)
 
     @property
-    def outcome(self) -> tuple[int, Record, bool]:
-        """Its key in the in-flight table, the record, and whether it is a failure a retry
+    def outcome(self) -> tuple[_Sending, Record, bool]:
+        """Itself (its key in the in-flight table: an object kept alive, not an ``id()``
+        that a later item may reuse), the record, and whether it is a failure a retry
         might have cured. It stays in flight until :meth:`BatchRunner._settle` counts it,
         so a stop never finds it in neither place."""
         assert self._outcome is not None
-        return (id(self), *self._outcome)
+        return (self, *self._outcome)
 
     def __exit__(self, kind: object, error: BaseException | None, tb: object) -> bool:
         runner = self._runner
@@ -204,7 +205,7 @@ class BatchRunner:
         self._emit_lock = threading.Lock()
         self._sealed = False
         self._inflight_lock = threading.Lock()
-        self._inflight: dict[int, RunHandle | AsyncRunHandle | None] = {}
+        self._inflight: dict[_Sending, RunHandle | AsyncRunHandle | None] = {}
         self._workers_left = concurrency
         self._deferred = 0  # retryable failures during a stop: left for the re-run
         self._refused = 0  # refused before sending (backpressure): left for the re-run
@@ -449,14 +450,16 @@ class BatchRunner:
         if problem:
             raise problem[0]
 
-    async def _send_async(self, runtime: AsyncRuntime, item: BatchItem) -> tuple[int, Record, bool]:
+    async def _send_async(
+        self, runtime: AsyncRuntime, item: BatchItem
+    ) -> tuple[_Sending, Record, bool]:
         """:meth:`_send` on the async driver."""
         with _Sending(self, item) as sending:
             handle = sending.track(runtime.execute(sending.request))
             sending.succeeded(await handle.result(), handle.state.status)
         return sending.outcome
 
-    def _send(self, item: BatchItem) -> tuple[int, Record, bool]:
+    def _send(self, item: BatchItem) -> tuple[_Sending, Record, bool]:
         """The item's key in flight, its record, and whether it is a failure a retry might
         have cured."""
         with _Sending(self, item) as sending:
@@ -464,7 +467,7 @@ class BatchRunner:
             sending.succeeded(handle.result(), handle.state.status)
         return sending.outcome
 
-    def _settle(self, item: BatchItem, key: int, record: Record, retryable: bool) -> None:
+    def _settle(self, item: BatchItem, key: _Sending, record: Record, retryable: bool) -> None:
         """Write an item's record, or leave the line for a re-run (either driver).
 
         It leaves the in-flight table and is counted in the same step, under one lock: a
@@ -472,8 +475,9 @@ class BatchRunner:
         (an item that timed out at the grace deadline once went uncounted) nor in both.
         """
         with self._inflight_lock:
-            if self._inflight.pop(key, None) is None:
+            if key not in self._inflight:
                 return  # abandoned at the grace period: counted there, never written
+            del self._inflight[key]  # (its handle may be None: it failed before sending)
             if (record.get("error") or {}).get("code") == Backpressure.kind:
                 # Refused by the deployment's own limits, nothing sent: not done.
                 self._refused += 1
