@@ -23,6 +23,7 @@ import json
 import os
 import re
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -120,6 +121,12 @@ class Emulator:
             daemon_threads = True
             request_queue_size = 1024
             address_family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+
+            def handle_error(self, request: Any, client_address: Any) -> None:
+                # A client that hangs up mid-answer (a cancel, a closed stream) is normal
+                # for an API server; anything else still prints its traceback.
+                if not isinstance(sys.exc_info()[1], ConnectionError):
+                    super().handle_error(request, client_address)
 
         self._server = Server((self.host, self.port), Handler)
         self.port = self._server.server_address[1]
