@@ -6,6 +6,9 @@ import copy
 import dataclasses
 import functools
 from collections.abc import Callable
+from typing import Any
+
+import pytest
 
 from rakka_runtime.config.loader import load_config
 from rakka_runtime.config.schema import RakkaConfig
@@ -15,6 +18,25 @@ EMULATOR_KEY = "sk-emulator-test-key"
 
 # make_runtime(emulator, *overrides, azure=False, hooks=None) -> Runtime
 RuntimeFactory = Callable[..., Runtime]
+
+
+class Calls:
+    """How many times a method was called (see :func:`count_calls`)."""
+
+    count = 0
+
+
+def count_calls(monkeypatch: pytest.MonkeyPatch, target: object, name: str) -> Calls:
+    """Count the calls of ``target.name`` from now on; it still does what it did."""
+    calls = Calls()
+    method = getattr(target, name)
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.count += 1
+        return method(*args, **kwargs)
+
+    monkeypatch.setattr(target, name, counted)
+    return calls
 
 
 @functools.cache

@@ -38,14 +38,17 @@ class Waiter:
     joined_before: int = 0  # the tokens those reserved
     woken: Notifier = field(default_factory=Notifier)
 
-    def wait(self, seconds: float, why: str, clock: Clock, *, timed: bool) -> Wait:
-        """Ask again after ``seconds``, or when this waiter is woken. Built under the
-        admission's lock, so a wake after it is never lost (its version moves past)."""
+    def wait(
+        self, seconds: float, why: str, clock: Clock, *, timed: bool, seen: int | None = None
+    ) -> Wait:
+        """Ask again after ``seconds``, or when this waiter is woken past ``seen`` (its
+        wake-up's version now, unless read earlier). Read under the admission's lock, so a
+        wake after it is never lost (the version moves past)."""
         return Wait(
             max(0.0, seconds),
             why,
             notifier=self.woken,
-            seen=self.woken.version,
+            seen=self.woken.version if seen is None else seen,
             timed=timed,
             clock=clock,
         )

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import pytest
 from driver_clients import Client
@@ -17,7 +16,7 @@ from rakka_runtime.errors import Backpressure, BudgetExceeded, Cancelled, Circui
 from rakka_runtime.policies.admission import AdmissionQueue
 from rakka_runtime.runtime import Runtime
 from rakka_runtime.types import ChatResult
-from rakka_testing import EMULATOR_KEY, config_at
+from rakka_testing import EMULATOR_KEY, config_at, count_calls
 
 Make = Callable[..., Client]
 ONE_AT_A_TIME = "deployment.rate_limits.concurrent_requests=1"
@@ -113,21 +112,13 @@ def test_a_freed_slot_wakes_the_next_in_line_not_everyone(
     sleep) made a long line cost O(n^2), and threads also asked again every 0.1 s."""
     client = client_at(emulator.url, ONE_AT_A_TIME)
     queue = queue_of(client)
-    asked = 0
-    reserve = queue.reserve
-
-    def counted(*args: Any, **kwargs: Any) -> Any:
-        nonlocal asked
-        asked += 1
-        return reserve(*args, **kwargs)
-
-    monkeypatch.setattr(queue, "reserve", counted)
+    asked = count_calls(monkeypatch, queue, "reserve")
     outcomes = client.run_many(40, max_tokens=2, stream=False, extra_headers=DRIP)
     assert all(isinstance(o, ChatResult) for o in outcomes), outcomes
     assert len(outcomes) == 40
     # Each request: one ask on arrival, one when woken at the head (a few spare for a
     # wake that lands while it is still asking).
-    assert asked <= 3 * 40, f"{asked} asks for 40 requests"
+    assert asked.count <= 3 * 40, f"{asked.count} asks for 40 requests"
     assert queue.waiting == 0 and queue.in_flight == 0
 
 

@@ -52,7 +52,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from rakka_runtime.core.policy import Wait
 from rakka_runtime.errors import Backpressure
 from rakka_runtime.policies.admission import (
     DIMENSIONS,
@@ -514,8 +513,9 @@ class SharedAdmission:
             if now >= limit:
                 self.leave_line(waiter)
                 raise self._refusal("deadline passed in the queue", None)
+            why = why or "in line"
             return Pending(
-                waiter, self._wait(waiter, limit - now, why or "in line", seen, timed=False)
+                waiter, waiter.wait(limit - now, why, self._clock, timed=False, seen=seen)
             )
         # The head (or a flowing waiter) asks Redis outside the lock: releases and arrivals
         # go on meanwhile.
@@ -544,15 +544,9 @@ class SharedAdmission:
             raise self._refusal(f"deadline passed in the queue ({self._why(reply)})", None)
         # A slot another process frees is only seen by asking; a release here wakes it.
         nap = SLOT_POLL if reply.wait is None else min(reply.wait, POLL)
-        return Pending(waiter, self._wait(waiter, min(nap, limit - now), self._why(reply), seen))
-
-    def _wait(
-        self, waiter: Waiter, seconds: float, why: str, seen: int, *, timed: bool = True
-    ) -> Wait:
-        """Ask again after ``seconds`` or when ``waiter`` is woken past ``seen`` (its
-        version read under the lock before deciding, so no wake is lost)."""
-        return Wait(
-            max(0.0, seconds), why, notifier=waiter.woken, seen=seen, timed=timed, clock=self._clock
+        why = self._why(reply)
+        return Pending(
+            waiter, waiter.wait(min(nap, limit - now), why, self._clock, timed=True, seen=seen)
         )
 
     def _wake_next(self) -> None:

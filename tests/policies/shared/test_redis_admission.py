@@ -25,7 +25,7 @@ from rakka_runtime.config.validation import validate
 from rakka_runtime.errors import Backpressure, RateLimited
 from rakka_runtime.plugins import BUILTIN_PLUGINS, PluginHooks, make_plugin_manager
 from rakka_runtime.policies.shared.redis_admission import SharedAdmission, SharedGrant
-from rakka_testing import RuntimeFactory
+from rakka_testing import RuntimeFactory, count_calls
 
 
 def replica(server: RedisServer, prefix: str, **limits: Any) -> SharedAdmission:
@@ -335,15 +335,7 @@ def test_a_release_wakes_the_head_of_a_shared_line_not_everyone(
     """40 requests of one process behind one shared slot: each release wakes the head of
     the line (it asks Redis), not all 40 (each asked only to find it was not the head)."""
     a = replica(redis_server, prefix, concurrent_requests=1, requests_per_minute=100_000)
-    steps = 0
-    step = a._step
-
-    def counted(*args: Any, **kwargs: Any) -> Any:
-        nonlocal steps
-        steps += 1
-        return step(*args, **kwargs)
-
-    monkeypatch.setattr(a, "_step", counted)
+    steps = count_calls(monkeypatch, a, "_step")
 
     def one_thread() -> None:
         grant = a.admit(10, deadline=time.monotonic() + 20)
@@ -380,5 +372,5 @@ def test_a_release_wakes_the_head_of_a_shared_line_not_everyone(
     assert a.in_flight == 0 and a.waiting == 0
     # Per request: an ask on arrival, one when it becomes the head, one granted, and the
     # head's polls for the slot (every 20 ms; each holder keeps it about 5 ms).
-    assert steps <= 5 * 40, f"{steps} steps for 40 requests"
+    assert steps.count <= 5 * 40, f"{steps.count} steps for 40 requests"
     a.close()
