@@ -4,11 +4,16 @@ The session is made lazily, in the event loop that first uses it, with a connect
 from the deployment's concurrency. Limits:
 
 - ``connect``: aiohttp's ``sock_connect``;
-- ``request_timeout``: the whole response head must arrive within it (an ``asyncio``
-  timeout around the request, so a server trickling its headers is cut too); the deadline
-  clips it;
-- ``read_timeout``: aiohttp's ``sock_read`` (silence between body bytes); within the
-  last ``read_timeout`` before the deadline a read is also bounded by the deadline.
+- ``request_timeout``: once the connection is up and the request sent, the whole response
+  head must arrive within it (a server trickling its headers is cut too), so it never
+  shortens the connect limit; the deadline clips it;
+- ``read_timeout``: the longest a body read waits for bytes; the deadline clips it.
+
+The last two are the transport's :class:`~rakka_runtime.drivers.aio_deadlines.Deadlines`:
+one loop timer for all its waits, rather than a timer per wait (an ``asyncio.timeout``
+per request, aiohttp's ``sock_read`` rescheduled per received block). The head's clock
+starts in the session's response class, which aiohttp asks to read the head once the
+request is sent.
 
 aiohttp decompression is off (``auto_decompress=False``): the exchange decodes a
 compressed body itself, in bounded steps. Only primitives leave this module.
@@ -17,6 +22,7 @@ compressed body itself, in bounded steps. Only primitives leave this module.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
@@ -24,6 +30,7 @@ from typing import TYPE_CHECKING
 import aiohttp
 from yarl import URL
 
+from rakka_runtime.drivers.aio_deadlines import Deadlines
 from rakka_runtime.errors import InferenceError, NetworkError, ProtocolError, Timeout
 
 if TYPE_CHECKING:
@@ -49,16 +56,20 @@ class AioTransport:
         self._session: aiohttp.ClientSession | None = None
         self._urls: dict[str, URL] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._deadlines: Deadlines | None = None
+        # Requests connecting or sending -> (request_timeout, the deadline or inf):
+        # their head's clock starts when aiohttp starts reading the head.
+        self._sending: dict[asyncio.Task[object], tuple[float, float]] = {}
 
     def session(self) -> aiohttp.ClientSession:
         session = self._session
         if session is None or session.closed:
             self._loop = asyncio.get_running_loop()
+            self._deadlines = Deadlines(self._loop)
             session = self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=self._limit, limit_per_host=0),
-                timeout=aiohttp.ClientTimeout(
-                    total=None, sock_connect=self.connect, sock_read=self.read_timeout
-                ),
+                # Reads are bounded by the transport's deadlines, not by sock_read.
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.connect),
                 auto_decompress=False,
                 # No cookies, as on the thread driver (urllib3 keeps none): an API client
                 # sends the same request whatever a gateway set before, and skips the jar's
@@ -66,6 +77,7 @@ class AioTransport:
                 cookie_jar=aiohttp.DummyCookieJar(),
                 skip_auto_headers=("Accept-Encoding", "User-Agent"),
                 raise_for_status=False,
+                response_class=_head_timed(self),
             )
         elif self._loop is not asyncio.get_running_loop():
             raise RuntimeError(
@@ -84,40 +96,64 @@ class AioTransport:
         deadline: float | None,
     ) -> Response:
         """Send; return once the whole response head is in."""
-        head_limit, limit = request_timeout, "request_timeout"
-        if deadline is not None:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise Timeout("the request deadline passed before sending", limit="deadline")
-            if left < head_limit:
-                head_limit, limit = left, "deadline"
+        now = time.monotonic()
+        cap = math.inf if deadline is None else deadline
+        if cap <= now:
+            raise Timeout("the request deadline passed before sending", limit="deadline")
         session = self.session()
+        deadlines = self._deadlines
+        assert deadlines is not None
+        task = asyncio.current_task()
+        assert task is not None
+        # Until the request is sent, connecting is bounded by aiohttp's sock_connect; this
+        # only backs it up (a name to resolve, several addresses to try) and keeps the
+        # deadline. The head's own clock starts in head_awaited().
+        self._sending[task] = (request_timeout, cap)
+        deadlines.arm(task, min(cap, now + self.connect + request_timeout))
         try:
-            async with asyncio.timeout(head_limit):
-                raw = await session.request(
-                    method,
-                    self._url(url),
-                    data=body,
-                    headers={"Accept-Encoding": "identity", **headers},
-                    allow_redirects=False,
-                )
-        except TimeoutError as exc:
-            if isinstance(exc, aiohttp.ConnectionTimeoutError):
-                raise Timeout(
-                    f"connect timed out after {self.connect:.3g}s (connect)", limit="connect"
-                ) from exc
-            raise Timeout(
-                f"no complete response head within {head_limit:.3g}s ({limit})", limit=limit
-            ) from exc
-        except aiohttp.ClientResponseError as exc:  # a malformed head (too many headers, ...)
-            raise ProtocolError(
-                f"malformed response head: {exc.message}", should_retry=False
-            ) from exc
-        except aiohttp.ClientConnectorError as exc:
-            raise NetworkError(f"cannot connect: {_reason(exc)}") from exc
-        except (aiohttp.ClientError, OSError) as exc:
-            raise NetworkError(f"connection failed: {_reason(exc)}") from exc
-        return Response(raw, self.read_timeout)
+            raw = await session.request(
+                method,
+                self._url(url),
+                data=body,
+                headers={"Accept-Encoding": "identity", **headers},
+                allow_redirects=False,
+            )
+        except BaseException as exc:
+            if deadlines.leave(task):
+                raise self._no_head(task, request_timeout, cap) from exc
+            self._sending.pop(task, None)
+            failure = _send_failure(exc, self.connect)
+            if failure is None:
+                raise
+            raise failure from exc
+        if deadlines.leave(task):  # the time was up as the head arrived
+            raw.close()
+            raise self._no_head(task, request_timeout, cap)
+        return Response(raw, self.read_timeout, deadlines)
+
+    def head_awaited(self, task: asyncio.Task[object]) -> None:
+        """``task``'s request is sent and aiohttp reads the head: its clock starts now."""
+        sending = self._sending.pop(task, None)
+        if sending is not None and self._deadlines is not None:
+            request_timeout, cap = sending
+            self._deadlines.arm(task, min(cap, time.monotonic() + request_timeout))
+
+    def _no_head(self, task: asyncio.Task[object], request_timeout: float, cap: float) -> Timeout:
+        """What a wait for the head that ran out of time was cut by."""
+        connecting = self._sending.pop(task, None) is not None
+        if time.monotonic() >= cap:
+            what = "the response head" if not connecting else "a connection"
+            return Timeout(f"the request deadline passed waiting for {what}", limit="deadline")
+        if connecting:
+            return Timeout(
+                f"no connection and request sent within {self.connect + request_timeout:.3g}s "
+                "(connect + request_timeout)",
+                limit="connect",
+            )
+        return Timeout(
+            f"no complete response head within {request_timeout:.3g}s (request_timeout)",
+            limit="request_timeout",
+        )
 
     def _url(self, url: str) -> URL:
         """``url`` parsed once (a deployment sends every request to the same one)."""
@@ -137,11 +173,14 @@ class AioTransport:
 class Response:
     """An open response: the head is in, the body not read yet."""
 
-    __slots__ = ("_raw", "_read_timeout", "headers", "status")
+    __slots__ = ("_deadlines", "_raw", "_read_timeout", "headers", "status")
 
-    def __init__(self, raw: aiohttp.ClientResponse, read_timeout: float) -> None:
+    def __init__(
+        self, raw: aiohttp.ClientResponse, read_timeout: float, deadlines: Deadlines
+    ) -> None:
         self._raw = raw
         self._read_timeout = read_timeout
+        self._deadlines = deadlines
         self.status = raw.status
         items = raw.headers.items()
         headers = {key.lower(): value for key, value in items}
@@ -153,33 +192,39 @@ class Response:
         self.headers = headers
 
     async def read(self, deadline: float | None) -> bytes:
-        """The body bytes that have arrived (waiting for some), ``b""`` at its end; raises
-        Timeout / NetworkError on failure. (A coroutine, not an async generator: one
-        frame less per block, and nothing for the loop's generator hooks to track.)"""
-        content = self._raw.content
-        read_timeout = self._read_timeout
-        try:
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is None or left >= read_timeout:
-                return await content.readany()
-            if left <= 0:
+        """The body bytes that have arrived (waiting up to ``read_timeout`` for some, less
+        when the deadline is nearer), ``b""`` at its end; raises Timeout / NetworkError on
+        failure. (A coroutine, not an async generator: one frame less per block, and
+        nothing for the loop's generator hooks to track.)"""
+        now = time.monotonic()
+        due, limit = now + self._read_timeout, "read_timeout"
+        if deadline is not None and deadline < due:
+            if deadline <= now:
                 raise Timeout("the request deadline passed mid-response", limit="deadline")
-            try:
-                async with asyncio.timeout(left):
-                    return await content.readany()
-            except TimeoutError as exc:
-                if isinstance(exc, aiohttp.ServerTimeoutError):
-                    raise
-                raise Timeout("the request deadline passed mid-response", limit="deadline") from exc
-        except InferenceError:
+            due, limit = deadline, "deadline"
+        deadlines = self._deadlines
+        task = asyncio.current_task()
+        assert task is not None
+        deadlines.arm(task, due)
+        try:
+            block = await self._raw.content.readany()
+        except BaseException as exc:
+            if deadlines.leave(task):
+                raise self._timed_out(limit) from exc
+            if isinstance(exc, aiohttp.ClientError | OSError):
+                raise NetworkError(f"connection broke mid-response: {_reason(exc)}") from exc
             raise
-        except TimeoutError as exc:
-            raise Timeout(
-                f"no bytes for {read_timeout:.3g}s mid-response (read_timeout)",
-                limit="read_timeout",
-            ) from exc
-        except (aiohttp.ClientError, OSError) as exc:
-            raise NetworkError(f"connection broke mid-response: {_reason(exc)}") from exc
+        if deadlines.leave(task):  # the time was up as the bytes arrived
+            raise self._timed_out(limit)
+        return block
+
+    def _timed_out(self, limit: str) -> Timeout:
+        if limit == "deadline":
+            return Timeout("the request deadline passed mid-response", limit="deadline")
+        return Timeout(
+            f"no bytes for {self._read_timeout:.3g}s mid-response (read_timeout)",
+            limit="read_timeout",
+        )
 
     async def finish(self, how: str) -> None:
         """Hand the connection back when the body was read to its end (``"complete"``),
@@ -202,8 +247,40 @@ class Response:
             raw.close()
 
 
+def _head_timed(transport: AioTransport) -> type[aiohttp.ClientResponse]:
+    """aiohttp's response class, telling ``transport`` when the head starts to be read."""
+
+    class HeadTimed(aiohttp.ClientResponse):
+        async def start(self, connection: aiohttp.connector.Connection) -> aiohttp.ClientResponse:
+            task = asyncio.current_task()
+            if task is not None:
+                transport.head_awaited(task)
+            return await super().start(connection)
+
+    return HeadTimed
+
+
+def _send_failure(exc: BaseException, connect: float) -> InferenceError | None:
+    """What an exception from sending a request means (``None``: raise it as it is)."""
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return Timeout(f"connect timed out after {connect:.3g}s (connect)", limit="connect")
+    if isinstance(exc, aiohttp.ClientResponseError):  # a malformed head (too many headers, ...)
+        return ProtocolError(f"malformed response head: {exc.message}", should_retry=False)
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return NetworkError(f"cannot connect: {_reason(exc)}")
+    if isinstance(exc, aiohttp.ClientError | OSError):
+        return NetworkError(f"connection failed: {_reason(exc)}")
+    return None
+
+
 def _reason(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
+    if isinstance(exc, aiohttp.ClientConnectorError):  # asyncio's text names no cause
+        os_error = exc.os_error
+        cause = os_error.strerror or type(os_error).__name__
+        if isinstance(os_error, ConnectionRefusedError):
+            cause = "connection refused"
+        return f"{exc.host}:{exc.port}: {cause}"
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return "the server closed the connection"
     if isinstance(exc, aiohttp.ClientPayloadError):

@@ -1,4 +1,4 @@
-"""Each time limit fires on its own phase and says which one it was.
+"""Each time limit fires on its own phase and says which one it was, on both drivers.
 
 Servers are real loopback sockets: the emulator's ``stall``/``stall_mid``/``drip`` faults,
 and raw sockets scripted here byte by byte. Limits are real and short (0.2-0.5 s).
@@ -14,26 +14,15 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from driver_clients import Client
 from raw_http import RawServer, Script, delta, event
 
 from rakka_provider_openai.emulator import Emulator
 from rakka_runtime.errors import InferenceError, NetworkError, Timeout
-from rakka_runtime.runtime import Runtime
 from rakka_runtime.types import ChatResult
-from rakka_testing import config_at
 
+Make = Callable[..., Client]
 NO_RETRY = "deployment.retry.enabled=false"
-
-# Our own key and emulator (not imported from tests/conftest.py: a module named
-# "conftest" is ambiguous once another test folder has one).
-EMULATOR_KEY = "sk-policy-test-key"
-
-
-@pytest.fixture
-def emulator() -> Iterator[Emulator]:
-    with Emulator(keys=[EMULATOR_KEY]) as emu:
-        yield emu
-
 
 SSE_HEAD = (
     b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
@@ -74,37 +63,20 @@ def reset_script(sock: socket.socket, stopping: threading.Event) -> bool:
     return False
 
 
-# --- runtimes -------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def runtime_at(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Runtime]]:
-    """Runtimes (the shipped plugins, system clock) aimed at a URL, with overrides."""
-    monkeypatch.setenv("RAKKA_TEST_KEY", EMULATOR_KEY)
-    opened: list[Runtime] = []
-
-    def make(url: str, *overrides: str) -> Runtime:
-        opened.append(Runtime(config_at(url, *overrides)))
-        return opened[-1]
-
-    yield make
-    for rt in opened:
-        rt.close()
+# --- running -------------------------------------------------------------------------------
 
 
 def run(
-    rt: Runtime, *, stream: bool = True, fault: str | None = None, **kw: Any
+    client: Client, *, stream: bool = True, fault: str | None = None, **kw: Any
 ) -> tuple[ChatResult, list[str]]:
     headers = {"x-emulator-fault": fault} if fault else None
-    handle = rt.execute(rt.request("time me", stream=stream, extra_headers=headers, **kw))
-    deltas = [chunk.text_delta for chunk in handle]
-    return handle.result(), deltas
+    return client.run("time me", stream=stream, extra_headers=headers, **kw)
 
 
-def timed_failure(rt: Runtime, **kw: Any) -> tuple[InferenceError, float]:
+def timed_failure(client: Client, **kw: Any) -> tuple[InferenceError, float]:
     started = time.monotonic()
     with pytest.raises(InferenceError) as caught:
-        run(rt, **kw)
+        run(client, **kw)
     return caught.value, time.monotonic() - started
 
 
@@ -139,26 +111,26 @@ def full_backlog() -> Iterator[int]:
 
 
 def test_connect_timeout_names_connect_and_is_not_shortened(
-    full_backlog: int, runtime_at: Callable[..., Runtime]
+    full_backlog: int, client_at: Make
 ) -> None:
-    rt = runtime_at(
+    client = client_at(
         f"http://127.0.0.1:{full_backlog}",
         NO_RETRY,
         "deployment.timeouts.connect=400ms",
         "deployment.timeouts.request_timeout=100ms",  # must not shorten the connect limit
     )
-    error, elapsed = timed_failure(rt)
+    error, elapsed = timed_failure(client)
     assert isinstance(error, Timeout) and error.limit == "connect", error
     assert 0.35 <= elapsed < 2.0
 
 
 def test_a_refused_connection_is_a_network_error_not_a_timeout(
-    runtime_at: Callable[..., Runtime],
+    client_at: Make,
 ) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]  # bound, never listening: connecting is refused
-        error, elapsed = timed_failure(runtime_at(f"http://127.0.0.1:{port}", NO_RETRY))
+        error, elapsed = timed_failure(client_at(f"http://127.0.0.1:{port}", NO_RETRY))
     assert isinstance(error, NetworkError) and "refused" in error.message
     assert elapsed < 1.0
 
@@ -170,19 +142,19 @@ FIRST_BYTE = ("deployment.timeouts.request_timeout=300ms", "deployment.timeouts.
 
 @pytest.mark.parametrize("stream", [True, False])
 def test_emulator_stall_before_headers_is_request_timeout(
-    emulator: Emulator, runtime_at: Callable[..., Runtime], stream: bool
+    emulator: Emulator, client_at: Make, stream: bool
 ) -> None:
-    rt = runtime_at(emulator.url, NO_RETRY, *FIRST_BYTE)
-    error, elapsed = timed_failure(rt, stream=stream, fault="stall;seconds=2")
+    client = client_at(emulator.url, NO_RETRY, *FIRST_BYTE)
+    error, elapsed = timed_failure(client, stream=stream, fault="stall;seconds=2")
     assert isinstance(error, Timeout) and error.limit == "request_timeout"
     assert 0.25 <= elapsed < 1.5
 
 
 def test_raw_stall_before_headers_is_request_timeout(
-    raw_server: Callable[[Script], RawServer], runtime_at: Callable[..., Runtime]
+    raw_server: Callable[[Script], RawServer], client_at: Make
 ) -> None:
     server = raw_server(stream_script(before=2))
-    error, elapsed = timed_failure(runtime_at(server.url, NO_RETRY, *FIRST_BYTE))
+    error, elapsed = timed_failure(client_at(server.url, NO_RETRY, *FIRST_BYTE))
     assert isinstance(error, Timeout) and error.limit == "request_timeout"
     assert 0.25 <= elapsed < 1.5
 
@@ -199,27 +171,23 @@ BETWEEN = ("deployment.timeouts.request_timeout=5s", "deployment.timeouts.read_t
 )
 def test_raw_silence_after_the_headers_is_read_timeout(
     raw_server: Callable[[Script], RawServer],
-    runtime_at: Callable[..., Runtime],
+    client_at: Make,
     script: Script,
     delivered: int,
 ) -> None:
-    rt = runtime_at(raw_server(script).url, NO_RETRY, *BETWEEN)
-    deltas: list[str] = []
-    started = time.monotonic()
-    with pytest.raises(Timeout) as caught:
-        deltas.extend(chunk.text_delta for chunk in rt.stream("time me"))
-    assert caught.value.limit == "read_timeout"
-    assert 0.25 <= time.monotonic() - started < 1.5
-    assert deltas == WORDS[:delivered]
-    assert caught.value.partial is not None and caught.value.partial.text == "".join(deltas)
+    client = client_at(raw_server(script).url, NO_RETRY, *BETWEEN)
+    error, elapsed = timed_failure(client)
+    assert isinstance(error, Timeout) and error.limit == "read_timeout"
+    assert 0.25 <= elapsed < 1.5
+    assert error.partial is not None and error.partial.text == "".join(WORDS[:delivered])
 
 
 @pytest.mark.parametrize("stream", [True, False])
 def test_emulator_stall_mid_answer_is_read_timeout(
-    emulator: Emulator, runtime_at: Callable[..., Runtime], stream: bool
+    emulator: Emulator, client_at: Make, stream: bool
 ) -> None:
-    rt = runtime_at(emulator.url, NO_RETRY, *BETWEEN)
-    error, elapsed = timed_failure(rt, stream=stream, fault="stall_mid;after=3;seconds=2")
+    client = client_at(emulator.url, NO_RETRY, *BETWEEN)
+    error, elapsed = timed_failure(client, stream=stream, fault="stall_mid;after=3;seconds=2")
     assert isinstance(error, Timeout) and error.limit == "read_timeout"
     assert 0.25 <= elapsed < 1.5
 
@@ -233,23 +201,23 @@ SLOW_BUT_ALIVE = (
 
 
 def test_a_long_dripping_stream_is_not_cut_by_the_first_byte_limit(
-    raw_server: Callable[[Script], RawServer], runtime_at: Callable[..., Runtime]
+    raw_server: Callable[[Script], RawServer], client_at: Make
 ) -> None:
     server = raw_server(stream_script(every=0.1))  # 15 events over 1.4 s
-    rt = runtime_at(server.url, NO_RETRY, *SLOW_BUT_ALIVE)
+    client = client_at(server.url, NO_RETRY, *SLOW_BUT_ALIVE)
     started = time.monotonic()
-    result, deltas = run(rt)
+    result, deltas = run(client)
     assert time.monotonic() - started >= 1.3
     assert [d for d in deltas if d] == WORDS and result.text == "".join(WORDS)
     assert result.finish_reason == "stop"
 
 
 def test_a_slowly_dripping_body_is_not_cut_by_the_first_byte_limit(
-    emulator: Emulator, runtime_at: Callable[..., Runtime]
+    emulator: Emulator, client_at: Make
 ) -> None:
-    rt = runtime_at(emulator.url, NO_RETRY, *SLOW_BUT_ALIVE)
+    client = client_at(emulator.url, NO_RETRY, *SLOW_BUT_ALIVE)
     started = time.monotonic()
-    result, _ = run(rt, stream=False, fault="drip;delay_ms=100", max_tokens=6)
+    result, _ = run(client, stream=False, fault="drip;delay_ms=100", max_tokens=6)
     assert time.monotonic() - started >= 0.6  # 8 pieces, 7 pauses
     assert result.text and result.finish_reason == "length"
 
@@ -258,25 +226,25 @@ def test_a_slowly_dripping_body_is_not_cut_by_the_first_byte_limit(
 
 
 def test_the_deadline_cuts_a_healthy_stream(
-    raw_server: Callable[[Script], RawServer], runtime_at: Callable[..., Runtime]
+    raw_server: Callable[[Script], RawServer], client_at: Make
 ) -> None:
     server = raw_server(stream_script(every=0.1))
-    rt = runtime_at(server.url, NO_RETRY, *SLOW_BUT_ALIVE, "deployment.timeouts.deadline=500ms")
-    error, elapsed = timed_failure(rt)
+    client = client_at(server.url, NO_RETRY, *SLOW_BUT_ALIVE, "deployment.timeouts.deadline=500ms")
+    error, elapsed = timed_failure(client)
     assert isinstance(error, Timeout) and error.limit == "deadline"
     assert 0.45 <= elapsed < 1.0
 
 
 def test_the_deadline_bounds_the_wait_for_headers_and_is_not_retried(
-    emulator: Emulator, runtime_at: Callable[..., Runtime]
+    emulator: Emulator, client_at: Make
 ) -> None:
-    rt = runtime_at(
+    client = client_at(
         emulator.url,
         "deployment.timeouts.request_timeout=5s",
         "deployment.timeouts.deadline=300ms",
         "deployment.retry.initial_backoff=10ms",
     )
-    error, elapsed = timed_failure(rt, fault="stall;seconds=2")
+    error, elapsed = timed_failure(client, fault="stall;seconds=2")
     assert isinstance(error, Timeout) and error.limit == "deadline"
     assert 0.25 <= elapsed < 1.0
     assert [a.kind for a in error.attempts] == ["timeout"]
@@ -289,10 +257,10 @@ def test_the_deadline_bounds_the_wait_for_headers_and_is_not_retried(
 def test_a_reset_is_a_network_error(
     emulator: Emulator,
     raw_server: Callable[[Script], RawServer],
-    runtime_at: Callable[..., Runtime],
+    client_at: Make,
 ) -> None:
-    from_emulator, _ = timed_failure(runtime_at(emulator.url, NO_RETRY), fault="reset")
-    from_raw, _ = timed_failure(runtime_at(raw_server(reset_script).url, NO_RETRY))
+    from_emulator, _ = timed_failure(client_at(emulator.url, NO_RETRY), fault="reset")
+    from_raw, _ = timed_failure(client_at(raw_server(reset_script).url, NO_RETRY))
     for error in (from_emulator, from_raw):
         assert isinstance(error, NetworkError) and error.status is None
 
@@ -302,22 +270,22 @@ def test_a_reset_is_a_network_error(
     [("stall_mid;after=2;seconds=1", "read_timeout"), ("stall;seconds=1", "request_timeout")],
 )
 def test_a_timed_out_connection_is_not_reused(
-    emulator: Emulator, runtime_at: Callable[..., Runtime], fault: str, limit: str
+    emulator: Emulator, client_at: Make, fault: str, limit: str
 ) -> None:
-    rt = runtime_at(
+    client = client_at(
         emulator.url,
         NO_RETRY,
         "deployment.timeouts.request_timeout=200ms",
         "deployment.timeouts.read_timeout=200ms",
     )
-    first, _ = run(rt)
+    first, _ = run(client)
     assert emulator.stats.connections_accepted == 1
-    error, _ = timed_failure(rt, fault=fault)
+    error, _ = timed_failure(client, fault=fault)
     assert isinstance(error, Timeout) and error.limit == limit
     # The timed-out exchange reused the pooled connection; the next one must not, or it
     # would read the rest of the abandoned answer.
-    second, _ = run(rt)
+    second, _ = run(client)
     assert emulator.stats.connections_accepted == 2
     assert second.text == first.text and second.provider_request_id != first.provider_request_id
-    run(rt)
+    run(client)
     assert emulator.stats.connections_accepted == 2  # a healthy connection is reused

@@ -1,0 +1,110 @@
+"""The asyncio driver's shared timer: a wait whose time is up is cut and told so, a cancel
+from elsewhere stays a cancel, and one loop timer serves every armed wait."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from rakka_runtime.drivers.aio_deadlines import Deadlines
+
+
+async def _wait(deadlines: Deadlines, due_in: float, forever: asyncio.Future[None]) -> str:
+    """Wait on ``forever`` with a due time; how the wait ended."""
+    task = asyncio.current_task()
+    assert task is not None
+    deadlines.arm(task, time.monotonic() + due_in)
+    try:
+        await forever
+    except asyncio.CancelledError:
+        if deadlines.leave(task):
+            return "timed out"
+        raise
+    return "timed out" if deadlines.leave(task) else "done"
+
+
+def test_a_wait_past_its_time_is_cut_and_told_so() -> None:
+    async def main() -> tuple[str, float, int]:
+        loop = asyncio.get_running_loop()
+        deadlines = Deadlines(loop)
+        started = time.monotonic()
+        outcome = await _wait(deadlines, 0.05, loop.create_future())
+        task = asyncio.current_task()
+        assert task is not None
+        return outcome, time.monotonic() - started, task.cancelling()
+
+    outcome, elapsed, cancelling = asyncio.run(main())
+    assert outcome == "timed out"
+    assert 0.04 <= elapsed < 1.0
+    assert cancelling == 0  # the cancel was withdrawn: the task goes on normally
+
+
+def test_a_wait_that_ends_in_time_is_not_cut() -> None:
+    async def main() -> str:
+        loop = asyncio.get_running_loop()
+        deadlines = Deadlines(loop)
+        done = loop.create_future()
+        loop.call_later(0.01, done.set_result, None)
+        outcome = await _wait(deadlines, 0.2, done)
+        await asyncio.sleep(0.3)  # past the old due time: nothing fires at a task that left
+        return outcome
+
+    assert asyncio.run(main()) == "done"
+
+
+def test_a_cancel_from_elsewhere_stays_a_cancel() -> None:
+    async def main() -> str:
+        loop = asyncio.get_running_loop()
+        waiter = loop.create_task(_wait(Deadlines(loop), 10.0, loop.create_future()))
+        await asyncio.sleep(0)  # armed, waiting
+        waiter.cancel()
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            return "cancelled"
+
+    assert asyncio.run(main()) == "cancelled"
+
+
+def test_a_cancel_from_elsewhere_wins_over_a_time_up_at_the_same_moment() -> None:
+    async def main() -> str:
+        loop = asyncio.get_running_loop()
+        waiter = loop.create_task(_wait(Deadlines(loop), 0.02, loop.create_future()))
+        await asyncio.sleep(0)  # the waiter arms and waits
+        time.sleep(0.05)  # the loop is held past the due time: the timer is due ...
+        await asyncio.sleep(0)  # ... and fires right after this step, in the same turn,
+        waiter.cancel()  # so both cancels reach the waiter before it runs again
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            return "cancelled"
+
+    assert asyncio.run(main()) == "cancelled"
+
+
+@pytest.mark.parametrize("count", [500])
+def test_many_waits_share_one_timer_and_each_is_cut_at_its_own_time(count: int) -> None:
+    async def main() -> tuple[list[str], list[float], int]:
+        loop = asyncio.get_running_loop()
+        deadlines = Deadlines(loop)
+        started = time.monotonic()
+        timers_before = len(loop._scheduled)  # type: ignore[attr-defined]
+        ended: list[float] = [0.0] * count
+
+        async def one(i: int) -> str:
+            outcome = await _wait(deadlines, 0.05 + 0.1 * (i % 3), loop.create_future())
+            ended[i] = time.monotonic() - started - (0.05 + 0.1 * (i % 3))
+            return outcome
+
+        tasks = [loop.create_task(one(i)) for i in range(count)]
+        await asyncio.sleep(0)
+        armed_timers = len(loop._scheduled) - timers_before  # type: ignore[attr-defined]
+        outcomes = await asyncio.gather(*tasks)
+        return outcomes, ended, armed_timers
+
+    outcomes, lateness, armed_timers = asyncio.run(main())
+    assert outcomes == ["timed out"] * count
+    assert armed_timers <= 2  # one live timer (plus at most one cancelled, left in the heap)
+    assert min(lateness) >= -0.01 and max(lateness) < 0.5
