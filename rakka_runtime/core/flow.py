@@ -161,7 +161,7 @@ class DeploymentCore:
         status: int,
         headers: dict[str, str],
         outcome: Outcome,
-        entered: list[tuple[Policy, Any]],
+        entered: list[Any],
         responders: list[tuple[int, Any]] | None = None,
     ) -> str:
         """The response head arrived: the exchange's reading mode, after the attempt's
@@ -172,7 +172,7 @@ class DeploymentCore:
         outcome.responded = True
         for index, on_response in self.responders if responders is None else responders:
             if index < len(entered):
-                on_response(state, entered[index][1])
+                on_response(state, entered[index])
         return mode
 
     def exchange_ok(self, state: CallState, record: Attempt, result: ChatResult) -> None:
@@ -265,15 +265,16 @@ class DeploymentCore:
 
     @staticmethod
     def leave_all(
-        state: CallState, entered: list[tuple[Policy, Any]], outcome: Outcome
+        state: CallState, policies: list[Policy], entered: list[Any], outcome: Outcome
     ) -> BaseException | None:
-        """Leave every entered policy, innermost first; every one is left even when one
-        fails (a plugin's bug), and the first such failure is returned."""
+        """Leave every entered policy, innermost first (``entered[i]`` is the ticket of
+        ``policies[i]``); every one is left even when one fails (a plugin's bug), and the
+        first such failure is returned."""
         problem: BaseException | None = None
         while entered:
-            policy, ticket = entered.pop()
+            ticket = entered.pop()
             try:
-                policy.leave(state, ticket, outcome)
+                policies[len(entered)].leave(state, ticket, outcome)
             except Exception as exc:
                 if problem is None:
                     problem = exc

@@ -50,7 +50,7 @@ async def run(
     stream hands each block's chunks up as one list, so a chunk passes one generator on
     its way to the caller (each layer costs a resumption per chunk and objects per
     request), and a non-streamed request none but this one."""
-    entered: list[tuple[Policy, Any]] = []
+    entered: list[Any] = []  # the tickets of the request policies entered so far
     outcome = Outcome()
     try:
         await _enter_all(core, core.request_policies, state, entered)
@@ -59,7 +59,7 @@ async def run(
         while True:
             recorded = len(state.attempts)
             attempt = Outcome()
-            attempt_entered: list[tuple[Policy, Any]] = []
+            attempt_entered: list[Any] = []
             try:
                 try:
                     await _enter_all(core, core.attempt_policies, state, attempt_entered)
@@ -84,7 +84,9 @@ async def run(
                     attempt.error = exc
                     raise
                 finally:
-                    problem = await _leave_all(core, state, attempt_entered, attempt)
+                    problem = await _leave_all(
+                        core, state, core.attempt_policies, attempt_entered, attempt
+                    )
                     if problem is not None and attempt.error is None and not attempt.abandoned:
                         raise plugin_failure(problem)
                 break
@@ -104,7 +106,7 @@ async def run(
             core.failed(state, Cancelled("the task was cancelled", partial=state.result))
         raise
     finally:
-        problem = await _leave_all(core, state, entered, outcome)
+        problem = await _leave_all(core, state, core.request_policies, entered, outcome)
         if problem is not None and outcome.error is None and not outcome.abandoned:
             raise plugin_failure(problem)
     core.finished(state)
@@ -133,7 +135,7 @@ async def _open(
     transport: AioTransport,
     state: CallState,
     attempt: Outcome,
-    entered: list[tuple[Policy, Any]],
+    entered: list[Any],
 ) -> _Stream | None:
     """One attempt's exchange up to its stream (``None``: it is complete, with its result).
 
@@ -154,7 +156,7 @@ async def _exchange(
     transport: AioTransport,
     state: CallState,
     attempt: Outcome,
-    entered: list[tuple[Policy, Any]],
+    entered: list[Any],
 ) -> _Stream | None:
     """Send and read the head; a whole body (an answer or an error) is read here too. A
     stream is returned open, to be read by :class:`_Stream`, which then owns the response."""
@@ -254,10 +256,10 @@ async def _enter_all(
     core: DeploymentCore,
     policies: list[Policy],
     state: CallState,
-    entered: list[tuple[Policy, Any]],
+    entered: list[Any],
 ) -> None:
-    """Enter ``policies`` in order, each ``(policy, ticket)`` appended to ``entered`` as it
-    is granted. A policy without I/O that grants at once is asked right here (no coroutine
+    """Enter ``policies`` in order, each one's ticket appended to ``entered`` as it is
+    granted. A policy without I/O that grants at once is asked right here (no coroutine
     of its own: most requests never wait); the others go through :func:`enter`."""
     io = core.io_policies
     for policy in policies:
@@ -267,7 +269,7 @@ async def _enter_all(
             decision = ask(policy, state)
             if isinstance(decision, Wait):
                 decision = await enter(policy, state, decision)
-        entered.append((policy, decision))
+        entered.append(decision)
 
 
 async def enter(policy: Policy, state: CallState, pending: Wait | None = None) -> Any:
@@ -367,29 +369,32 @@ async def _leave(policy: Policy, state: CallState, ticket: Any, outcome: Outcome
 
 
 async def _leave_all(
-    core: DeploymentCore, state: CallState, entered: list[tuple[Policy, Any]], outcome: Outcome
+    core: DeploymentCore,
+    state: CallState,
+    policies: list[Policy],
+    entered: list[Any],
+    outcome: Outcome,
 ) -> BaseException | None:
+    """:meth:`DeploymentCore.leave_all`, awaiting the policies that do I/O."""
     if not core.io_policies:
-        return DeploymentCore.leave_all(state, entered, outcome)
+        return DeploymentCore.leave_all(state, policies, entered, outcome)
     problem: BaseException | None = None
     while entered:
-        policy, ticket = entered.pop()
+        ticket = entered.pop()
         try:
-            await _leave(policy, state, ticket, outcome)
+            await _leave(policies[len(entered)], state, ticket, outcome)
         except Exception as exc:
             if problem is None:
                 problem = exc
     return problem
 
 
-async def _respond(
-    core: DeploymentCore, state: CallState, entered: list[tuple[Policy, Any]]
-) -> None:
+async def _respond(core: DeploymentCore, state: CallState, entered: list[Any]) -> None:
     """The response head, for the attempt policies that do I/O (``core.head`` told the
     others): their ``on_response_async``, or ``on_response`` in a worker thread."""
     for index, policy in core.io_responders:
         if index < len(entered):
-            ticket = entered[index][1]
+            ticket = entered[index]
             respond = getattr(policy, "on_response_async", None)
             if respond is not None:
                 await respond(state, ticket)

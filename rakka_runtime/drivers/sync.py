@@ -39,21 +39,21 @@ def run(core: DeploymentCore, state: CallState) -> Iterator[TokenChunk]:
 
     The only generator of a request (the same shape as the asyncio driver's): attempts and
     exchanges are plain calls, and a stream hands each block's chunks up as one list."""
-    entered: list[tuple[Policy, Any]] = []
+    entered: list[Any] = []  # the tickets of the request policies entered so far
     outcome = Outcome()
     try:
         for policy in core.request_policies:
-            entered.append((policy, enter(policy, state)))
+            entered.append(enter(policy, state))
         retries = 0
         first = True
         while True:
             recorded = len(state.attempts)
             attempt = Outcome()
-            attempt_entered: list[tuple[Policy, Any]] = []
+            attempt_entered: list[Any] = []
             try:
                 try:
                     for policy in core.attempt_policies:
-                        attempt_entered.append((policy, enter(policy, state)))
+                        attempt_entered.append(enter(policy, state))
                     stream = _open(core, state, attempt, attempt_entered)
                     if stream is not None:
                         try:
@@ -75,7 +75,7 @@ def run(core: DeploymentCore, state: CallState) -> Iterator[TokenChunk]:
                     attempt.error = exc
                     raise
                 finally:
-                    problem = core.leave_all(state, attempt_entered, attempt)
+                    problem = core.leave_all(state, core.attempt_policies, attempt_entered, attempt)
                     if problem is not None and attempt.error is None and not attempt.abandoned:
                         raise plugin_failure(problem)
                 break
@@ -93,7 +93,7 @@ def run(core: DeploymentCore, state: CallState) -> Iterator[TokenChunk]:
             core.failed(state, exc)
         raise
     finally:
-        problem = core.leave_all(state, entered, outcome)
+        problem = core.leave_all(state, core.request_policies, entered, outcome)
         if problem is not None and outcome.error is None and not outcome.abandoned:
             raise plugin_failure(problem)
     core.finished(state)
@@ -118,7 +118,7 @@ def run_routed(route: RouteState) -> Iterator[TokenChunk]:
 
 
 def _open(
-    core: DeploymentCore, state: CallState, attempt: Outcome, entered: list[tuple[Policy, Any]]
+    core: DeploymentCore, state: CallState, attempt: Outcome, entered: list[Any]
 ) -> _Stream | None:
     """One attempt's exchange up to its stream (``None``: it is complete, with its result).
 
@@ -135,7 +135,7 @@ def _open(
 
 
 def _exchange(
-    core: DeploymentCore, state: CallState, attempt: Outcome, entered: list[tuple[Policy, Any]]
+    core: DeploymentCore, state: CallState, attempt: Outcome, entered: list[Any]
 ) -> _Stream | None:
     """Send and read the head; a whole body (an answer or an error) is read here too. A
     stream is returned open, to be read by :class:`_Stream`, which then owns the response."""

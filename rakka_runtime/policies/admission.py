@@ -163,6 +163,8 @@ class AdmissionQueue:
             if amount is not None:
                 self._buckets[dimension] = TokenBucket.per_minute(amount, now)
         self._configured = frozenset(self._buckets)
+        # What a grant charges, shared by every grant until a bucket is learned.
+        self._charging = tuple(self._buckets.items())
         self._slots = concurrent_requests
         self._in_flight = 0
         self._paused_until = -math.inf
@@ -339,6 +341,7 @@ class AdmissionQueue:
                 learn = dimension not in self._configured
                 if learn and limit and (bucket is None or bucket.capacity != limit):
                     bucket = self._buckets[dimension] = TokenBucket.per_minute(limit, now)
+                    self._charging = tuple(self._buckets.items())
                 if bucket is not None:
                     bucket.cap_at(remaining, now)
                 elif remaining <= 0 and reset is not None:
@@ -402,12 +405,11 @@ class AdmissionQueue:
         return f"{self._in_flight} of {self._slots} concurrent requests in flight"
 
     def _grant(self, tokens: int, now: float) -> Grant:
-        charged = []
-        for dimension, bucket in self._buckets.items():
+        charging = self._charging
+        for dimension, bucket in charging:
             bucket.take(1 if dimension == "requests" else tokens, now)
-            charged.append((dimension, bucket))
         self._in_flight += 1
-        return Grant(tokens, tuple(charged))
+        return Grant(tokens, charging)
 
     def _refusal(self, why: str, retry_after: float | None) -> Backpressure:
         return Backpressure(
