@@ -253,6 +253,12 @@ def _jsonable(value: object) -> object:
     raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
 
 
+# One encoder for every body (json.dumps with these options builds a new one per call).
+_BODY_ENCODER = json.JSONEncoder(
+    separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_jsonable
+)
+
+
 def build_messages_body(request: ChatRequest, *, model: str, default_max_tokens: int) -> bytes:
     """The JSON body of one ``POST /v1/messages`` for ``request``."""
     system, messages = translate_messages(request.messages)
@@ -292,9 +298,7 @@ def build_messages_body(request: ChatRequest, *, model: str, default_max_tokens:
             )
         body.update(extra)
     try:
-        text = json.dumps(
-            body, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_jsonable
-        )
+        text = _BODY_ENCODER.encode(body)
     except (TypeError, ValueError) as exc:
         raise InvalidRequest(f"request body is not valid JSON: {exc}") from exc
     return text.encode("utf-8")

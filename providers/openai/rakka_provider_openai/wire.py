@@ -69,6 +69,12 @@ def _jsonable(value: object) -> object:
     raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
 
 
+# One encoder for every body (json.dumps with these options builds a new one per call).
+_BODY_ENCODER = json.JSONEncoder(
+    separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_jsonable
+)
+
+
 def build_chat_body(
     req: ExecuteBatch,
     *,
@@ -133,9 +139,7 @@ def build_chat_body(
             )
         body.update(req.extra_body)
     try:
-        text = json.dumps(
-            body, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_jsonable
-        )
+        text = _BODY_ENCODER.encode(body)
     except (TypeError, ValueError) as exc:
         raise InvalidRequest(f"request body is not valid JSON: {exc}") from exc
     return text.encode("utf-8")
