@@ -111,7 +111,12 @@ class AsyncRuntime:
     async def chat(
         self, prompt: str | Sequence[Message], *, stream: bool = False, **kw: Any
     ) -> ChatResult:
-        return await self.execute(self.request(prompt, stream=stream, **kw)).result()
+        request = self.request(prompt, stream=stream, **kw)
+        if self.runtime.routed:
+            return await self.execute(request).result()
+        # Only the caller's task can cancel this request (nobody holds a handle to it), so
+        # it runs without one: no handle, no cancel hook registered around each read.
+        return await aio.complete(self.core, self._transport, self.core.new_state(request))
 
     def estimate_cost(self, request: ChatRequest) -> CostEstimate:
         return self.runtime.estimate_cost(request)

@@ -67,7 +67,7 @@ class Exchange:
         self._state = state
         self._limit = limits.max_body_bytes
         self._max_event = limits.max_event_bytes
-        self._body: list[bytes] = []
+        self._body: list[bytes] | None = None  # made by the first collect (never, for streams)
         self._size = 0
         self._pending = 0
         self._inflate: zlib._Decompress | None = None
@@ -128,19 +128,23 @@ class Exchange:
     def collect(self, data: bytes) -> bool:
         """Add body bytes; False once an error body holds all it will use (stop reading).
         Raises ``protocol`` when a successful body passes its limit."""
+        body = self._body
+        if body is None:
+            body = self._body = []
         for piece in self._decoded(data):
             self._size += len(piece)
             if self._size > self._limit:
                 if self.mode == "error":
                     keep = len(piece) - (self._size - self._limit)
-                    self._body.append(piece[:keep])
+                    body.append(piece[:keep])
                     return False
                 raise self._too_big("response body", self._size)
-            self._body.append(piece)
+            body.append(piece)
         return True
 
     def body(self) -> bytes:
-        return b"".join(self._body)
+        body = self._body
+        return b"" if body is None else body[0] if len(body) == 1 else b"".join(body)
 
     def error(self) -> InferenceError:
         """The error a non-2xx response (or a stream answered with no stream) stands for."""

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from rakka_runtime.drivers.aio_transport import AioTransport, Response
     from rakka_runtime.routing.router import RouteState
 
-__all__ = ["AsyncRunHandle", "run", "run_routed"]
+__all__ = ["AsyncRunHandle", "complete", "run", "run_routed"]
 
 T = TypeVar("T")
 
@@ -110,6 +110,16 @@ async def run(
         if problem is not None and outcome.error is None and not outcome.abandoned:
             raise plugin_failure(problem)
     core.finished(state)
+
+
+async def complete(core: DeploymentCore, transport: AioTransport, state: CallState) -> ChatResult:
+    """Run a request that only its own task may cancel to its result (``AsyncRuntime.chat``:
+    the same request as through a handle, without one)."""
+    async for _ in run(core, transport, state):
+        pass
+    if state.result is None:
+        raise InferenceError("the request ended without a result")
+    return state.result
 
 
 async def run_routed(

@@ -332,7 +332,10 @@ class AdmissionQueue:
         """:meth:`observe` for each dimension of one response, under one lock acquisition,
         and none when no dimension would change (the usual response, far from a limit)."""
         now = self._clock.monotonic()
-        if not any(self._changes(item, now) for item in feedback):
+        for item in feedback:
+            if self._changes(item, now):
+                break
+        else:
             return
         with self._lock:
             now = self._clock.monotonic()

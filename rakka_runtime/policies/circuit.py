@@ -209,6 +209,7 @@ class CircuitBreaker:
         self._lock = threading.Lock()
         self._state = CLOSED
         self._generation = 0
+        self._closed_permit = Permit(0, probe=False)
         self._counter = TripCounter(policy)
         self._probes = 0
         self._retry_at: float | None = None
@@ -237,7 +238,11 @@ class CircuitBreaker:
             # concurrency): every transition bumps the generation, so an unchanged one
             # around the read means the circuit was closed in between. A permit issued as
             # the circuit opens carries the old generation and settle() ignores it.
-            return Permit(generation, probe=False)
+            # Permits are values: one per generation serves every call of it.
+            closed = self._closed_permit
+            if closed.generation != generation:
+                closed = self._closed_permit = Permit(generation, probe=False)
+            return closed
         refusal: CircuitOpen | None = None
         permit: Permit | None = None
         with self._lock:

@@ -414,11 +414,11 @@ def test_ratelimit_headers_are_read() -> None:
         "x-ratelimit-remaining-tokens": "29000",
         "x-ratelimit-reset-tokens": "6m0s",
     }
-    assert ratelimit_feedback(headers) == [
+    assert ratelimit_feedback(headers) == (
         ("requests", 499, 500, pytest.approx(0.12)),
         ("tokens", 29000, 30000, 360.0),
-    ]
-    assert ratelimit_feedback({"x-ratelimit-remaining-tokens": "lots"}) == []
+    )
+    assert ratelimit_feedback({"x-ratelimit-remaining-tokens": "lots"}) == ()
 
 
 @pytest.mark.parametrize(

@@ -146,14 +146,14 @@ class ChatStream:
         return result
 
 
-def ratelimit_feedback(headers: Mapping[str, str]) -> list[Feedback]:
+def ratelimit_feedback(headers: Mapping[str, str]) -> tuple[Feedback, ...]:
     """``(dimension, remaining, limit, reset seconds)`` for each dimension OpenAI's
     ``x-ratelimit-*`` headers report (any key case). Reset durations are Go-style text
     (``1s``, ``6m0s``, ``20ms``); a value that does not parse is ignored, not trusted."""
     return _feedback({key.lower(): value for key, value in headers.items()})
 
 
-def _feedback(lowered: Mapping[str, str]) -> list[Feedback]:
+def _feedback(lowered: Mapping[str, str]) -> tuple[Feedback, ...]:
     out: list[Feedback] = []
     for dimension, remaining_name, limit_name, reset_name in _HEADER_NAMES:
         remaining = _count(lowered.get(remaining_name))
@@ -167,7 +167,9 @@ def _feedback(lowered: Mapping[str, str]) -> list[Feedback]:
                 _seconds(lowered.get(reset_name)),
             )
         )
-    return out
+    # A tuple: the state keeps it for the whole request, and the garbage collector stops
+    # tracking a tuple of plain values (a list it would walk on every pass).
+    return tuple(out)
 
 
 def _count(value: str | None) -> int | None:
