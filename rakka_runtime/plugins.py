@@ -56,14 +56,18 @@ def disabled_from_env(environ: dict[str, str] | None = None) -> set[str]:
 
 
 def make_plugin_manager(
-    *, disabled: Iterable[str] | None = None, extra_plugins: Iterable[tuple[str, object]] = ()
+    *,
+    disabled: Iterable[str] | None = None,
+    extra_plugins: Iterable[tuple[str, object]] = (),
+    builtins: bool = True,
 ) -> pluggy.PluginManager:
-    """A manager with the hookspecs, the built-ins, the entry points and ``extra_plugins``."""
+    """A manager with the hookspecs, the built-ins (unless ``builtins`` is false), the
+    entry points and ``extra_plugins``."""
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
     for name in disabled_from_env() if disabled is None else set(disabled):
         pm.set_blocked(name)
-    for name, module in BUILTIN_PLUGINS.items():
+    for name, module in BUILTIN_PLUGINS.items() if builtins else ():
         if not pm.is_blocked(name):
             pm.register(_load(module), name=name)
     pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)

@@ -33,9 +33,11 @@ class RakkaGroup(click.Group):
         if self._plugins_loaded:
             return
         self._plugins_loaded = True
-        from rakka_runtime.plugins import PluginHooks
+        from rakka_runtime.plugins import PluginHooks, make_plugin_manager
 
-        PluginHooks().register_commands(self)
+        # The built-in plugins are policies and add no command (a test keeps it so):
+        # loading them would import every policy module just to list the commands.
+        PluginHooks(make_plugin_manager(builtins=False)).register_commands(self)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         self._load_plugin_commands()

@@ -237,6 +237,27 @@ def test_help_is_fast_and_lists_commands() -> None:
         assert command in out.stdout
 
 
+def test_help_loads_no_policy_and_no_builtin_plugin_adds_a_command() -> None:
+    """`rakka --help` lists the commands without importing the policies, the config schema
+    or the provider interface (together half its time): the built-in plugins are policies
+    and add no command, and the provider plugins import those inside their hooks."""
+    from rakka_runtime.plugins import BUILTIN_PLUGINS, make_plugin_manager
+
+    pm = make_plugin_manager(disabled=())
+    adding = {impl.plugin_name for impl in pm.hook.rakka_register_commands.get_hookimpls()}
+    assert adding and not adding & set(BUILTIN_PLUGINS)
+    heavy = ("rakka_runtime.policies", "rakka_runtime.config", "rakka_runtime.provider")
+    probe = (
+        f"import sys; from rakka_runtime.cli import main; HEAVY = {heavy!r}\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in sys.modules if m.startswith(HEAVY)))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert "emulator" in out.stdout and out.stdout.strip().endswith("[]")
+
+
 def test_config_compile_then_chat_from_the_compiled_file(
     keyed_emulator: Emulator, tmp_path: Path
 ) -> None:
