@@ -129,6 +129,8 @@ class AioTransport:
         if deadlines.leave(task):  # the time was up as the head arrived
             raw.close()
             raise self._no_head(task, request_timeout, cap)
+        if self._sending:  # aiohttp read the head without saying so: keep no stale entry
+            self._sending.pop(task, None)
         return Response(raw, self.read_timeout, deadlines)
 
     def head_awaited(self, task: asyncio.Task[object]) -> None:
