@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 import time
 
-import pytest
-
 from rakka_runtime.drivers.aio_deadlines import Deadlines
 
 
@@ -84,8 +82,9 @@ def test_a_cancel_from_elsewhere_wins_over_a_time_up_at_the_same_moment() -> Non
     assert asyncio.run(main()) == "cancelled"
 
 
-@pytest.mark.parametrize("count", [500])
-def test_many_waits_share_one_timer_and_each_is_cut_at_its_own_time(count: int) -> None:
+def test_many_waits_share_one_timer_and_each_is_cut_at_its_own_time() -> None:
+    count = 500
+
     async def main() -> tuple[list[str], list[float], int]:
         loop = asyncio.get_running_loop()
         deadlines = Deadlines(loop)
