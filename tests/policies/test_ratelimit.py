@@ -251,8 +251,13 @@ def test_queue_is_first_come_first_served_across_threads() -> None:
         wait_for_waiters(queue, index + 1)  # arrival order is fixed
     for thread in threads:
         thread.join(5)
-    assert [name for name, _ in admitted] == ["big", "small", "medium"]
-    assert admitted[1][1] >= 0.75  # "small" waited behind "big"
+    # When each was admitted, not which granted thread appended first (threads granted a
+    # few ms apart may return in either order on a loaded host): nobody before big's 80
+    # tokens refilled, medium's 10 on top of them.
+    after = dict(admitted)
+    assert set(after) == {"big", "small", "medium"}
+    assert min(after.values()) >= 0.75, after
+    assert after["medium"] >= 0.85, after
 
 
 def test_queue_order_holds_for_concurrency_slots() -> None:
