@@ -75,7 +75,9 @@ class AioTransport:
                 # sends the same request whatever a gateway set before, and skips the jar's
                 # work per request.
                 cookie_jar=aiohttp.DummyCookieJar(),
-                skip_auto_headers=("Accept-Encoding", "User-Agent"),
+                # No skip_auto_headers: the request sets Accept-Encoding itself and the
+                # provider its User-Agent, which aiohttp then leaves alone; skipping
+                # costs a CIMultiDict and a copy of the headers per request.
                 raise_for_status=False,
                 response_class=_head_timed(self),
             )
