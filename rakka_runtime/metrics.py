@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from rakka_runtime.core.state import CallState
     from rakka_runtime.plugins import PluginHooks
     from rakka_runtime.session import SessionSnapshot
-    from rakka_runtime.types import ChatResult, DeploymentAttempt, ExecuteBatch
+    from rakka_runtime.types import ChatResult, DeploymentAttempt
 
 __all__ = [
     "MAX_MODELS_PER_DEPLOYMENT",
@@ -154,6 +154,8 @@ class MetricsRecorder:
                 incs.append(("rakka_cost_unknown_requests_total", series.key, 1.0))
             else:
                 incs.append(("rakka_cost_usd_total", series.key, spend.usd))
+            if spend.estimated:  # some attempt's tokens were estimated (usage not reported)
+                incs.append(("rakka_cost_estimated_requests_total", series.key, 1.0))
         key = series.key
         observes = [("rakka_request_duration_seconds", key, time.monotonic() - state.started_at)]
         if state.first_chunk_at is not None:
@@ -201,23 +203,6 @@ class MetricsPlugin:
         self, deployment: str, old: SessionSnapshot, new: SessionSnapshot
     ) -> None:
         self.store.inc("rakka_session_swaps_total", (deployment,))
-
-    @hookimpl
-    def rakka_request_finished(
-        self,
-        deployment: str,
-        request: ExecuteBatch,
-        result: ChatResult | None,
-        error: InferenceError | None,
-    ) -> None:
-        # Whether the cost is an estimate is settled by the runner after the chain ends,
-        # so it comes from this event rather than from the middleware.
-        reported = result if result is not None else (error.partial if error else None)
-        if reported is None or not reported.cost_estimated:
-            return
-        labels = self._labels.get(deployment)
-        model = labels.model_of(request.model) if labels is not None else BoundedLabels.OTHER
-        self.store.inc("rakka_cost_estimated_requests_total", (deployment, model))
 
     @hookimpl
     def rakka_route_finished(

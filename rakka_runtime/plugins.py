@@ -138,9 +138,11 @@ class PluginHooks:
         result: ChatResult | None,
         error: InferenceError | None,
     ) -> None:
-        self.pm.hook.rakka_request_finished(
-            deployment=deployment, request=request, result=result, error=error
-        )
+        caller = self.pm.hook.rakka_request_finished
+        # Called once per request: with no implementation registered (none is built in),
+        # pluggy's dispatch is skipped.
+        if caller.get_hookimpls():
+            caller(deployment=deployment, request=request, result=result, error=error)
 
     def route_finished(
         self,

@@ -19,6 +19,7 @@ import pytest
 from rakka_runtime.aio import AsyncRunHandle, AsyncRuntime
 from rakka_runtime.config.schema import RakkaConfig
 from rakka_runtime.errors import InferenceError
+from rakka_runtime.plugins import PluginHooks
 from rakka_runtime.runtime import RunHandle, Runtime
 from rakka_runtime.types import ChatResult
 from rakka_testing import EMULATOR_KEY, config_at
@@ -228,13 +229,14 @@ def client_for(request: pytest.FixtureRequest) -> Iterator[Callable[[RakkaConfig
 def client_at(
     request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Callable[..., Client]]:
-    """``client_at(url, *overrides)``: a client of the parametrised driver aimed at ``url``
-    (an OpenAI-compatible base, ``/v1`` added), with ``deployment.a.b=value`` overrides."""
+    """``client_at(url, *overrides, hooks=None)``: a client of the parametrised driver aimed
+    at ``url`` (an OpenAI-compatible base, ``/v1`` added), with ``deployment.a.b=value``
+    overrides, over the given plugins (else the default ones)."""
     monkeypatch.setenv("RAKKA_TEST_KEY", EMULATOR_KEY)
     opened: list[tuple[Runtime, AsyncClient | None]] = []
 
-    def make(url: str, *overrides: str) -> Client:
-        runtime = Runtime(config_at(url, *overrides))
+    def make(url: str, *overrides: str, hooks: PluginHooks | None = None) -> Client:
+        runtime = Runtime(config_at(url, *overrides), hooks=hooks)
         client: Client
         if request.param == "sync":
             client = SyncClient(runtime)

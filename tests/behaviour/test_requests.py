@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from driver_clients import Client
 
 from rakka_provider_openai.emulator import Emulator
+from rakka_runtime import hookimpl
 from rakka_runtime.errors import CircuitOpen, InferenceError
+from rakka_runtime.plugins import PluginHooks, make_plugin_manager
 from rakka_runtime.types import ChatResult
 from rakka_testing import EMULATOR_KEY
 
@@ -188,3 +191,31 @@ def test_a_policy_bug_is_a_plugin_error(client_at: Make, emulator: Emulator) -> 
     error = client.failure()
     assert error.kind == "plugin_error" and isinstance(error.__cause__, KeyError)
     assert emulator.stats.requests == 0
+
+
+class _Finished:
+    """A third-party plugin listening to ``rakka_request_finished``."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, Any, Any, Any]] = []
+
+    @hookimpl
+    def rakka_request_finished(
+        self, deployment: str, request: Any, result: Any, error: Any
+    ) -> None:
+        self.events.append((deployment, request, result, error))
+
+
+def test_a_plugin_hears_every_finished_request_once(client_at: Make, emulator: Emulator) -> None:
+    # No built-in plugin implements the event (the runtime skips the call then): a plugin
+    # that does still hears each request once, with its result or its final error.
+    listener = _Finished()
+    hooks = PluginHooks(make_plugin_manager(extra_plugins=[("listener", listener)]))
+    client = client_at(emulator.url, NO_RETRY, hooks=hooks)
+    result, _ = client.run("hello", stream=False)
+    error = client.failure("hello", stream=False, extra_headers=fault("server_error"))
+    assert [(e[0], e[2], e[3]) for e in listener.events] == [
+        ("openai", result, None),
+        ("openai", None, error),
+    ]
+    assert listener.events[0][1].messages == [{"role": "user", "content": "hello"}]
