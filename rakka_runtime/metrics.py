@@ -5,8 +5,7 @@ request once, whatever happens inside: a budget refusal, retries, a stream the c
 abandons. When the request ends it records the outcome, attempts, tokens and cost (from
 ``state.spend``: failed attempts that consumed tokens count too), latency, time to first
 token and the rate-limit remaining counts the provider's codec read. Event hooks add what
-happens outside a request: breaker transitions and session swaps; the request-finished
-event supplies whether the reported cost was an estimate.
+happens outside a request: breaker transitions and session swaps.
 
 Values live in an in-process :class:`~rakka_runtime.metrics_store.MetricsStore`
 (:func:`metrics_snapshot`); :func:`serve_metrics` exposes the same values to Prometheus
@@ -27,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from rakka_runtime.errors import ERROR_KINDS, InferenceError
 from rakka_runtime.hookspecs import hookimpl
-from rakka_runtime.metrics_store import BoundedLabels, MetricsStore
+from rakka_runtime.metrics_store import BoundedLabels, Cell, Histogram, MetricsStore
 
 if TYPE_CHECKING:
     from rakka_runtime.config.schema import DeploymentConfig
@@ -63,14 +62,17 @@ def outcome_label(kind: str) -> str:
 
 
 class _DeploymentLabels:
-    """The label values of one deployment's series."""
+    """The label values of one deployment's series, and their cells in the store."""
 
-    def __init__(self, deployment: DeploymentConfig) -> None:
+    def __init__(self, deployment: DeploymentConfig, store: MetricsStore) -> None:
         self.name = deployment.name
         self.base_model = deployment.base_model
         self.model = deployment.model
+        self.store = store
         self.models = BoundedLabels(MAX_MODELS_PER_DEPLOYMENT, {deployment.priced_model})
         self._series: dict[str, _ModelSeries] = {}
+        self.in_flight: Cell | None = None  # rakka_requests_in_flight, once a request started
+        self.remaining: dict[str, Cell] = {}  # rate-limit dimension -> its gauge's cell
 
     def model_of(self, requested: str | None) -> str:
         # The priced model: Azure's base_model, else the model the caller asked for (never
@@ -78,35 +80,114 @@ class _DeploymentLabels:
         return self.models(self.base_model or requested or self.model)
 
     def series(self, requested: str | None) -> _ModelSeries:
-        """The label tuples of ``requested``'s series, built once per (bounded) model."""
+        """``requested``'s series, made once per (bounded) model."""
         model = self.model_of(requested)
         series = self._series.get(model)
         if series is None:
-            series = self._series[model] = _ModelSeries(self.name, model)
+            series = self._series[model] = _ModelSeries(self, model)
         return series
 
 
+_TOKEN_KINDS = ("input", "output", "cached", "reasoning")
+
+
 class _ModelSeries:
-    """One (deployment, model)'s label tuples, made once: a request's metrics then
-    allocate no label tuple of their own (at thousands of requests a second the
-    allocations are a cost of their own, through the garbage collector)."""
+    """One (deployment, model)'s cells, found once and kept: a request's metrics then
+    look nothing up by name and allocate nothing (at thousands of requests a second the
+    allocations are a cost of their own, through the garbage collector). A cell is made
+    on its series' first update, so a snapshot lists only what happened; the cells are
+    found and changed with the store's lock held."""
 
-    __slots__ = ("deployment", "key", "outcomes", "tokens")
+    __slots__ = (
+        "_attempts",
+        "_cost",
+        "_cost_estimated",
+        "_cost_unknown",
+        "_duration",
+        "_requests",
+        "_tokens",
+        "_ttft",
+        "deployment",
+        "key",
+    )
 
-    def __init__(self, deployment: str, model: str) -> None:
-        self.deployment = (deployment,)
-        self.key = (deployment, model)
-        self.tokens = tuple(
-            (deployment, model, kind) for kind in ("input", "output", "cached", "reasoning")
-        )
-        # outcome label -> (deployment, model, outcome); the outcomes are a bounded set.
-        self.outcomes: dict[str, tuple[str, str, str]] = {}
+    def __init__(self, deployment: _DeploymentLabels, model: str) -> None:
+        self.deployment = deployment
+        self.key = (deployment.name, model)
+        self._requests: dict[str, Cell] = {}  # outcome label -> cell (a bounded set)
+        self._attempts: dict[str, Cell] = {}
+        self._tokens: tuple[Cell, ...] | None = None
+        self._cost: Cell | None = None
+        self._cost_unknown: Cell | None = None
+        self._cost_estimated: Cell | None = None
+        self._duration: Histogram | None = None
+        self._ttft: Histogram | None = None
 
-    def outcome(self, label: str) -> tuple[str, str, str]:
-        labels = self.outcomes.get(label)
-        if labels is None:
-            labels = self.outcomes[label] = (*self.key, label)
-        return labels
+    def record_locked(self, state: CallState, outcome: str, ended: float) -> None:
+        """One finished request (``outcome``: its label) into the cells; the caller holds
+        the store's lock."""
+        store = self.deployment.store
+        key = self.key
+        in_flight = self.deployment.in_flight
+        if in_flight is not None:
+            in_flight.value -= 1
+        _count(store, self._requests, "rakka_requests_total", key, outcome)
+        for attempt in state.attempts:
+            _count(store, self._attempts, "rakka_attempts_total", key, outcome_label(attempt.kind))
+        spend = state.spend
+        if spend.charged:
+            tokens = self._tokens
+            if tokens is None:
+                tokens = self._tokens = tuple(
+                    store.cell_locked("rakka_tokens_total", (*key, kind)) for kind in _TOKEN_KINDS
+                )
+            usage = spend.usage
+            tokens[0].value += usage.input_tokens
+            tokens[1].value += usage.output_tokens
+            tokens[2].value += usage.cached_tokens
+            tokens[3].value += usage.reasoning_tokens
+            if spend.unknown:
+                if self._cost_unknown is None:
+                    self._cost_unknown = store.cell_locked("rakka_cost_unknown_requests_total", key)
+                self._cost_unknown.value += 1
+            else:
+                if self._cost is None:
+                    self._cost = store.cell_locked("rakka_cost_usd_total", key)
+                self._cost.value += spend.usd
+            if spend.estimated:  # some attempt's tokens were estimated (usage not reported)
+                if self._cost_estimated is None:
+                    self._cost_estimated = store.cell_locked(
+                        "rakka_cost_estimated_requests_total", key
+                    )
+                self._cost_estimated.value += 1
+        if self._duration is None:
+            self._duration = store.histogram_locked("rakka_request_duration_seconds", key)
+        self._duration.observe(ended - state.started_at)
+        if state.first_chunk_at is not None:
+            if self._ttft is None:
+                self._ttft = store.histogram_locked("rakka_time_to_first_token_seconds", key)
+            self._ttft.observe(state.first_chunk_at - state.started_at)
+        # What the provider's codec read from the last response's rate-limit headers
+        # (already parsed once for the rate limiter; any provider's header names).
+        for dimension, remaining, _limit, _reset in state.rate_limit_feedback:
+            gauges = self.deployment.remaining
+            cell = gauges.get(dimension)
+            if cell is None:
+                name = _REMAINING.get(dimension)
+                if name is None:
+                    continue
+                cell = gauges[dimension] = store.cell_locked(name, (self.deployment.name,))
+            cell.value = float(remaining)
+
+
+def _count(
+    store: MetricsStore, cells: dict[str, Cell], name: str, key: tuple[str, str], label: str
+) -> None:
+    """Add one to the ``(*key, label)`` series of ``name`` (the store's lock held)."""
+    cell = cells.get(label)
+    if cell is None:
+        cell = cells[label] = store.cell_locked(name, (*key, label))
+    cell.value += 1
 
 
 class MetricsRecorder:
@@ -119,10 +200,16 @@ class MetricsRecorder:
     def __init__(self, store: MetricsStore, labels: _DeploymentLabels) -> None:
         self.store = store
         self.labels = labels
-        self._deployment = (labels.name,)
 
     def enter(self, state: CallState) -> None:
-        self.store.inc("rakka_requests_in_flight", self._deployment)
+        labels = self.labels
+        with self.store.lock:
+            in_flight = labels.in_flight
+            if in_flight is None:
+                in_flight = labels.in_flight = self.store.cell_locked(
+                    "rakka_requests_in_flight", (labels.name,)
+                )
+            in_flight.value += 1
 
     def leave(self, state: CallState, ticket: None, outcome: Outcome) -> None:
         error = outcome.error
@@ -132,43 +219,10 @@ class MetricsRecorder:
             label = "ok"
         else:
             label = "cancelled"  # the caller closed the stream before it ended
-        self._record(state, label)  # also ends the in-flight count
-
-    def _record(self, state: CallState, outcome: str) -> None:
         series = self.labels.series(state.model)
-        incs: list[tuple[str, tuple[str, ...], float]] = [
-            ("rakka_requests_in_flight", series.deployment, -1.0),
-            ("rakka_requests_total", series.outcome(outcome), 1.0),
-        ]
-        for attempt in state.attempts:
-            incs.append(("rakka_attempts_total", series.outcome(outcome_label(attempt.kind)), 1.0))
-        spend = state.spend
-        if spend.charged:
-            usage = spend.usage
-            tokens = series.tokens
-            incs.append(("rakka_tokens_total", tokens[0], usage.input_tokens))
-            incs.append(("rakka_tokens_total", tokens[1], usage.output_tokens))
-            incs.append(("rakka_tokens_total", tokens[2], usage.cached_tokens))
-            incs.append(("rakka_tokens_total", tokens[3], usage.reasoning_tokens))
-            if spend.unknown:
-                incs.append(("rakka_cost_unknown_requests_total", series.key, 1.0))
-            else:
-                incs.append(("rakka_cost_usd_total", series.key, spend.usd))
-            if spend.estimated:  # some attempt's tokens were estimated (usage not reported)
-                incs.append(("rakka_cost_estimated_requests_total", series.key, 1.0))
-        key = series.key
-        observes = [("rakka_request_duration_seconds", key, time.monotonic() - state.started_at)]
-        if state.first_chunk_at is not None:
-            ttft = state.first_chunk_at - state.started_at
-            observes.append(("rakka_time_to_first_token_seconds", key, ttft))
-        # What the provider's codec read from the last response's rate-limit headers
-        # (already parsed once for the rate limiter; any provider's header names).
-        sets = [
-            (_REMAINING[dimension], series.deployment, float(remaining))
-            for dimension, remaining, _limit, _reset in state.rate_limit_feedback
-            if dimension in _REMAINING
-        ]
-        self.store.update(incs, observes, sets)
+        ended = time.monotonic()
+        with self.store.lock:  # one acquisition per request, however many series change
+            series.record_locked(state, label, ended)  # also ends the in-flight count
 
 
 class MetricsPlugin:
@@ -187,7 +241,7 @@ class MetricsPlugin:
             deployment.model,
             deployment.base_model,
         ):
-            labels = self._labels[deployment.name] = _DeploymentLabels(deployment)
+            labels = self._labels[deployment.name] = _DeploymentLabels(deployment, self.store)
         return MetricsRecorder(self.store, labels)
 
     @hookimpl

@@ -17,7 +17,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-__all__ = ["METRICS", "BoundedLabels", "Histogram", "MetricSpec", "MetricsStore", "label_key"]
+__all__ = [
+    "METRICS",
+    "BoundedLabels",
+    "Cell",
+    "Histogram",
+    "MetricSpec",
+    "MetricsStore",
+    "label_key",
+]
 
 Kind = Literal["counter", "gauge", "histogram"]
 
@@ -104,58 +112,64 @@ class Histogram:
         return out
 
 
-Series = dict[tuple[str, ...], Any]  # label values -> float, or a Histogram
+class Cell:
+    """One counter's or gauge's value, changed in place under the store's lock. A caller
+    that updates the same series on every request keeps the cell rather than looking it
+    up by name and labels each time."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0.0
+
+
+Series = dict[tuple[str, ...], Any]  # label values -> a Cell, or a Histogram
 
 
 class MetricsStore:
-    """Thread-safe counters, gauges and histograms keyed by label values."""
+    """Thread-safe counters, gauges and histograms keyed by label values.
+
+    A series exists from its first update (a snapshot lists only what happened). Hot
+    callers hold :attr:`lock` once per request and update the cells they keep
+    (:meth:`cell_locked`, :meth:`histogram_locked`); the rest call :meth:`inc`,
+    :meth:`set` and :meth:`observe`."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self.lock = threading.Lock()
         self._series: dict[str, Series] = {name: {} for name in METRICS}
 
+    def cell_locked(self, name: str, labels: tuple[str, ...]) -> Cell:
+        """The cell of a counter's or gauge's series, made on first use; call with
+        :attr:`lock` held."""
+        series = self._series[name]
+        cell = series.get(labels)
+        if cell is None:
+            cell = series[labels] = Cell()
+        return cell
+
+    def histogram_locked(self, name: str, labels: tuple[str, ...]) -> Histogram:
+        """A histogram's series, made on first use; call with :attr:`lock` held."""
+        series = self._series[name]
+        histogram = series.get(labels)
+        if histogram is None:
+            histogram = series[labels] = Histogram(METRICS[name].buckets)
+        return histogram
+
     def inc(self, name: str, labels: tuple[str, ...], amount: float = 1.0) -> None:
-        with self._lock:
-            series = self._series[name]
-            series[labels] = series.get(labels, 0.0) + amount
+        with self.lock:
+            self.cell_locked(name, labels).value += amount
 
     def set(self, name: str, labels: tuple[str, ...], value: float) -> None:
-        with self._lock:
-            self._series[name][labels] = float(value)
+        with self.lock:
+            self.cell_locked(name, labels).value = float(value)
 
     def observe(self, name: str, labels: tuple[str, ...], value: float) -> None:
-        with self._lock:
-            series = self._series[name]
-            histogram = series.get(labels)
-            if histogram is None:
-                histogram = series[labels] = Histogram(METRICS[name].buckets)
-            histogram.observe(value)
-
-    def update(
-        self,
-        incs: Iterable[tuple[str, tuple[str, ...], float]] = (),
-        observes: Iterable[tuple[str, tuple[str, ...], float]] = (),
-        sets: Iterable[tuple[str, tuple[str, ...], float]] = (),
-    ) -> None:
-        """Apply one request's worth of updates under a single lock acquisition: with
-        many threads finishing requests at once, one acquisition each beats a dozen."""
-        with self._lock:
-            all_series = self._series
-            for name, labels, amount in incs:
-                series = all_series[name]
-                series[labels] = series.get(labels, 0.0) + amount
-            for name, labels, value in observes:
-                series = all_series[name]
-                histogram = series.get(labels)
-                if histogram is None:
-                    histogram = series[labels] = Histogram(METRICS[name].buckets)
-                histogram.observe(value)
-            for name, labels, value in sets:
-                all_series[name][labels] = float(value)
+        with self.lock:
+            self.histogram_locked(name, labels).observe(value)
 
     def series(self) -> list[tuple[MetricSpec, list[tuple[tuple[str, ...], Any]]]]:
         """Every metric with a copy of its series (histograms as cumulative buckets)."""
-        with self._lock:
+        with self.lock:
             return [
                 (METRICS[name], [(labels, _copy(value)) for labels, value in series.items()])
                 for name, series in self._series.items()
@@ -176,7 +190,7 @@ class MetricsStore:
 def _copy(value: Any) -> Any:
     if isinstance(value, Histogram):
         return {"count": value.count, "sum": value.sum, "buckets": dict(value.cumulative())}
-    return value
+    return value.value
 
 
 def label_key(**labels: str) -> str:
