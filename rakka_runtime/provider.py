@@ -169,10 +169,19 @@ Feedback = tuple[str, int, int | None, float | None]
 reset_seconds)`` with dimension ``"requests"`` or ``"tokens"``."""
 
 
+_decode_json = json.JSONDecoder().decode  # json.loads' own decoder, without its per-call checks
+
+
 def json_object(body: bytes, status: int) -> dict[str, Any]:
-    """A whole JSON-object body, or ``protocol`` naming what it is instead."""
+    """A whole JSON-object body, or ``protocol`` naming what it is instead.
+
+    JSON on the wire is UTF-8 (RFC 8259), decoded as such; ``json.loads`` would first
+    sniff every body for UTF-16 and UTF-32, which a body that is not UTF-8 still gets."""
     try:
-        obj = json.loads(body)
+        try:
+            obj = _decode_json(body.decode("utf-8").removeprefix("\ufeff"))
+        except UnicodeDecodeError:
+            obj = json.loads(body)
     except ValueError as exc:
         raise ProtocolError(f"response body is not JSON: {body[:80]!r}", status=status) from exc
     if not isinstance(obj, dict):

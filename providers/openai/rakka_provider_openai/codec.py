@@ -112,6 +112,10 @@ class OpenAICodec:
             on_close()
 
 
+# json.loads' own decoder, called without json.loads' per-call checks (once per event).
+_DECODE_JSON = json.JSONDecoder().decode
+
+
 class ChatStream:
     """One streamed ``chat.completion.chunk`` sequence, ended by ``data: [DONE]``."""
 
@@ -120,7 +124,7 @@ class ChatStream:
     def __init__(self, request_id: str) -> None:
         self._request_id = request_id
         self._aggregate = ChatAggregate()
-        self._loads = json.loads
+        self._loads = _DECODE_JSON
         self.done = False
 
     def event(self, event: SSEEvent) -> TokenChunk | None:
