@@ -22,6 +22,7 @@ from typing import Any
 from rakka_runtime.config.schema import RakkaConfig
 from rakka_runtime.drivers import aio
 from rakka_runtime.drivers.aio_transport import AioTransport
+from rakka_runtime.errors import InferenceError
 from rakka_runtime.plugins import PluginHooks
 from rakka_runtime.pricing import CostEstimate
 from rakka_runtime.runtime import Runtime
@@ -115,8 +116,14 @@ class AsyncRuntime:
         if self.runtime.routed:
             return await self.execute(request).result()
         # Only the caller's task can cancel this request (nobody holds a handle to it), so
-        # it runs without one: no handle, no cancel hook registered around each read.
-        return await aio.complete(self.core, self._transport, self.core.new_state(request))
+        # it runs without one: no handle, no cancel hook registered around each read, and
+        # no coroutine between this one and the request's generator.
+        state = self.core.new_state(request)
+        async for _ in aio.run(self.core, self._transport, state):
+            pass
+        if state.result is None:
+            raise InferenceError("the request ended without a result")
+        return state.result
 
     def estimate_cost(self, request: ChatRequest) -> CostEstimate:
         return self.runtime.estimate_cost(request)

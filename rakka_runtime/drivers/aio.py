@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from rakka_runtime.drivers.aio_transport import AioTransport, Response
     from rakka_runtime.routing.router import RouteState
 
-__all__ = ["AsyncRunHandle", "complete", "run", "run_routed"]
+__all__ = ["AsyncRunHandle", "run", "run_routed"]
 
 T = TypeVar("T")
 
@@ -63,7 +63,18 @@ async def run(
             try:
                 try:
                     await _enter_all(core, core.attempt_policies, state, attempt_entered)
-                    stream = await _open(core, transport, state, attempt, attempt_entered)
+                    # A 401 may only mean the key rotated and the watcher missed it: the
+                    # session re-reads the credential (in a worker thread: a file, a token
+                    # provider) and, if it changed, the exchange is repeated once. (The
+                    # thread driver's _open, inline here: a coroutine of its own would be
+                    # one more object per request in flight.)
+                    used = core.credential_in_use()
+                    try:
+                        stream = await _exchange(core, transport, state, attempt, attempt_entered)
+                    except Unauthorized as exc:
+                        if not await asyncio.to_thread(core.reauthorize, state, exc, used):
+                            raise
+                        stream = await _exchange(core, transport, state, attempt, attempt_entered)
                     if stream is not None:
                         try:
                             while (chunks := await stream.next()) is not None:
@@ -112,16 +123,6 @@ async def run(
     core.finished(state)
 
 
-async def complete(core: DeploymentCore, transport: AioTransport, state: CallState) -> ChatResult:
-    """Run a request that only its own task may cancel to its result (``AsyncRuntime.chat``:
-    the same request as through a handle, without one)."""
-    async for _ in run(core, transport, state):
-        pass
-    if state.result is None:
-        raise InferenceError("the request ended without a result")
-    return state.result
-
-
 async def run_routed(
     route: RouteState, transport_of: Callable[[str], AioTransport]
 ) -> AsyncIterator[TokenChunk]:
@@ -138,27 +139,6 @@ async def run_routed(
             route.ended()
         route.succeeded()
         return
-
-
-async def _open(
-    core: DeploymentCore,
-    transport: AioTransport,
-    state: CallState,
-    attempt: Outcome,
-    entered: list[Any],
-) -> _Stream | None:
-    """One attempt's exchange up to its stream (``None``: it is complete, with its result).
-
-    A 401 may only mean the key rotated and the watcher missed it: the session re-reads the
-    credential (in a worker thread: it may read a file or call a token provider) and, if
-    it changed, the exchange is repeated once. A 401 comes before any chunk."""
-    used = core.credential_in_use()
-    try:
-        return await _exchange(core, transport, state, attempt, entered)
-    except Unauthorized as exc:
-        if not await asyncio.to_thread(core.reauthorize, state, exc, used):
-            raise
-    return await _exchange(core, transport, state, attempt, entered)
 
 
 async def _exchange(
