@@ -106,27 +106,28 @@ class RateLimitGate:
         )
 
     def _entered(self, state: CallState, step: Any) -> Any:
-        """The decision for a reservation step: wait in line, or the attempt's ticket."""
+        """The decision for a reservation step: wait in line, or the attempt's ticket (the
+        backend's grant itself: no wrapper object per attempt)."""
         if isinstance(step, Pending):
             self._waiters[id(state)] = step.waiter
             return step.wait
-        return _Ticket(step, state.result)
+        return step
 
     def abandon(self, state: CallState) -> None:
         waiter = self._waiters.pop(id(state), None)
         if waiter is not None:
             self.admission.leave_line(waiter)
 
-    def on_response(self, state: CallState, ticket: _Ticket) -> None:
+    def on_response(self, state: CallState, ticket: Any) -> None:
         feedback = state.rate_limit_feedback
         if feedback:
             self.admission.observe_all(feedback)
 
-    def leave(self, state: CallState, ticket: _Ticket, outcome: Outcome) -> None:
-        pause, requests_used, tokens_used = _settlement(state, ticket, outcome)
+    def leave(self, state: CallState, ticket: Any, outcome: Outcome) -> None:
+        pause, requests_used, tokens_used = _settlement(state, outcome)
         if pause is not None:
             self.admission.pause(pause)
-        self.admission.release(ticket.grant, requests_used=requests_used, tokens_used=tokens_used)
+        self.admission.release(ticket, requests_used=requests_used, tokens_used=tokens_used)
 
 
 class SharedRateLimitGate(RateLimitGate):
@@ -143,27 +144,23 @@ class SharedRateLimitGate(RateLimitGate):
         )
         return self._entered(state, step)
 
-    async def on_response_async(self, state: CallState, ticket: _Ticket) -> None:
+    async def on_response_async(self, state: CallState, ticket: Any) -> None:
         feedback = state.rate_limit_feedback
         if feedback:
             await self.admission.aobserve_all(feedback)
 
-    async def leave_async(self, state: CallState, ticket: _Ticket, outcome: Outcome) -> None:
-        pause, requests_used, tokens_used = _settlement(state, ticket, outcome)
+    async def leave_async(self, state: CallState, ticket: Any, outcome: Outcome) -> None:
+        pause, requests_used, tokens_used = _settlement(state, outcome)
         if pause is not None:
             await self.admission.apause(pause)
-        await self.admission.arelease(
-            ticket.grant, requests_used=requests_used, tokens_used=tokens_used
-        )
+        await self.admission.arelease(ticket, requests_used=requests_used, tokens_used=tokens_used)
 
     async def aclose(self) -> None:
         """Close the asyncio client's connections (on the loop that made them)."""
         await self.admission.aclose()
 
 
-def _settlement(
-    state: CallState, ticket: _Ticket, outcome: Outcome
-) -> tuple[float | None, int, int]:
+def _settlement(state: CallState, outcome: Outcome) -> tuple[float | None, int, int]:
     """How an attempt settles: the pause a 429 asks for (``None``: none), and the requests
     and tokens it used (see the module docstring, step 4)."""
     requests_used, tokens_used = 1, -1
@@ -178,17 +175,9 @@ def _settlement(
             tokens_used = partial.usage.input_tokens + partial.usage.output_tokens
     if tokens_used < 0:
         tokens_used = _usage_or_guess(
-            outcome.result, ticket.result_before, state.estimated_input_tokens, outcome.delivered
+            outcome.result, state.estimated_input_tokens, outcome.delivered
         )
     return pause, requests_used, tokens_used
-
-
-class _Ticket:
-    __slots__ = ("grant", "result_before")
-
-    def __init__(self, grant: Any, result_before: ChatResult | None) -> None:
-        self.grant = grant
-        self.result_before = result_before
 
 
 def _on_clock(state: CallState, admission: object) -> float | None:
@@ -200,10 +189,10 @@ def _on_clock(state: CallState, admission: object) -> float | None:
     return (time.monotonic() if clock is None else clock.monotonic()) + left
 
 
-def _usage_or_guess(
-    result: ChatResult | None, before: ChatResult | None, input_tokens: int, delivered: int
-) -> int:
-    if result is not None and result is not before and result.usage is not None:
+def _usage_or_guess(result: ChatResult | None, input_tokens: int, delivered: int) -> int:
+    """The attempt's reported usage (its outcome holds only its own result), else its
+    estimated input plus one token per chunk delivered."""
+    if result is not None and result.usage is not None:
         return result.usage.input_tokens + result.usage.output_tokens
     return input_tokens + delivered
 
