@@ -117,14 +117,22 @@ def resume_words(stderr: str) -> list[str]:
 def test_sigterm_lets_in_flight_requests_finish_then_exits_143_with_a_resume_hint(
     tmp_path: Path, emulator_process: StartEmulator
 ) -> None:
-    # The first two waves of four are slow; the rest (the resumed run) are fast.
+    # The first eight requests are slow, the fourth slowest; the rest (the resumed run) are
+    # fast. Three records written means the fourth request is still in flight, whatever
+    # the batch has started since: the signal never lands between waves, when nothing
+    # may be in flight (the next request not started yet on a loaded host).
     emulator = emulator_process(
-        {"rules": [{"fault": "stall;seconds=0.5", "requests": list(range(1, 9))}]}
+        {
+            "rules": [
+                {"fault": "stall;seconds=1.5", "requests": [4]},
+                {"fault": "stall;seconds=0.5", "requests": [1, 2, 3, 5, 6, 7, 8]},
+            ]
+        }
     )
     source = write_requests(tmp_path / "in.jsonl", 24)
     output = tmp_path / "out.jsonl"
     proc = start_batch(batch_command(source, output, emulator.url, "-c", "4", "--grace", "10s"))
-    at_signal = wait_for_lines(output, 4, proc, timeout=30)  # the second wave is in flight
+    at_signal = wait_for_lines(output, 3, proc, timeout=30)
     proc.send_signal(signal.SIGTERM)
     started = time.monotonic()
     _, stderr = proc.communicate(timeout=30)
