@@ -10,17 +10,14 @@ five longest. A diagnostic, not a table with targets.
 
 from __future__ import annotations
 
-import asyncio
 import gc
-import os
 import sys
 import time
 from typing import Any
 
 from benchmarks.aio_clients import CLIENTS
-from benchmarks.aio_run import FULL, AioServerProcess
+from benchmarks.aio_run import run_in_process
 from benchmarks.aio_worker import raise_nofile, stream_job
-from benchmarks.run import PIN, _cpus
 
 passes: list[tuple[float, int]] = []
 t0 = [0.0]
@@ -53,15 +50,7 @@ async def main(port: int, name: str) -> None:
 
 def run(names: list[str]) -> None:
     raise_nofile()
-    PIN.server, PIN.client = _cpus()
-    server = AioServerProcess(FULL)
-    try:
-        if PIN.client is not None:
-            os.sched_setaffinity(0, PIN.client)
-        for name in names:
-            asyncio.run(main(server.port, name))
-    finally:
-        server.stop()
+    run_in_process(names, main)
 
 
 if __name__ == "__main__":

@@ -18,15 +18,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import gc
-import os
 import sys
 import time
 from typing import Any
 
 from benchmarks.aio_clients import CLIENTS, AsyncBenchClient
 from benchmarks.aio_profiling import _work
-from benchmarks.aio_run import FULL, AioServerProcess
-from benchmarks.run import PIN, _cpus
+from benchmarks.aio_run import run_in_process
 
 CONCURRENCY = 256
 REQUESTS = 10_000
@@ -86,15 +84,7 @@ async def main(port: int, name: str) -> None:
 
 
 def run(names: list[str]) -> None:
-    PIN.server, PIN.client = _cpus()
-    server = AioServerProcess(FULL)
-    try:
-        if PIN.client is not None:
-            os.sched_setaffinity(0, PIN.client)
-        for name in names:
-            asyncio.run(main(server.port, name))
-    finally:
-        server.stop()
+    run_in_process(names, main)
 
 
 if __name__ == "__main__":

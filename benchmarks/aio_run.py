@@ -16,6 +16,7 @@ first; each figure is the median over rounds, a ratio the ratio of the medians, 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import dataclasses
 import datetime
 import json
@@ -24,6 +25,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -121,6 +123,21 @@ class AioServerProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+
+
+def run_in_process(names: list[str], main: Callable[[int, str], Coroutine[Any, Any, None]]) -> None:
+    """For the in-process diagnostics: start the async bench server pinned to the first
+    core, pin this process to the second (as the workers are), and run ``main(port, name)``
+    for each client name in an event loop of its own; the server stops however that ends."""
+    PIN.server, PIN.client = _cpus()
+    server = AioServerProcess(FULL)
+    try:
+        if PIN.client is not None:
+            os.sched_setaffinity(0, PIN.client)
+        for name in names:
+            asyncio.run(main(server.port, name))
+    finally:
+        server.stop()
 
 
 def run_worker(
