@@ -127,8 +127,10 @@ def _instructions(command: list[str], env: dict[str, str], cwd: str) -> int:
     raise RuntimeError(f"no instruction count from valgrind: {done.stderr[-500:]}")
 
 
-def _env(prefix: str | None, compiled: str) -> dict[str, str]:
-    env = dict(os.environ, RAKKA_BENCH_COMPILED=compiled)
+def _env(prefix: str | None, compiled: str | None) -> dict[str, str]:
+    env = dict(os.environ)
+    if compiled is not None:
+        env["RAKKA_BENCH_COMPILED"] = compiled
     parts = [prefix, str(REPO), str(REPO / "providers" / "openai")]
     env["PYTHONPATH"] = os.pathsep.join(p for p in parts if p)
     return env
@@ -182,11 +184,9 @@ def main(argv: list[str] | None = None) -> int:
                 per = (counted - _instructions(make(0), env, workdir)) // args.requests
                 rows.append((name, per))
                 print(f"{name}: {per:,} instructions per request", flush=True)
-        if args.core:
-            compiled = os.path.join(workdir, "rakka-core.json")
-            compile_rakka_config(f"http://127.0.0.1:{server.port}/v1", compiled)
+        if args.core:  # benchmarks.aio_core compiles its own config (never contacted)
             for label, prefix in copies:
-                env = _env(prefix, compiled)
+                env = _env(prefix, None)
 
                 def core(count: int) -> list[str]:
                     once = ["--once", "--requests", str(count)]
