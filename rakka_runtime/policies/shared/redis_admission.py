@@ -11,6 +11,9 @@ ends. What differs:
   line asks Redis, except while capacity is plentiful: while Redis's last answer was a
   grant and the levels it reported fit everyone in line, waiters ask at once, side by side
   (one round trip after another would cap a process at one admission per round trip).
+  Those levels may be stale (another process drained the bucket since), so a waiter
+  asking beside the head sends what is still ahead of it, and Redis grants it only if
+  that fits too: it is never granted capacity a waiter before it is refused.
   *Across* processes there is no queue: each head asks again when Redis predicts the
   capacity it needs will be there (at least every :data:`POLL` seconds, so
   capacity another process gives back is noticed), or every :data:`SLOT_POLL` seconds
@@ -492,7 +495,7 @@ class SharedAdmission:
             limit = waiter.limit
             ahead = self._line.ahead(waiter)
             queued = ahead[0] > 0
-            flowing = False
+            flowing = False  # ask beside those ahead; Redis keeps their order (``ahead``)
             if queued:
                 at, why = self._predict(tokens, ahead, now)
                 seen = waiter.woken.version
@@ -525,7 +528,7 @@ class SharedAdmission:
                 # Redis went down while this request waited: the head before it found
                 # out, and asking again would only repeat the wait for a timeout.
                 raise BackendUnavailable(f"Redis at {self._store.url} is down")
-            reply, grant = yield from self._try(tokens)
+            reply, grant = yield from self._try(tokens, ahead)
         except BackendUnavailable:
             self.leave_line(waiter)  # it goes to the fallback: no place kept here
             raise
@@ -533,7 +536,9 @@ class SharedAdmission:
             self.leave_line(waiter)
             return grant
         now = clock.monotonic()
-        if reply.wait is not None and now + reply.wait > limit:
+        # A waiter that asked beside those ahead is not refused for the wait Redis names:
+        # that counts them, and some may have been granted meanwhile. It predicts again.
+        if not queued and reply.wait is not None and now + reply.wait > limit:
             self.leave_line(waiter)
             raise self._refusal(
                 f"capacity would not be free before the deadline ({self._why(reply)})",
@@ -560,7 +565,9 @@ class SharedAdmission:
         room = float("inf") if self._slots is None else self._slots - self._in_flight
         self._line.wake_first(self._line.fitting(self._levels(self._clock.monotonic()), room))
 
-    def _try(self, tokens: int) -> Steps[tuple[Reservation, SharedGrant | None]]:
+    def _try(
+        self, tokens: int, ahead: Demand = (0, 0)
+    ) -> Steps[tuple[Reservation, SharedGrant | None]]:
         if self._unsettled and not (yield from self._retry_unsettled()):
             # Free what a stall kept first; Redis failed again, so the reservation would too.
             raise BackendUnavailable(f"Redis at {self._store.url} is down")
@@ -571,7 +578,9 @@ class SharedAdmission:
             )
         lease = uuid.uuid4().hex if self._slots else None
         try:
-            reply = yield self._redis.reserve(wants, slots=self._slots, lease_id=lease or "")
+            reply = yield self._redis.reserve(
+                wants, slots=self._slots, lease_id=lease or "", ahead=ahead
+            )
         except BackendUnavailable:
             if lease is not None:
                 # The script may still run when Redis wakes (the command was sent): it

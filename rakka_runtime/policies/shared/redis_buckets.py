@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rakka_runtime.policies.admission import MAX_PAUSE
+from rakka_runtime.policies.line import Demand
 from rakka_runtime.policies.shared.redis_store import Call, LuaScript, RedisStore, key
 
 __all__ = ["Bucket", "RedisBuckets", "Reservation"]
@@ -88,12 +89,19 @@ class RedisBuckets:
         return Bucket(dimension, float(per_minute), self._key(dimension))
 
     def reserve(
-        self, wants: Sequence[tuple[Bucket, int]], *, slots: int | None, lease_id: str
+        self,
+        wants: Sequence[tuple[Bucket, int]],
+        *,
+        slots: int | None,
+        lease_id: str,
+        ahead: Demand = (0, 0),
     ) -> Call[Reservation]:
-        """Take ``amount`` from every bucket of ``wants`` and a slot, or nothing."""
-        args: list[object] = [slots or 0, lease_id, self._lease_ms, self._max_pause_ms]
+        """Take ``amount`` from every bucket of ``wants`` and a slot, or nothing; only if
+        what is ``ahead`` of it in its process's line (requests, tokens) fits as well."""
+        args: list[object] = [slots or 0, lease_id, self._lease_ms, self._max_pause_ms, ahead[0]]
         for bucket, amount in wants:
-            args.extend((*bucket.describe(), amount))
+            before = ahead[0] if bucket.dimension == "requests" else ahead[1]
+            args.extend((*bucket.describe(), amount, before))
 
         def read(reply: Any) -> Reservation:
             granted, wait_ms, blocked = int(reply[0]), float(reply[1]), int(reply[2])

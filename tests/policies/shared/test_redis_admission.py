@@ -130,6 +130,34 @@ def test_waiters_of_one_process_keep_their_order(redis_server: RedisServer, pref
     assert admitted_after["medium"] >= 0.85, admitted_after
 
 
+def test_a_waiter_asking_beside_the_head_is_not_granted_ahead_of_it(
+    redis_server: RedisServer, prefix: str
+) -> None:
+    # The moment the old order defect lived in: "small" asks Redis beside the head ("big",
+    # whose first answer has not come back) because the levels this process last saw say
+    # both fit. Another process emptied the bucket meanwhile, so big is refused, and small
+    # must be refused too rather than granted past it, though what is left (about 5 tokens)
+    # would fit it. On one loop the two asks interleave the same way every time: big sends
+    # first, small's step runs while big awaits.
+    other = replica(redis_server, prefix, tokens_per_minute=6000)
+    queue = replica(redis_server, prefix, tokens_per_minute=6000)
+    queue.release(queue.admit(1, wait=False), requests_used=1, tokens_used=1)  # levels: full
+    other.admit(5995, wait=False)
+
+    async def both() -> list[Any]:
+        deadline = time.monotonic() + 5
+        return list(
+            await asyncio.gather(
+                queue.areserve(80, deadline=deadline), queue.areserve(1, deadline=deadline)
+            )
+        )
+
+    big, small = asyncio.run(both())
+    assert not isinstance(big, SharedGrant)
+    assert not isinstance(small, SharedGrant), "small was granted ahead of big"
+    assert queue.waiting == 2
+
+
 # --- the 429 pause and provider headers -----------------------------------------------------
 
 

@@ -11,7 +11,14 @@
 -- ARGV[1]   concurrency slots (0: unlimited)   ARGV[2] lease id   ARGV[3] lease (ms)
 -- ARGV[4]   longest pause honoured (ms): a stored pause ending later (written by a process
 --           with a larger limit, or an older version) is cut to end that long from now
--- ARGV[5..] per bucket: capacity, refill per ms, amount
+-- ARGV[5]   requests ahead: waiters of the asking process still in line before this one
+-- ARGV[6..] per bucket: capacity, refill per ms, amount, amount ahead
+--
+-- "Ahead" keeps a process's line first come, first served while its waiters ask side by
+-- side: one is granted only if what those before it still need fits too (in each bucket
+-- and in the slots), so it never takes capacity its predecessors are refused for. It may
+-- count a predecessor Redis has just granted: that costs a refusal and a retry, near the
+-- bottom of a bucket only.
 --
 -- Returns {granted (1/0), wait ms as text (-1: a slot, which cannot be predicted),
 --          what blocked (0 pause, -1 slots, i: bucket i), level of each bucket as text}.
@@ -34,9 +41,10 @@ if paused > now then wait = paused - now end
 local levels = {}
 local nbuckets = #KEYS - 2
 for i = 1, nbuckets do
-  local cap = tonumber(ARGV[3 * i + 2])
-  local rate = tonumber(ARGV[3 * i + 3])
-  local amount = tonumber(ARGV[3 * i + 4])
+  local cap = tonumber(ARGV[4 * i + 2])
+  local rate = tonumber(ARGV[4 * i + 3])
+  local amount = tonumber(ARGV[4 * i + 4])
+  local ahead = tonumber(ARGV[4 * i + 5])
   local h = redis.call('HMGET', KEYS[i + 2], 'level', 'at')
   local level, at = tonumber(h[1]), tonumber(h[2])
   if level == nil or at == nil then
@@ -46,7 +54,7 @@ for i = 1, nbuckets do
   end
   if level > cap then level = cap end
   levels[i] = level
-  local need = math.min(amount, cap)
+  local need = ahead + math.min(amount, cap)
   if level < need then
     local w = (need - level) / rate
     if w > wait then wait, blocked = w, i end
@@ -56,16 +64,16 @@ end
 local slots = tonumber(ARGV[1])
 if wait <= 0 and slots > 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
-  if redis.call('ZCARD', KEYS[2]) >= slots then wait, blocked = -1, -1 end
+  if redis.call('ZCARD', KEYS[2]) + tonumber(ARGV[5]) >= slots then wait, blocked = -1, -1 end
 end
 
 local reply = {0, fmt(wait), blocked}
 if wait == 0 then
   reply[1] = 1
   for i = 1, nbuckets do
-    local cap = tonumber(ARGV[3 * i + 2])
-    local rate = tonumber(ARGV[3 * i + 3])
-    levels[i] = levels[i] - tonumber(ARGV[3 * i + 4])
+    local cap = tonumber(ARGV[4 * i + 2])
+    local rate = tonumber(ARGV[4 * i + 3])
+    levels[i] = levels[i] - tonumber(ARGV[4 * i + 4])
     redis.call('HSET', KEYS[i + 2], 'level', fmt(levels[i]), 'at', fmt(now))
     -- Once full again the hash says nothing a missing one would not: let it expire.
     redis.call('PEXPIRE', KEYS[i + 2], math.ceil((cap - levels[i]) / rate) + 1000)
