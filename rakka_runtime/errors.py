@@ -129,16 +129,39 @@ class ServerError(InferenceError):
     counts_as_circuit_failure = True
 
 
+LATE = 0.25
+"""A timeout noticed more than this many seconds after it was due was noticed late: the
+process was too busy to watch the connection, so the server may not be at fault."""
+
+
 class Timeout(InferenceError):
-    """A time limit fired; ``limit`` names which one (connect, request_timeout, ...)."""
+    """A time limit fired; ``limit`` names which one (connect, request_timeout, ...).
+
+    ``late_by``: how long after its due time the limit was noticed. An event loop that
+    keeps up notices at once; one kept busy by the process's own work (thousands of
+    streams on one core, a blocking call) notices late, and may have left bytes that came
+    in time unread. Such a timeout says nothing about the server, and the circuit breaker
+    does not count it (:attr:`noticed_late`)."""
 
     kind = "timeout"
     retryable = True
     counts_as_circuit_failure = True
 
-    def __init__(self, message: str, *, limit: str = "request_timeout", **kw: Any) -> None:
+    def __init__(
+        self, message: str, *, limit: str = "request_timeout", late_by: float = 0.0, **kw: Any
+    ) -> None:
+        if late_by > LATE:
+            message = (
+                f"{message}; noticed {late_by:.2g}s after it was due (this process was busy "
+                "or waited elsewhere), so the server may not be at fault"
+            )
         super().__init__(message, **kw)
         self.limit = limit
+        self.late_by = late_by
+
+    @property
+    def noticed_late(self) -> bool:
+        return self.late_by > LATE
 
 
 class NetworkError(InferenceError):

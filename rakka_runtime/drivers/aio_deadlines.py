@@ -11,8 +11,11 @@ collector's passes over those objects cost as much again (docs/benchmarks.md).
 arms one loop timer, for the earliest due time. Arming a wait that is not the earliest
 costs a dict store, leaving it a dict pop. When the timer fires it cancels every task
 whose time is up, as ``asyncio.timeout`` would, and arms itself for the next one.
-:meth:`Deadlines.leave` tells the waiting task whether the cancel was ours (then it
-raises its own ``Timeout``) or someone else's (it goes on as a cancel).
+A wait whose bytes came in the same loop pass as its timer gets them (the cut waits a
+pass). :meth:`Deadlines.leave` tells the waiting task whether the cancel was ours (then it
+raises its own ``Timeout``) or someone else's (it goes on as a cancel), and how late the
+timer ran: a loop too busy to run it on time may also have kept the task from the bytes
+that came in time (:attr:`rakka_runtime.errors.Timeout.late_by`).
 """
 
 from __future__ import annotations
@@ -35,8 +38,9 @@ class Deadlines:
         # Armed tasks that were already being cancelled -> their cancel count then (most
         # are not: an entry only when there is one, as asyncio.timeout records it).
         self._cancelling: dict[asyncio.Task[object], int] = {}
-        # Tasks cancelled because their time was up -> their cancel count when armed.
-        self._fired: dict[asyncio.Task[object], int] = {}
+        # Tasks cancelled because their time was up -> (their cancel count when armed,
+        # how long after their due time the timer ran).
+        self._fired: dict[asyncio.Task[object], tuple[int, float]] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._at = math.inf  # when the timer fires (time.monotonic)
 
@@ -48,18 +52,21 @@ class Deadlines:
         if due < self._at:
             self._schedule(due)
 
-    def leave(self, task: asyncio.Task[object]) -> bool:
-        """``task``'s wait ended; whether it ended because its time was up. Then the
-        cancel is withdrawn (unless the task was also cancelled by someone else), and the
-        caller raises its timeout instead. A cancel that came from elsewhere while the
-        task waited wins, as with ``asyncio.timeout``."""
+    def leave(self, task: asyncio.Task[object]) -> float | None:
+        """``task``'s wait ended: ``None``, or, when it ended because its time was up, how
+        many seconds after its due time the timer ran (``0.0`` on a loop that keeps up).
+        Then the cancel is withdrawn (unless the task was also cancelled by someone else),
+        and the caller raises its timeout instead. A cancel that came from elsewhere while
+        the task waited wins, as with ``asyncio.timeout``."""
         self._due.pop(task, None)
         if self._cancelling:
             self._cancelling.pop(task, None)
         if not self._fired:
-            return False
-        before = self._fired.pop(task, None)
-        return before is not None and task.uncancel() <= before
+            return None
+        fired = self._fired.pop(task, None)
+        if fired is None or task.uncancel() > fired[0]:
+            return None
+        return fired[1]
 
     def _schedule(self, due: float) -> None:
         if self._timer is not None:
@@ -71,14 +78,25 @@ class Deadlines:
         self._timer, self._at = None, math.inf
         now = time.monotonic()
         soonest = math.inf
-        expired = [task for task, due in self._due.items() if due <= now]
-        for task in expired:
-            del self._due[task]
-            if not task.done():
-                self._fired[task] = self._cancelling.get(task, 0)
-                task.cancel()
-        for due in self._due.values():
-            if due < soonest:
+        expired = []
+        for task, due in self._due.items():
+            if due <= now:
+                expired.append((task, due))
+            elif due < soonest:
                 soonest = due
+        if expired:
+            # Cut on the loop's next pass, not this one. A loop busy past a due time finds
+            # the bytes that came meanwhile and the timer ready in the same pass; the bytes
+            # run first and wake their task with a callback that runs before this one, so
+            # the task takes them and leaves rather than being cut with them unread.
+            self._loop.call_soon(self._cut, expired, now)
         if soonest < math.inf:
             self._schedule(soonest)
+
+    def _cut(self, expired: list[tuple[asyncio.Task[object], float]], fired_at: float) -> None:
+        for task, due in expired:
+            if self._due.get(task) != due or task.done():
+                continue  # it left in time (or waits again, for a new due time)
+            del self._due[task]
+            self._fired[task] = (self._cancelling.get(task, 0), fired_at - due)
+            task.cancel()

@@ -121,16 +121,18 @@ class AioTransport:
                 allow_redirects=False,
             )
         except BaseException as exc:
-            if deadlines.leave(task):
-                raise self._no_head(task, request_timeout, cap) from exc
+            late = deadlines.leave(task)
+            if late is not None:
+                raise self._no_head(task, request_timeout, cap, late) from exc
             self._sending.pop(task, None)
-            failure = _send_failure(exc, self.connect)
+            failure = _send_failure(exc, self.connect, time.monotonic() - now)
             if failure is None:
                 raise
             raise failure from exc
-        if deadlines.leave(task):  # the time was up as the head arrived
+        late = deadlines.leave(task)
+        if late is not None:  # the time was up as the head arrived
             raw.close()
-            raise self._no_head(task, request_timeout, cap)
+            raise self._no_head(task, request_timeout, cap, late)
         if self._sending:  # aiohttp read the head without saying so: keep no stale entry
             self._sending.pop(task, None)
         return Response(raw, self.read_timeout, deadlines)
@@ -142,8 +144,10 @@ class AioTransport:
             request_timeout, cap = sending
             self._deadlines.arm(task, min(cap, time.monotonic() + request_timeout))
 
-    def _no_head(self, task: asyncio.Task[object], request_timeout: float, cap: float) -> Timeout:
-        """What a wait for the head that ran out of time was cut by."""
+    def _no_head(
+        self, task: asyncio.Task[object], request_timeout: float, cap: float, late: float
+    ) -> Timeout:
+        """What a wait for the head that ran out of time was cut by (noticed ``late``)."""
         connecting = self._sending.pop(task, None) is not None
         if time.monotonic() >= cap:
             what = "the response head" if not connecting else "a connection"
@@ -153,10 +157,12 @@ class AioTransport:
                 f"no connection and request sent within {self.connect + request_timeout:.3g}s "
                 "(connect + request_timeout)",
                 limit="connect",
+                late_by=late,
             )
         return Timeout(
             f"no complete response head within {request_timeout:.3g}s (request_timeout)",
             limit="request_timeout",
+            late_by=late,
         )
 
     def _url(self, url: str) -> URL:
@@ -213,21 +219,24 @@ class Response:
         try:
             block = await self._raw.content.readany()
         except BaseException as exc:
-            if deadlines.leave(task):
-                raise self._timed_out(limit) from exc
+            late = deadlines.leave(task)
+            if late is not None:
+                raise self._timed_out(limit, late) from exc
             if isinstance(exc, aiohttp.ClientError | OSError):
                 raise NetworkError(f"connection broke mid-response: {_reason(exc)}") from exc
             raise
-        if deadlines.leave(task):  # the time was up as the bytes arrived
-            raise self._timed_out(limit)
+        late = deadlines.leave(task)
+        if late is not None:  # the time was up as the bytes arrived
+            raise self._timed_out(limit, late)
         return block
 
-    def _timed_out(self, limit: str) -> Timeout:
+    def _timed_out(self, limit: str, late: float) -> Timeout:
         if limit == "deadline":
             return Timeout("the request deadline passed mid-response", limit="deadline")
         return Timeout(
             f"no bytes for {self._read_timeout:.3g}s mid-response (read_timeout)",
             limit="read_timeout",
+            late_by=late,
         )
 
     async def finish(self, how: str) -> None:
@@ -264,10 +273,17 @@ def _head_timed(transport: AioTransport) -> type[aiohttp.ClientResponse]:
     return HeadTimed
 
 
-def _send_failure(exc: BaseException, connect: float) -> InferenceError | None:
-    """What an exception from sending a request means (``None``: raise it as it is)."""
+def _send_failure(exc: BaseException, connect: float, waited: float) -> InferenceError | None:
+    """What an exception from sending a request means (``None``: raise it as it is), after
+    ``waited`` seconds. aiohttp's connect timer does not say how late it ran: what the
+    wait outlasted the limit by went to this process (a busy loop, or name resolution
+    and the pool before the connect began), not to a server that would not connect."""
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
-        return Timeout(f"connect timed out after {connect:.3g}s (connect)", limit="connect")
+        return Timeout(
+            f"connect timed out after {connect:.3g}s (connect)",
+            limit="connect",
+            late_by=max(0.0, waited - connect),
+        )
     if isinstance(exc, aiohttp.ClientResponseError):  # a malformed head (too many headers, ...)
         return ProtocolError(f"malformed response head: {exc.message}", should_retry=False)
     if isinstance(exc, aiohttp.ClientConnectorError):

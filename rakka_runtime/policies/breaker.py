@@ -11,8 +11,11 @@ What an attempt counts as:
   errors, timeouts, network failures, broken streams, protocol errors);
 - **neutral** (neither trips nor resets the count): every other error (4xx, rate limits,
   content filter, ...), a ``timeout`` whose limit was the caller's own ``deadline`` (the
-  caller's budget ran out; that says nothing about the server), any non-inference
-  exception, and a stream the caller abandoned by closing the handle early.
+  caller's budget ran out; that says nothing about the server), a ``timeout`` noticed late
+  because this process was too busy to watch the connection
+  (:attr:`~rakka_runtime.errors.Timeout.noticed_late`: a client overloading its own event
+  loop must not open the circuit on a healthy provider), any non-inference exception, and
+  a stream the caller abandoned by closing the handle early.
 
 State changes are reported through the ``rakka_breaker_state_changed`` hook.
 
@@ -50,7 +53,7 @@ def outcome_of(exc: BaseException) -> Outcome_:
     """What a failed attempt means for the circuit (see the module docstring)."""
     if not isinstance(exc, InferenceError) or not exc.counts_as_circuit_failure:
         return "neutral"
-    if isinstance(exc, Timeout) and exc.limit == "deadline":
+    if isinstance(exc, Timeout) and (exc.limit == "deadline" or exc.noticed_late):
         return "neutral"
     return "failure"
 

@@ -4,6 +4,8 @@ from elsewhere stays a cancel, and one loop timer serves every armed wait."""
 from __future__ import annotations
 
 import asyncio
+import socket
+import threading
 import time
 
 from rakka_runtime.drivers.aio_deadlines import Deadlines
@@ -17,10 +19,10 @@ async def _wait(deadlines: Deadlines, due_in: float, forever: asyncio.Future[Non
     try:
         await forever
     except asyncio.CancelledError:
-        if deadlines.leave(task):
+        if deadlines.leave(task) is not None:
             return "timed out"
         raise
-    return "timed out" if deadlines.leave(task) else "done"
+    return "timed out" if deadlines.leave(task) is not None else "done"
 
 
 def test_a_wait_past_its_time_is_cut_and_told_so() -> None:
@@ -107,3 +109,52 @@ def test_many_waits_share_one_timer_and_each_is_cut_at_its_own_time() -> None:
     assert outcomes == ["timed out"] * count
     assert armed_timers <= 2  # one live timer (plus at most one cancelled, left in the heap)
     assert min(lateness) >= -0.01 and max(lateness) < 0.5
+
+
+def test_the_wait_is_told_how_late_its_timer_ran() -> None:
+    async def one(block: float) -> float | None:
+        loop = asyncio.get_running_loop()
+        deadlines = Deadlines(loop)
+        task = asyncio.current_task()
+        assert task is not None
+        deadlines.arm(task, time.monotonic() + 0.05)
+        if block:
+            loop.call_soon(time.sleep, block)  # the loop is busy past the due time
+        try:
+            await loop.create_future()
+        except asyncio.CancelledError:
+            return deadlines.leave(task)
+        raise AssertionError("never cut")
+
+    on_time = asyncio.run(one(0.0))
+    late = asyncio.run(one(0.4))
+    assert on_time is not None and on_time < 0.2
+    assert late is not None and late >= 0.3
+
+
+def test_bytes_that_came_while_the_loop_was_busy_win_over_the_timer() -> None:
+    # The loop is busy from before the due time until after the bytes came: the bytes and
+    # the timer are ready in the same pass. The wait gets the bytes; it is not cut.
+    async def main() -> tuple[str, bytes]:
+        loop = asyncio.get_running_loop()
+        ours, theirs = socket.socketpair()
+        try:
+            reader, writer = await asyncio.open_connection(sock=ours)
+            deadlines = Deadlines(loop)
+            task = asyncio.current_task()
+            assert task is not None
+            deadlines.arm(task, time.monotonic() + 0.05)
+            loop.call_soon(time.sleep, 0.4)  # busy past the due time
+            threading.Timer(0.15, theirs.sendall, args=(b"late but there",)).start()
+            try:
+                data = await reader.read(100)
+            except asyncio.CancelledError:
+                deadlines.leave(task)
+                return "timed out", b""
+            outcome = "timed out" if deadlines.leave(task) is not None else "done"
+            writer.close()
+            return outcome, data
+        finally:
+            theirs.close()
+
+    assert asyncio.run(main()) == ("done", b"late but there")

@@ -14,11 +14,11 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from driver_clients import Client
+from driver_clients import AsyncClient, Client
 from raw_http import RawServer, Script, delta, event
 
 from rakka_provider_openai.emulator import Emulator
-from rakka_runtime.errors import InferenceError, NetworkError, Timeout
+from rakka_runtime.errors import CircuitOpen, InferenceError, NetworkError, Timeout
 from rakka_runtime.types import ChatResult
 
 Make = Callable[..., Client]
@@ -289,3 +289,63 @@ def test_a_timed_out_connection_is_not_reused(
     assert second.text == first.text and second.provider_request_id != first.provider_request_id
     run(client)
     assert emulator.stats.connections_accepted == 2  # a healthy connection is reused
+
+
+# --- a timeout the process was too busy to notice in time ------------------------------------
+
+
+def _in_flight(client: Client) -> int:
+    gate = next(p for p in client.runtime.core.policies if p.name == "rate_limits")
+    return int(gate.admission.in_flight)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("client_at", ["async"], indirect=True)
+@pytest.mark.parametrize("phase", ["connect", "head"])
+def test_a_timeout_noticed_late_does_not_open_the_circuit(
+    raw_server: Callable[[Script], RawServer],
+    full_backlog: int,
+    client_at: Make,
+    phase: str,
+) -> None:
+    # Only the asyncio driver notices a limit on the loop, so only there can a busy process
+    # notice it late (and miss bytes that came in time); the thread driver's limits are
+    # socket timeouts kept by the kernel for the thread that waits. Connect: aiohttp's own
+    # timer, against a listener that never accepts; head: the transport's, against a
+    # server that answers after 3 s.
+    asked = threading.Semaphore(0)
+    stall = stream_script(before=3)
+
+    def script(sock: socket.socket, stopping: threading.Event) -> bool | None:
+        asked.release()
+        return stall(sock, stopping)
+
+    url = f"http://127.0.0.1:{full_backlog}" if phase == "connect" else raw_server(script).url
+    client = client_at(
+        url,
+        NO_RETRY,
+        "deployment.timeouts.connect=300ms",
+        "deployment.timeouts.request_timeout=300ms",
+        "deployment.circuit_breaker.failure_threshold=1",
+    )
+    assert isinstance(client, AsyncClient)
+    busy = client.start()
+    if phase == "head":
+        assert asked.acquire(timeout=5)  # sent: its head is due 300 ms from now
+    else:
+        ends = time.monotonic() + 5
+        while _in_flight(client) != 1:  # admitted: the task runs on to the connect
+            assert time.monotonic() < ends
+            time.sleep(0.002)
+    client.loop.call_soon_threadsafe(time.sleep, 1.2)  # the loop is busy past its limit
+    late = busy.outcome()
+    limit = "connect" if phase == "connect" else "request_timeout"
+    assert isinstance(late, Timeout) and late.limit == limit, late
+    assert late.noticed_late and late.late_by >= 0.5, late.late_by
+    assert "this process was busy" in late.message and "not be at fault" in late.message
+    # Not counted: with a threshold of one, the next failure still reaches the server...
+    on_time, _ = timed_failure(client)
+    assert isinstance(on_time, Timeout) and not on_time.noticed_late, on_time
+    # ...and that one, noticed on time, opens the circuit.
+    error, elapsed = timed_failure(client)
+    assert isinstance(error, CircuitOpen), error
+    assert elapsed < 0.2
