@@ -95,8 +95,9 @@ class Deadlines:
 
     def _cut(self, expired: list[tuple[asyncio.Task[object], float]], fired_at: float) -> None:
         for task, due in expired:
-            if self._due.get(task) != due or task.done():
+            if self._due.get(task) != due:
                 continue  # it left in time (or waits again, for a new due time)
             del self._due[task]
-            self._fired[task] = (self._cancelling.get(task, 0), fired_at - due)
-            task.cancel()
+            if not task.done():
+                self._fired[task] = (self._cancelling.get(task, 0), fired_at - due)
+                task.cancel()
