@@ -302,8 +302,8 @@ def _in_flight(client: Client) -> int:
 @pytest.mark.parametrize("client_at", ["async"], indirect=True)
 @pytest.mark.parametrize("phase", ["connect", "head"])
 def test_a_timeout_noticed_late_does_not_open_the_circuit(
+    request: pytest.FixtureRequest,
     raw_server: Callable[[Script], RawServer],
-    full_backlog: int,
     client_at: Make,
     phase: str,
 ) -> None:
@@ -319,7 +319,10 @@ def test_a_timeout_noticed_late_does_not_open_the_circuit(
         asked.release()
         return stall(sock, stopping)
 
-    url = f"http://127.0.0.1:{full_backlog}" if phase == "connect" else raw_server(script).url
+    if phase == "connect":
+        url = f"http://127.0.0.1:{request.getfixturevalue('full_backlog')}"
+    else:
+        url = raw_server(script).url
     client = client_at(
         url,
         NO_RETRY,
