@@ -33,6 +33,7 @@ from rakka_runtime.types import Attempt, ChatResult, TokenChunk
 if TYPE_CHECKING:
     from rakka_runtime.drivers.aio_transport import AioTransport, Response
     from rakka_runtime.routing.router import RouteState
+    from rakka_runtime.session import Session, SessionSnapshot
 
 __all__ = ["AsyncRunHandle", "run", "run_routed"]
 
@@ -51,7 +52,11 @@ async def run(
     its way to the caller (each layer costs a resumption per chunk and objects per
     request), and a non-streamed request none but this one."""
     entered: list[Any] = []  # the tickets of the request policies entered so far
-    outcome = Outcome()
+    # How the request ends, made into its Outcome only at the end (one object less held
+    # across the network wait).
+    error: BaseException | None = None
+    abandoned = False
+    delivered = 0
     try:
         await _enter_all(core, core.request_policies, state, entered)
         retries = 0
@@ -83,7 +88,7 @@ async def run(
                                         state.first_chunk_at = time.monotonic()
                                         first = False
                                     attempt.delivered += 1
-                                    outcome.delivered += 1
+                                    delivered += 1
                                     yield chunk
                             stream.end(attempt)
                         finally:
@@ -105,20 +110,21 @@ async def run(
                 pause = core.after_failure(state, exc, retries, recorded, attempt.delivered)
             await wait(pause, state, "during a retry backoff")
             retries += 1
-        outcome.result = state.result
     except GeneratorExit:
-        outcome.abandoned = True
+        abandoned = True
         raise
     except BaseException as exc:
-        outcome.error = exc
+        error = exc
         if isinstance(exc, InferenceError):
             core.failed(state, exc)
         elif isinstance(exc, asyncio.CancelledError):
             core.failed(state, Cancelled("the task was cancelled", partial=state.result))
         raise
     finally:
+        ok = error is None and not abandoned
+        outcome = Outcome(error, abandoned, delivered, False, state.result if ok else None)
         problem = await _leave_all(core, state, core.request_policies, entered, outcome)
-        if problem is not None and outcome.error is None and not outcome.abandoned:
+        if problem is not None and ok:
             raise plugin_failure(problem)
     core.finished(state)
 
@@ -160,10 +166,9 @@ async def _exchange(
         # A token renewal never blocks the loop: only an expired token waits, in a thread.
         snapshot = session.snapshot_nowait()
         if snapshot is None:
-            snapshot = await asyncio.to_thread(lambda: session.snapshot)
+            snapshot = await asyncio.to_thread(_snapshot_of, session)
         http = core.codec.build_request(request, state.model, snapshot.headers)
-        exchange = Exchange(core.codec, state, core.limits)
-        response = await transport.send(
+        sending = transport.send(
             http.method,
             http.url,
             http.body,
@@ -171,6 +176,11 @@ async def _exchange(
             request_timeout=core.request_timeout,
             deadline=state.deadline,
         )
+        # What a request holds across the network wait is what the garbage collector
+        # walks, and what makes it run (docs/benchmarks.md): no more than it needs.
+        del http, snapshot
+        response = await sending
+        exchange = Exchange(core.codec, state, core.limits)
         mode = core.head(
             state,
             exchange,
@@ -207,6 +217,11 @@ async def _exchange(
             await response.finish(how)
     core.exchange_ok(state, record, result)
     return None
+
+
+def _snapshot_of(session: Session) -> SessionSnapshot:
+    """The session's credential snapshot, renewed if it must be (in a worker thread)."""
+    return session.snapshot
 
 
 class _Stream(OpenStream):
