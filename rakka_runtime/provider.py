@@ -143,6 +143,7 @@ __all__ = [
     "__version__",
     "build_error",
     "context_tokens",
+    "decode_json",
     "error_message",
     "estimate_input_tokens",
     "excerpt",
@@ -169,7 +170,9 @@ Feedback = tuple[str, int, int | None, float | None]
 reset_seconds)`` with dimension ``"requests"`` or ``"tokens"``."""
 
 
-_decode_json = json.JSONDecoder().decode  # json.loads' own decoder, without its per-call checks
+decode_json = json.JSONDecoder().decode
+"""``json.loads`` of a ``str`` without its per-call checks (its own decoder, called
+directly): for a codec's hot path, once per stream event or body."""
 
 
 def json_object(body: bytes, status: int) -> dict[str, Any]:
@@ -179,7 +182,7 @@ def json_object(body: bytes, status: int) -> dict[str, Any]:
     sniff every body for UTF-16 and UTF-32, which a body that is not UTF-8 still gets."""
     try:
         try:
-            obj = _decode_json(body.decode("utf-8").removeprefix("\ufeff"))
+            obj = decode_json(body.decode("utf-8").removeprefix("\ufeff"))
         except UnicodeDecodeError:
             obj = json.loads(body)
     except ValueError as exc:

@@ -115,7 +115,12 @@ class Exchange:
             self._sse = SSEDecoder()
         else:
             length = headers.get("content-length")
-            if length is not None and length.isdigit() and int(length) > self._limit:
+            if (
+                length is not None
+                and length.isascii()
+                and length.isdigit()
+                and int(length) > self._limit
+            ):
                 raise self._too_big("response body", int(length))
         return self.mode
 

@@ -288,3 +288,28 @@ def test_a_plain_answer_after_a_clean_head_still_works(
     client = client_at(server.url, NO_RETRY)
     result, _ = client.run(stream=False)
     assert result.text == "hello" and result.provider_request_id is None
+
+
+def test_a_content_length_in_other_digits_is_no_crash(
+    client_at: Make, raw_server: RawFactory
+) -> None:
+    """``content-length: ²`` (one latin-1 byte): ``str.isdigit()`` accepts it, ``int()``
+    does not. The thread driver's HTTP client reads it as no length (the body then ends
+    with the connection); aiohttp refuses the head. Neither is a crash in the core."""
+    body = completion_json("hello")
+
+    def script(sock: socket.socket, stopping: threading.Event) -> bool:
+        sock.sendall(
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+            b"content-length: \xb2\r\nconnection: close\r\n\r\n" + body
+        )
+        return False
+
+    server = raw_server(script)
+    client = client_at(server.url, NO_RETRY)
+    if client.driver == "sync":
+        result, _ = client.run(stream=False)
+        assert result.text == "hello"
+    else:
+        error = client.failure(stream=False)
+        assert isinstance(error, ProtocolError), error

@@ -424,6 +424,10 @@ def test_ratelimit_headers_are_read() -> None:
         ("tokens", 29000, 30000, 360.0),
     )
     assert ratelimit_feedback({"x-ratelimit-remaining-tokens": "lots"}) == ()
+    # Only ASCII digits count: "²" passes str.isdigit() but not int(); "٣" is not ASCII.
+    assert ratelimit_feedback({"x-ratelimit-remaining-tokens": "²"}) == ()
+    odd = {"x-ratelimit-remaining-tokens": "5", "x-ratelimit-limit-tokens": "٣"}
+    assert ratelimit_feedback(odd) == (("tokens", 5, None, None),)
 
 
 @pytest.mark.parametrize(

@@ -103,7 +103,8 @@ def _count(value: str | None) -> int | None:
     if value is None:
         return None
     value = value.strip()
-    return int(value) if value.isdigit() else None
+    # ASCII digits only: str.isdigit() is true of "²" too, which int() refuses.
+    return int(value) if value.isascii() and value.isdigit() else None
 
 
 def _dimension(

@@ -7,7 +7,6 @@ and each event becomes at most one ``TokenChunk``.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
 
@@ -35,6 +34,7 @@ from rakka_runtime.provider import (
     SSEEvent,
     StreamInterrupted,
     TokenChunk,
+    decode_json,
     estimate_input_tokens,
     json_object,
     parse_duration,
@@ -112,10 +112,6 @@ class OpenAICodec:
             on_close()
 
 
-# json.loads' own decoder, called without json.loads' per-call checks (once per event).
-_DECODE_JSON = json.JSONDecoder().decode
-
-
 class ChatStream:
     """One streamed ``chat.completion.chunk`` sequence, ended by ``data: [DONE]``."""
 
@@ -124,7 +120,7 @@ class ChatStream:
     def __init__(self, request_id: str) -> None:
         self._request_id = request_id
         self._aggregate = ChatAggregate()
-        self._loads = _DECODE_JSON
+        self._loads = decode_json
         self.done = False
 
     def event(self, event: SSEEvent) -> TokenChunk | None:
@@ -180,7 +176,8 @@ def _count(value: str | None) -> int | None:
     if value is None:
         return None
     value = value.strip()
-    return int(value) if value.isdigit() else None
+    # ASCII digits only: str.isdigit() is true of "²" too, which int() refuses.
+    return int(value) if value.isascii() and value.isdigit() else None
 
 
 @lru_cache(maxsize=256)  # providers repeat a handful of reset values ("1s", "6ms", ...)

@@ -224,9 +224,10 @@ def classify_stream_error(
     """Map an ``{"error": {...}}`` object received inside an SSE stream."""
     fields = error_fields(payload) or NO_FIELDS
     rule = match_rule(STREAM_ERROR_RULES, None, fields)
-    if rule is None and fields.code and fields.code.isdigit() and 400 <= int(fields.code) < 600:
+    code = fields.code
+    if rule is None and code and code.isascii() and code.isdigit() and 400 <= int(code) < 600:
         # Azure puts the HTTP status it would have sent in ``code`` ("429", "500").
-        rule = match_rule(HTTP_ERROR_RULES, int(fields.code), fields)
+        rule = match_rule(HTTP_ERROR_RULES, int(code), fields)
     rule = rule or STREAM_ERROR_FALLBACK
     message = error_message(fields) or "the stream carried an error event without a message"
     return _build(rule, message, fields, status=None, headers=headers)

@@ -128,6 +128,7 @@ def test_ratelimit_headers_become_two_dimensions() -> None:
     }
     assert ratelimit_feedback(bad, now) == [("tokens", 5, None, None)]
     assert ratelimit_feedback({}, now) == []
+    assert ratelimit_feedback({"anthropic-ratelimit-tokens-remaining": "²"}, now) == []
 
 
 # -- through the runtime, both drivers -------------------------------------------------------

@@ -770,6 +770,13 @@ def test_stream_azure_numeric_codes(code: str, cls: type[InferenceError]) -> Non
     assert error.code == code
 
 
+@pytest.mark.parametrize("code", ["²", "٤٢٩"])  # str.isdigit() is true of both
+def test_stream_error_code_of_other_digits_is_not_a_status(code: str) -> None:
+    error = classify_stream_error({"error": {"code": code, "message": "Odd digits."}})
+    assert type(error) is STREAM_ERROR_FALLBACK.error
+    assert error.message == "Odd digits."
+
+
 def test_stream_error_without_message_or_shape() -> None:
     assert isinstance(classify_stream_error({"error": {}}), ServerError)
     assert isinstance(classify_stream_error({}), ServerError)
