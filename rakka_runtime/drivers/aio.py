@@ -176,8 +176,8 @@ async def _exchange(
             request_timeout=core.request_timeout,
             deadline=state.deadline,
         )
-        # What a request holds across the network wait is what the garbage collector
-        # walks, and what makes it run (docs/benchmarks.md): no more than it needs.
+        # What a request holds across the network wait, the collector walks in its young
+        # passes: nothing it no longer needs (docs/benchmarks.md, eighth session).
         del http, snapshot
         response = await sending
         exchange = Exchange(core.codec, state, core.limits)

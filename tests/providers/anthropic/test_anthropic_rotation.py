@@ -54,11 +54,12 @@ def test_batch_of_1500_with_30_key_rotations_drops_nothing(tmp_path: Path) -> No
             line = {
                 "custom_id": f"req-{i}",
                 "max_tokens": 4,
+                "stream": True,  # paced by the emulator's chunk_delay: the run lasts seconds
                 "messages": [{"role": "user", "content": f"question {i}"}],
             }
             handle.write(json.dumps(line) + "\n")
     env = {k: v for k, v in os.environ.items() if k != "RAKKA_DISABLE_PLUGINS"}
-    with Emulator(key_file=key_file, key_grace=1.0, chunk_delay=0.01) as emu:
+    with Emulator(key_file=key_file, key_grace=1.0, chunk_delay=0.005) as emu:
         command = [
             RAKKA,
             "batch",
@@ -85,12 +86,16 @@ def test_batch_of_1500_with_30_key_rotations_drops_nothing(tmp_path: Path) -> No
         )
         rotated, last = 0, 0.0
         try:
-            # Spread the rotations over the run: rotation n once n/32 of the lines are out,
-            # at least 50 ms (the watcher's debounce) after the previous one. Events 10 ms
-            # apart keep the run (4-12 s measured) far longer than 30 such gaps.
+            # Spread the rotations over the first two thirds of the run: rotation n once
+            # n/31 of those lines are out, at least 50 ms (the watcher's debounce) after the
+            # previous one. Streamed answers with events 5 ms apart make the run (about
+            # 5 s) far longer than 30 such gaps, and the last third is slack for rotations
+            # that fell behind. (Unstreamed, with rotations over the whole run, it took
+            # 2.1-2.4 s and ended before the 30th rotation about half the time.)
             deadline = time.monotonic() + 150
+            spread = LINES * 2 // 3
             while rotated < ROTATIONS and proc.poll() is None and time.monotonic() < deadline:
-                due = count_lines(output) >= (rotated + 1) * LINES // (ROTATIONS + 2)
+                due = count_lines(output) >= (rotated + 1) * spread // (ROTATIONS + 1)
                 if due and time.monotonic() - last >= 0.05:
                     rotated += 1
                     rotate(key_file, key(rotated))
