@@ -200,6 +200,9 @@ async def _exchange(
             while block := await read(deadline):
                 if not exchange.collect(block):
                     break
+                if exchange.whole:
+                    how = "complete"
+                    break
             else:
                 how = "complete"
             if mode == "error":

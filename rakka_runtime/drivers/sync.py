@@ -168,6 +168,9 @@ def _exchange(
             while block := reader():
                 if not exchange.collect(block):
                     break
+                if exchange.whole:
+                    how = "complete"
+                    break
             else:
                 how = "complete"
             if mode == "error":

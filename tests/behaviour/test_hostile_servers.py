@@ -238,6 +238,28 @@ def test_a_finished_stream_gives_its_connection_back(
     assert server.connections == 1
 
 
+def test_an_answer_read_to_its_length_gives_its_connection_back(
+    client_at: Make, raw_server: RawFactory
+) -> None:
+    """The body arrives in two parts; once its content-length is in, the answer is whole
+    (no read waits for its end) and the connection serves the next request."""
+    body = completion_json("whole")
+    head = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n"
+
+    def script(sock: socket.socket, stopping: threading.Event) -> bool:
+        sock.sendall(head % len(body) + body[:10])
+        stopping.wait(0.05)
+        sock.sendall(body[10:])
+        return True
+
+    server = raw_server(script)
+    client = client_at(server.url, NO_RETRY)
+    for _ in range(3):
+        result, _ = client.run(stream=False)
+        assert result.text == "whole"
+    assert server.connections == 1
+
+
 def test_an_html_page_answering_a_stream_is_a_protocol_error(
     client_at: Make, raw_server: RawFactory
 ) -> None:
