@@ -3,17 +3,20 @@
 The session is made lazily, in the event loop that first uses it, with a connector sized
 from the deployment's concurrency. Limits:
 
-- ``connect``: aiohttp's ``sock_connect``;
+- ``connect``: from the send until the request is written and aiohttp starts reading the
+  head: a connection from the pool, or a new one (name resolution and TCP/TLS included);
 - ``request_timeout``: once the connection is up and the request sent, the whole response
   head must arrive within it (a server trickling its headers is cut too), so it never
   shortens the connect limit; the deadline clips it;
 - ``read_timeout``: the longest a body read waits for bytes; the deadline clips it.
 
-The last two are the transport's :class:`~rakka_runtime.drivers.aio_deadlines.Deadlines`:
+All three are the transport's :class:`~rakka_runtime.drivers.aio_deadlines.Deadlines`:
 one loop timer for all its waits, rather than a timer per wait (an ``asyncio.timeout``
-per request, aiohttp's ``sock_read`` rescheduled per received block). The head's clock
-starts in the session's response class, which aiohttp asks to read the head once the
-request is sent.
+per request, aiohttp's ``sock_read`` rescheduled per received block), and one that gives
+a wait the time a busy loop kept it from watching (aiohttp's ``sock_connect`` timer cut
+connections the kernel had completed while the loop was busy). The head's clock starts
+in the session's response class, which aiohttp asks to read the head once the request is
+sent.
 
 aiohttp decompression is off (``auto_decompress=False``): the exchange decodes a
 compressed body itself, in bounded steps. Only primitives leave this module.
@@ -68,8 +71,8 @@ class AioTransport:
             self._deadlines = Deadlines(self._loop)
             session = self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=self._limit, limit_per_host=0),
-                # Reads are bounded by the transport's deadlines, not by sock_read.
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.connect),
+                # Every phase is bounded by the transport's deadlines, none by aiohttp.
+                timeout=aiohttp.ClientTimeout(total=None),
                 auto_decompress=False,
                 # No cookies, as on the thread driver (urllib3 keeps none): an API client
                 # sends the same request whatever a gateway set before, and skips the jar's
@@ -107,11 +110,9 @@ class AioTransport:
         assert deadlines is not None
         task = asyncio.current_task()
         assert task is not None
-        # Until the request is sent, connecting is bounded by aiohttp's sock_connect; this
-        # only backs it up (a name to resolve, several addresses to try) and keeps the
-        # deadline. The head's own clock starts in head_awaited().
+        # Connecting (and writing the request) until head_awaited() starts the head's clock.
         self._sending[task] = (request_timeout, cap)
-        deadlines.arm(task, min(cap, now + self.connect + request_timeout))
+        deadlines.arm(task, min(cap, now + self.connect), cap)
         try:
             raw = await session.request(
                 method,
@@ -125,7 +126,7 @@ class AioTransport:
             if late is not None:
                 raise self._no_head(task, request_timeout, cap, late) from exc
             self._sending.pop(task, None)
-            failure = _send_failure(exc, self.connect, time.monotonic() - now)
+            failure = _send_failure(exc)
             if failure is None:
                 raise
             raise failure from exc
@@ -142,7 +143,7 @@ class AioTransport:
         sending = self._sending.pop(task, None)
         if sending is not None and self._deadlines is not None:
             request_timeout, cap = sending
-            self._deadlines.arm(task, min(cap, time.monotonic() + request_timeout))
+            self._deadlines.arm(task, min(cap, time.monotonic() + request_timeout), cap)
 
     def _no_head(
         self, task: asyncio.Task[object], request_timeout: float, cap: float, late: float
@@ -154,8 +155,7 @@ class AioTransport:
             return Timeout(f"the request deadline passed waiting for {what}", limit="deadline")
         if connecting:
             return Timeout(
-                f"no connection and request sent within {self.connect + request_timeout:.3g}s "
-                "(connect + request_timeout)",
+                f"no connection made and request sent within {self.connect:.3g}s (connect)",
                 limit="connect",
                 late_by=late,
             )
@@ -215,7 +215,7 @@ class Response:
         deadlines = self._deadlines
         task = asyncio.current_task()
         assert task is not None
-        deadlines.arm(task, due)
+        deadlines.arm(task, due, math.inf if deadline is None else deadline)
         try:
             block = await self._raw.content.readany()
         except BaseException as exc:
@@ -273,17 +273,8 @@ def _head_timed(transport: AioTransport) -> type[aiohttp.ClientResponse]:
     return HeadTimed
 
 
-def _send_failure(exc: BaseException, connect: float, waited: float) -> InferenceError | None:
-    """What an exception from sending a request means (``None``: raise it as it is), after
-    ``waited`` seconds. aiohttp's connect timer does not say how late it ran: what the
-    wait outlasted the limit by went to this process (a busy loop, or name resolution
-    and the pool before the connect began), not to a server that would not connect."""
-    if isinstance(exc, aiohttp.ConnectionTimeoutError):
-        return Timeout(
-            f"connect timed out after {connect:.3g}s (connect)",
-            limit="connect",
-            late_by=max(0.0, waited - connect),
-        )
+def _send_failure(exc: BaseException) -> InferenceError | None:
+    """What an exception from sending a request means (``None``: raise it as it is)."""
     if isinstance(exc, aiohttp.ClientResponseError):  # a malformed head (too many headers, ...)
         return ProtocolError(f"malformed response head: {exc.message}", should_retry=False)
     if isinstance(exc, aiohttp.ClientConnectorError):

@@ -4,6 +4,7 @@ from elsewhere stays a cancel, and one loop timer serves every armed wait."""
 from __future__ import annotations
 
 import asyncio
+import math
 import socket
 import threading
 import time
@@ -111,25 +112,55 @@ def test_many_waits_share_one_timer_and_each_is_cut_at_its_own_time() -> None:
     assert min(lateness) >= -0.01 and max(lateness) < 0.5
 
 
-def test_the_wait_is_told_how_late_its_timer_ran() -> None:
-    async def one(block: float) -> float | None:
+def _busy_wait(
+    blocks: list[tuple[float, float]], answer_at: float | None = None, cap: float = math.inf
+) -> tuple[str, float | None, float]:
+    """One wait due 50 ms after it starts, on a loop kept busy ``(from, for)`` seconds
+    after the start, answered ``answer_at`` seconds after the start (or never). Returns
+    how it ended, the lateness :meth:`Deadlines.leave` reported, and when it ended."""
+
+    async def main() -> tuple[str, float | None, float]:
         loop = asyncio.get_running_loop()
         deadlines = Deadlines(loop)
         task = asyncio.current_task()
         assert task is not None
-        deadlines.arm(task, time.monotonic() + 0.05)
-        if block:
-            loop.call_soon(time.sleep, block)  # the loop is busy past the due time
+        started = time.monotonic()
+        deadlines.arm(task, started + 0.05, started + cap)
+        for at, seconds in blocks:
+            loop.call_later(at, time.sleep, seconds)  # the loop is busy, the timer waits
+        answer = loop.create_future()
+        if answer_at is not None:
+            loop.call_later(answer_at, answer.set_result, None)
         try:
-            await loop.create_future()
+            await answer
         except asyncio.CancelledError:
-            return deadlines.leave(task)
-        raise AssertionError("never cut")
+            return "cut", deadlines.leave(task), time.monotonic() - started
+        return "answered", deadlines.leave(task), time.monotonic() - started
 
-    on_time = asyncio.run(one(0.0))
-    late = asyncio.run(one(0.4))
-    assert on_time is not None and on_time < 0.2
-    assert late is not None and late >= 0.3
+    return asyncio.run(main())
+
+
+def test_a_wait_the_loop_could_not_watch_gets_that_time_back() -> None:
+    # Busy from 0 to 0.4 s: the timer runs 0.35 s late, so the wait may go on to about
+    # 0.75 s, and the answer at 0.6 s reaches it. A timer on time cuts at 50 ms.
+    assert _busy_wait([(0.0, 0.4)], answer_at=0.6)[:2] == ("answered", None)
+    how, late, ended = _busy_wait([], answer_at=0.6)
+    assert how == "cut" and late is not None and late < 0.2 and ended < 0.3
+
+
+def test_after_its_grace_a_wait_is_cut_and_told_how_late() -> None:
+    # Never answered: cut when the grace ends, on time (the server is to blame)...
+    how, late, ended = _busy_wait([(0.0, 0.4)])
+    assert how == "cut" and late is not None and late < 0.2 and 0.65 <= ended < 1.5
+    # ...or, when the loop is busy again past the grace too, told how late (it was not).
+    how, late, ended = _busy_wait([(0.0, 0.4), (0.45, 0.9)])
+    assert how == "cut" and late is not None and late >= 0.4
+
+
+def test_the_grace_never_passes_the_cap() -> None:
+    # The deadline (the cap) is 0.1 s away: a timer 0.35 s late cuts at once.
+    how, late, ended = _busy_wait([(0.0, 0.4)], answer_at=0.6, cap=0.1)
+    assert how == "cut" and late is not None and late >= 0.3 and ended < 0.55
 
 
 def test_bytes_that_came_while_the_loop_was_busy_win_over_the_timer() -> None:
