@@ -131,7 +131,11 @@ def _env(prefix: str | None, compiled: str | None) -> dict[str, str]:
     env = dict(os.environ)
     if compiled is not None:
         env["RAKKA_BENCH_COMPILED"] = compiled
-    parts = [prefix, str(REPO), str(REPO / "providers" / "openai")]
+    # A copy's own OpenAI provider too (a worktree's providers/openai), else the
+    # checkout's would be paired with the copy's core.
+    own = None if prefix is None else Path(prefix) / "providers" / "openai"
+    mine = str(own) if own is not None and own.is_dir() else None
+    parts = [prefix, mine, str(REPO), str(REPO / "providers" / "openai")]
     env["PYTHONPATH"] = os.pathsep.join(p for p in parts if p)
     return env
 
