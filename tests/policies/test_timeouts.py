@@ -294,6 +294,17 @@ def test_a_timed_out_connection_is_not_reused(
 # --- a timeout the process was too busy to notice in time ------------------------------------
 
 
+def _telling(answer: Script) -> tuple[Script, threading.Semaphore]:
+    """``answer``, and a semaphore released as each request arrives (it has been sent)."""
+    asked = threading.Semaphore(0)
+
+    def script(sock: socket.socket, stopping: threading.Event) -> bool | None:
+        asked.release()
+        return answer(sock, stopping)
+
+    return script, asked
+
+
 @pytest.mark.parametrize("client_at", ["async"], indirect=True)
 @pytest.mark.parametrize("phase", ["connect", "head"])
 def test_a_busy_loop_gives_a_wait_the_time_it_could_not_watch(
@@ -307,13 +318,7 @@ def test_a_busy_loop_gives_a_wait_the_time_it_could_not_watch(
     # 1.2 s, past the 300 ms limit of the phase the request is in: a connection the kernel
     # completed meanwhile (connect), a head that comes 1.5 s after the request (head).
     # Their timers run about 0.9 s late and give the wait that long again: both succeed.
-    asked = threading.Semaphore(0)
-    answer = stream_script(before=0.0 if phase == "connect" else 1.5)
-
-    def script(sock: socket.socket, stopping: threading.Event) -> bool | None:
-        asked.release()
-        return answer(sock, stopping)
-
+    script, asked = _telling(stream_script(before=0.0 if phase == "connect" else 1.5))
     client = client_at(
         raw_server(script).url,
         NO_RETRY,
@@ -348,13 +353,7 @@ def test_a_server_silent_through_the_grace_is_blamed(
     # The loop is busy past the head's limit, the wait gets that time back, and the server
     # stays silent through it too: the timeout, on time now, counts against the server
     # (a threshold of one opens the circuit), and took at most about twice the limit.
-    asked = threading.Semaphore(0)
-    silent = stream_script(before=5)
-
-    def script(sock: socket.socket, stopping: threading.Event) -> bool | None:
-        asked.release()
-        return silent(sock, stopping)
-
+    script, asked = _telling(stream_script(before=5))
     client = client_at(
         raw_server(script).url,
         NO_RETRY,
