@@ -3,8 +3,10 @@
 The session is made lazily, in the event loop that first uses it, with a connector sized
 from the deployment's concurrency. Limits:
 
-- ``connect``: from the send until the request is written and aiohttp starts reading the
-  head: a connection from the pool, or a new one (name resolution and TCP/TLS included);
+- ``connect``: from the send until aiohttp starts reading the head: a connection from the
+  pool or a new one (name resolution and TCP/TLS included), and the request's head
+  written (aiohttp writes the body while it awaits the response head, so a large body is
+  written under ``request_timeout``);
 - ``request_timeout``: once the connection is up and the request sent, the whole response
   head must arrive within it (a server trickling its headers is cut too), so it never
   shortens the connect limit; the deadline clips it;

@@ -372,3 +372,31 @@ def test_a_server_silent_through_the_grace_is_blamed(
     assert 1.5 <= elapsed < 4.0, elapsed
     opened, _ = timed_failure(client)
     assert isinstance(opened, CircuitOpen), opened
+
+
+@pytest.mark.parametrize("client_at", ["async"], indirect=True)
+def test_writing_the_request_is_not_bounded_by_connect(client_at: Make) -> None:
+    # A server that accepts and never reads: the 32 MB request fills the socket buffers.
+    # aiohttp writes the body while it awaits the head, so the write is bounded by
+    # request_timeout (1.5 s), not by the 300 ms connect limit. (The thread driver's send
+    # is bounded per socket operation.)
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted: list[socket.socket] = []
+    taker = threading.Thread(target=lambda: accepted.append(listener.accept()[0]), daemon=True)
+    taker.start()
+    try:
+        client = client_at(
+            f"http://127.0.0.1:{listener.getsockname()[1]}",
+            NO_RETRY,
+            "deployment.timeouts.connect=300ms",
+            "deployment.timeouts.request_timeout=1500ms",
+        )
+        started = time.monotonic()
+        error = client.failure("x" * (32 << 20))
+        elapsed = time.monotonic() - started
+        assert isinstance(error, Timeout) and error.limit == "request_timeout", error
+        assert 1.2 <= elapsed < 4.0, elapsed
+    finally:
+        for sock in accepted:
+            sock.close()
+        listener.close()
