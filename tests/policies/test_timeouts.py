@@ -294,15 +294,21 @@ def test_a_timed_out_connection_is_not_reused(
 # --- a timeout the process was too busy to notice in time ------------------------------------
 
 
-def _telling(answer: Script) -> tuple[Script, threading.Semaphore]:
-    """``answer``, and a semaphore released as each request arrives (it has been sent)."""
-    asked = threading.Semaphore(0)
+def _busy_once(client: AsyncClient, phase: str, seconds: float) -> None:
+    """Keep ``client``'s loop busy for ``seconds`` from the pass after its next request
+    begins ``phase`` (``connect``: the send; ``head``: aiohttp reading the head), as a
+    process busy elsewhere would: scheduled from inside the loop, so it does not depend
+    on when this test's thread runs."""
+    transport = client.aio._transport
+    name = "session" if phase == "connect" else "head_awaited"
+    original = getattr(transport, name)
 
-    def script(sock: socket.socket, stopping: threading.Event) -> bool | None:
-        asked.release()
-        return answer(sock, stopping)
+    def busy(*args: Any) -> Any:
+        setattr(transport, name, original)
+        client.loop.call_soon(time.sleep, seconds)
+        return original(*args)
 
-    return script, asked
+    setattr(transport, name, busy)
 
 
 @pytest.mark.parametrize("client_at", ["async"], indirect=True)
@@ -318,30 +324,16 @@ def test_a_busy_loop_gives_a_wait_the_time_it_could_not_watch(
     # 1.2 s, past the 300 ms limit of the phase the request is in: a connection the kernel
     # completed meanwhile (connect), a head that comes 1.5 s after the request (head).
     # Their timers run about 0.9 s late and give the wait that long again: both succeed.
-    script, asked = _telling(stream_script(before=0.0 if phase == "connect" else 1.5))
+    server = raw_server(stream_script(before=0.0 if phase == "connect" else 1.5))
     client = client_at(
-        raw_server(script).url,
+        server.url,
         NO_RETRY,
         "deployment.timeouts.connect=300ms",
         "deployment.timeouts.request_timeout=300ms",
     )
     assert isinstance(client, AsyncClient)
-    if phase == "connect":
-        # Busy from the pass after the send begins: the connect is under way by then.
-        transport = client.aio._transport
-        session = transport.session
-
-        def busy_session() -> Any:
-            transport.session = session  # type: ignore[method-assign]
-            client.loop.call_soon(time.sleep, 1.2)
-            return session()
-
-        transport.session = busy_session  # type: ignore[method-assign]
-    started = client.start()
-    if phase == "head":
-        assert asked.acquire(timeout=5)  # sent: its head is due 300 ms from now
-        client.loop.call_soon_threadsafe(time.sleep, 1.2)
-    outcome = started.outcome()
+    _busy_once(client, phase, 1.2)
+    outcome = client.start().outcome()
     assert isinstance(outcome, ChatResult), outcome
     assert outcome.text == "".join(WORDS)
 
@@ -353,19 +345,17 @@ def test_a_server_silent_through_the_grace_is_blamed(
     # The loop is busy past the head's limit, the wait gets that time back, and the server
     # stays silent through it too: the timeout, on time now, counts against the server
     # (a threshold of one opens the circuit), and took at most about twice the limit.
-    script, asked = _telling(stream_script(before=5))
+    server = raw_server(stream_script(before=5))
     client = client_at(
-        raw_server(script).url,
+        server.url,
         NO_RETRY,
         "deployment.timeouts.request_timeout=300ms",
         "deployment.circuit_breaker.failure_threshold=1",
     )
     assert isinstance(client, AsyncClient)
+    _busy_once(client, "head", 1.2)
     started_at = time.monotonic()
-    started = client.start()
-    assert asked.acquire(timeout=5)
-    client.loop.call_soon_threadsafe(time.sleep, 1.2)
-    error = started.outcome()
+    error = client.start().outcome()
     elapsed = time.monotonic() - started_at
     assert isinstance(error, Timeout) and error.limit == "request_timeout", error
     assert not error.noticed_late, error.late_by
