@@ -130,8 +130,9 @@ class ServerError(InferenceError):
 
 
 LATE = 0.25
-"""A timeout noticed more than this many seconds after it was due was noticed late: the
-process was too busy to watch the connection, so the server may not be at fault."""
+"""A timer that runs more than this many seconds after its due time ran late: the process
+was too busy to watch the connection. The asyncio transport then gives the wait that time
+back once; a timeout still noticed this late after that says nothing of the server."""
 
 
 class Timeout(InferenceError):
@@ -140,8 +141,9 @@ class Timeout(InferenceError):
     ``late_by``: how long after its due time the limit was noticed. An event loop that
     keeps up notices at once; one kept busy by the process's own work (thousands of
     streams on one core, a blocking call) notices late, and may have left bytes that came
-    in time unread. Such a timeout says nothing about the server, and the circuit breaker
-    does not count it (:attr:`noticed_late`)."""
+    in time unread. The transport first gives such a wait the time it lost; a timeout
+    noticed late even then says nothing about the server, and the circuit breaker does not
+    count it (:attr:`noticed_late`)."""
 
     kind = "timeout"
     retryable = True
