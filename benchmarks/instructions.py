@@ -39,7 +39,9 @@ from benchmarks.aio_run import FULL, AioServerProcess
 from benchmarks.clients import compile_rakka_config
 from benchmarks.run import REPO, BenchServerProcess
 
-CONCURRENCY = 256
+CONCURRENCY = int(os.environ.get("RAKKA_BENCH_CONCURRENCY", "256"))
+"""Requests in flight for the asyncio clients (``RAKKA_BENCH_CONCURRENCY`` to change it:
+the children read it from the environment they inherit)."""
 BASE_REQUESTS = 300
 CLIENTS = ("floor", "transport", "rakka", "sync-floor", "sync-rakka")
 

@@ -49,6 +49,7 @@ from rakka_runtime.provider import (
     ToolCall,
     ToolCallDelta,
     Usage,
+    decode_json,
 )
 
 __all__ = [
@@ -404,7 +405,7 @@ class MessagesStream:
 
     def __init__(self, request_id: str) -> None:
         self._request_id = request_id
-        self._loads = json.loads
+        self._loads = decode_json
         self._text = TextBuffer()
         self._tools: dict[int, _ToolParts] = {}  # by content block index
         self._usage: dict[str, int] = {}

@@ -384,7 +384,7 @@ def parse_completion(obj: dict[str, Any], request_id: str) -> ChatResult:
         response_id=obj.get("id") if isinstance(obj.get("id"), str) else None,
         created=obj.get("created") if isinstance(obj.get("created"), int) else None,
     )
-    choice = next((c for c in choices if isinstance(c, dict) and c.get("index", 0) == 0), None)
+    choice = _first_choice(choices)
     if choice is None:
         if choices:
             raise ProtocolError("response has no choice with index 0")
@@ -415,6 +415,15 @@ def parse_completion(obj: dict[str, Any], request_id: str) -> ChatResult:
             raise ProtocolError("response message 'tool_calls' is not a list")
         result.tool_calls = [_parse_tool_call(call) for call in raw_calls]
     return result
+
+
+def _first_choice(choices: list[Any]) -> dict[str, Any] | None:
+    """Choice 0 (a loop, not ``next()`` over a generator: no generator made and closed
+    per answer)."""
+    for choice in choices:
+        if isinstance(choice, dict) and choice.get("index", 0) == 0:
+            return choice
+    return None
 
 
 def _parse_tool_call(call: object) -> ToolCall:
