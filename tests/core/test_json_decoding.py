@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from rakka_runtime import provider
 from rakka_runtime.errors import ProtocolError
-from rakka_runtime.provider import decode_json, json_object
+from rakka_runtime.provider import decode_json, encode_json, json_object
 
 _INT64 = st.integers(min_value=-(2**63), max_value=2**64 - 1)
 _VALUES = st.recursive(
@@ -85,3 +85,63 @@ def test_a_body_that_is_not_an_object_is_protocol(decoder: str) -> None:
     with pytest.raises(ProtocolError, match="not JSON"):
         json_object(b"<html>", 502)
     assert json_object(b'{"ok": true}', 200) == {"ok": True}
+
+
+# -- request bodies -------------------------------------------------------------------------
+
+_BODIES = st.recursive(
+    st.none()
+    | st.booleans()
+    | _INT64
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@pytest.fixture(params=["orjson", "standard library only"])
+def encoder(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    if request.param != "orjson":
+        monkeypatch.setattr(provider, "_fast_dumps", None)
+    else:
+        assert provider._fast_dumps is not None
+    return str(request.param)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=_BODIES)
+def test_a_body_means_what_the_standard_library_would_send(value: Any) -> None:
+    expected = json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    sent = encode_json(value)
+    assert json.loads(sent) == json.loads(expected)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"temperature": float("nan")},
+        {"logit_bias": {"50256": float("inf")}},
+        [float("-inf")],
+    ],
+)
+def test_nan_and_infinities_are_refused_not_sent_as_null(encoder: str, value: Any) -> None:
+    with pytest.raises(ValueError):
+        encode_json(value)
+
+
+def test_what_orjson_refuses_is_written_as_before(encoder: str) -> None:
+    assert json.loads(encode_json({1: "a"})) == {"1": "a"}  # a key that is not a string
+    assert json.loads(encode_json([2**70])) == [2**70]  # past 64 bits
+    assert json.loads(encode_json({"content": None, "n": 1})) == {"content": None, "n": 1}
+    with pytest.raises(ValueError):  # a lone surrogate is not Unicode: not sent
+        encode_json({"content": "\ud800"})
+    with pytest.raises(TypeError):
+        encode_json({"a": object()})
+
+
+def test_mappings_and_sequences_of_other_types_are_written(encoder: str) -> None:
+    from types import MappingProxyType
+
+    value = {"messages": (MappingProxyType({"role": "user", "content": "hé"}),)}
+    assert json.loads(encode_json(value)) == {"messages": [{"role": "user", "content": "hé"}]}

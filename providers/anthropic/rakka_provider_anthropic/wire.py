@@ -50,6 +50,7 @@ from rakka_runtime.provider import (
     ToolCallDelta,
     Usage,
     decode_json,
+    encode_json,
 )
 
 __all__ = [
@@ -246,20 +247,6 @@ def _response_format(fmt: Mapping[str, Any]) -> dict[str, Any] | None:
     )
 
 
-def _jsonable(value: object) -> object:
-    if isinstance(value, Mapping):
-        return dict(value)
-    if isinstance(value, Sequence) and not isinstance(value, str | bytes | bytearray):
-        return list(value)
-    raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
-
-
-# One encoder for every body (json.dumps with these options builds a new one per call).
-_BODY_ENCODER = json.JSONEncoder(
-    separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_jsonable
-)
-
-
 def build_messages_body(request: ChatRequest, *, model: str, default_max_tokens: int) -> bytes:
     """The JSON body of one ``POST /v1/messages`` for ``request``."""
     system, messages = translate_messages(request.messages)
@@ -299,10 +286,9 @@ def build_messages_body(request: ChatRequest, *, model: str, default_max_tokens:
             )
         body.update(extra)
     try:
-        text = _BODY_ENCODER.encode(body)
+        return encode_json(body)
     except (TypeError, ValueError) as exc:
         raise InvalidRequest(f"request body is not valid JSON: {exc}") from exc
-    return text.encode("utf-8")
 
 
 # --- responses -----------------------------------------------------------------------------

@@ -15,7 +15,6 @@ holds one answer, and carrying the rest per chunk would cost every caller for a 
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -32,6 +31,7 @@ from rakka_runtime.provider import (
     ToolCall,
     ToolCallDelta,
     Usage,
+    encode_json,
 )
 
 __all__ = [
@@ -57,22 +57,6 @@ def uses_max_completion_tokens(model: str) -> bool:
     True for the o1, o3, o4 and gpt-5 families and their dated snapshots.
     """
     return _MAX_COMPLETION_TOKENS_MODEL.match(model.lower()) is not None
-
-
-def _jsonable(value: object) -> object:
-    # Messages are typed as Mapping/Sequence so callers may pass read-only views; json only
-    # knows dict/list, and this hook runs only for the unusual objects, not per field.
-    if isinstance(value, Mapping):
-        return dict(value)
-    if isinstance(value, Sequence) and not isinstance(value, str | bytes | bytearray):
-        return list(value)
-    raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
-
-
-# One encoder for every body (json.dumps with these options builds a new one per call).
-_BODY_ENCODER = json.JSONEncoder(
-    separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_jsonable
-)
 
 
 def build_chat_body(
@@ -139,10 +123,9 @@ def build_chat_body(
             )
         body.update(req.extra_body)
     try:
-        text = _BODY_ENCODER.encode(body)
+        return encode_json(body)
     except (TypeError, ValueError) as exc:
         raise InvalidRequest(f"request body is not valid JSON: {exc}") from exc
-    return text.encode("utf-8")
 
 
 class _ToolCallParts:
