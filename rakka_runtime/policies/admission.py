@@ -241,8 +241,10 @@ class AdmissionQueue:
         with self._lock:
             now = self._clock.monotonic()
             if waiter is None:
-                if not self._line and self._fits_now(tokens, now):
-                    return self._grant(tokens, now)
+                if not self._line.waiters:
+                    grant = self._grant_now(tokens, now)
+                    if grant is not None:
+                        return grant
                 at, why = self._eta(tokens, self._line.demand(), now)
                 if not self._line and at <= now + _EPSILON and self._slot_free():
                     return self._grant(tokens, now)
@@ -300,12 +302,13 @@ class AdmissionQueue:
             now = self._clock.monotonic()
             self._in_flight -= 1
             for dimension, bucket in grant.charged:
-                reserved, used = (
-                    (1, requests_used) if dimension == "requests" else (grant.tokens, tokens_used)
-                )
-                if used != reserved:
-                    bucket.give(reserved - used, now)
-            self._line.wake_head()  # a freed slot or refund: the head may fit now
+                if dimension == "requests":
+                    if requests_used != 1:
+                        bucket.give(1 - requests_used, now)
+                elif tokens_used != grant.tokens:
+                    bucket.give(grant.tokens - tokens_used, now)
+            if self._line.waiters:
+                self._line.wake_head()  # a freed slot or refund: the head may fit now
 
     def pause(self, seconds: float) -> None:
         """Admit nothing for ``seconds`` (a 429's retry-after), at most ``max_pause``;
@@ -332,8 +335,9 @@ class AdmissionQueue:
         """:meth:`observe` for each dimension of one response, under one lock acquisition,
         and none when no dimension would change (the usual response, far from a limit)."""
         now = self._clock.monotonic()
+        changes = self._changes
         for item in feedback:
-            if self._changes(item, now):
+            if changes(item, now):
                 break
         else:
             return
@@ -390,16 +394,24 @@ class AdmissionQueue:
             return self._paused_until, f"paused for {self._paused_until - now:.3g}s"
         return at, why
 
-    def _fits_now(self, tokens: int, now: float) -> bool:
-        """Whether a request of ``tokens`` may go at once with nobody in line: what
-        :meth:`_eta` would say, without building a prediction (the usual case)."""
-        if self._paused_until > now or not self._slot_free():
-            return False
-        for dimension, bucket in self._buckets.items():
+    def _grant_now(self, tokens: int, now: float) -> Grant | None:
+        """A grant for a request of ``tokens`` with nobody in line, when it may go at once
+        (what :meth:`_eta` would say, without building a prediction: the usual case);
+        each bucket refilled once, then charged."""
+        if self._paused_until > now:
+            return None
+        slots = self._slots
+        if slots is not None and self._in_flight >= slots:
+            return None
+        charging = self._charging
+        for dimension, bucket in charging:
             need = 1 if dimension == "requests" else tokens
             if bucket.refill(now) < min(need, bucket.capacity):
-                return False
-        return True
+                return None
+        for dimension, bucket in charging:
+            bucket.level -= 1 if dimension == "requests" else tokens
+        self._in_flight += 1
+        return Grant(tokens, charging)
 
     def _slot_free(self) -> bool:
         return self._slots is None or self._in_flight < self._slots

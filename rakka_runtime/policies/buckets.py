@@ -27,18 +27,25 @@ class TokenBucket:
         """``amount`` per minute: a full minute's worth may burst, refilled evenly."""
         return cls(amount, amount / 60.0, now)
 
+    # refill and peek run on every admission and response: comparisons, not min()/max()
+    # calls.
+
     def refill(self, now: float) -> float:
         """Bring the level up to ``now`` and return it."""
         elapsed = now - self._at
         if elapsed > 0:
-            self.level = min(self.capacity, self.level + elapsed * self.rate)
+            level = self.level + elapsed * self.rate
+            self.level = level = level if level < self.capacity else self.capacity
             self._at = now
+            return level
         return self.level
 
     def peek(self, now: float) -> float:
         """The level at ``now`` without updating the bucket (safe to call unlocked: a racing
         update only makes the answer slightly stale)."""
-        return min(self.capacity, self.level + max(0.0, now - self._at) * self.rate)
+        elapsed = now - self._at
+        level = self.level + elapsed * self.rate if elapsed > 0 else self.level
+        return level if level < self.capacity else self.capacity
 
     def admits(self, amount: float) -> float:
         """The level ``amount`` needs before it may be taken: a request larger than the

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -75,10 +75,21 @@ class Line:
     longer make it (:meth:`wake_unreachable`), so they fail at once.
     """
 
-    __slots__ = ("_gone", "_gone_tokens", "_joined", "_joined_tokens", "_skipped", "_waiters")
+    __slots__ = (
+        "_gone",
+        "_gone_tokens",
+        "_joined",
+        "_joined_tokens",
+        "_skipped",
+        "_waiters",
+        "waiters",
+    )
 
     def __init__(self) -> None:
         self._waiters: deque[Waiter] = deque()
+        # The same deque, read-only for the owner: "anyone in line?" as a plain truth test
+        # on every admission, not a call of __len__.
+        self.waiters: Sized = self._waiters
         # Running totals, so what is ahead of a waiter is O(1) to know rather than a walk
         # down the line on every ask: ahead of W = those joined before W less those gone
         # that had joined before W.

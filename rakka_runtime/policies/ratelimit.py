@@ -39,7 +39,7 @@ from rakka_runtime.core.flow import estimated_tokens
 from rakka_runtime.errors import InferenceError, RateLimited
 from rakka_runtime.hookspecs import hookimpl
 from rakka_runtime.policies.admission import Admission, AdmissionQueue
-from rakka_runtime.policies.clock import ClockedPlugin
+from rakka_runtime.policies.clock import SYSTEM_CLOCK, ClockedPlugin
 from rakka_runtime.policies.line import Pending
 from rakka_runtime.types import ChatRequest, ChatResult
 
@@ -83,6 +83,7 @@ class RateLimitGate:
         self.policy = policy
         self.admission = admission
         self._wait = policy.on_capacity_exhausted == "queue"
+        self._clock = getattr(admission, "_clock", None)
         # Per request: its place in line while it waits (keyed by the state object).
         self._waiters: dict[int, Any] = {}
 
@@ -98,11 +99,17 @@ class RateLimitGate:
         return self._entered(state, step)
 
     def _asking(self, state: CallState) -> tuple[int, Any, float | None]:
-        """What to reserve for ``state``: its tokens, its place in line, its deadline."""
+        """What to reserve for ``state``: its tokens, its place in line, its deadline on
+        the admission's clock (a test's fake clock may differ from the request's)."""
+        waiters = self._waiters
+        deadline = state.deadline
+        clock = self._clock
+        if deadline is not None and clock is not None and clock is not SYSTEM_CLOCK:
+            deadline += clock.monotonic() - time.monotonic()
         return (
-            reserved_tokens(state.request, state.estimated_input_tokens),
-            self._waiters.pop(id(state), None),
-            _on_clock(state, self.admission),
+            estimated_tokens(state.request, state.estimated_input_tokens),
+            waiters.pop(id(state), None) if waiters else None,
+            deadline,
         )
 
     def _entered(self, state: CallState, step: Any) -> Any:
@@ -178,15 +185,6 @@ def _settlement(state: CallState, outcome: Outcome) -> tuple[float | None, int, 
             outcome.result, state.estimated_input_tokens, outcome.delivered
         )
     return pause, requests_used, tokens_used
-
-
-def _on_clock(state: CallState, admission: object) -> float | None:
-    """The request's deadline on the admission's clock (a test's fake clock may differ)."""
-    left = state.time_left()
-    if left is None:
-        return None
-    clock = getattr(admission, "_clock", None)
-    return (time.monotonic() if clock is None else clock.monotonic()) + left
 
 
 def _usage_or_guess(result: ChatResult | None, input_tokens: int, delivered: int) -> int:
