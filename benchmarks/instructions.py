@@ -38,6 +38,7 @@ from typing import Any
 from benchmarks.aio_run import FULL, AioServerProcess
 from benchmarks.clients import compile_rakka_config
 from benchmarks.run import REPO, BenchServerProcess
+from benchmarks.run import _env as run_env
 
 CONCURRENCY = int(os.environ.get("RAKKA_BENCH_CONCURRENCY", "256"))
 """Requests in flight for the asyncio clients (``RAKKA_BENCH_CONCURRENCY`` to change it:
@@ -130,15 +131,10 @@ def _instructions(command: list[str], env: dict[str, str], cwd: str) -> int:
 
 
 def _env(prefix: str | None, compiled: str | None) -> dict[str, str]:
-    env = dict(os.environ)
+    env = run_env(prefix)  # a copy's core with its own provider, then the checkout
+    env["PYTHONPATH"] += os.pathsep + str(REPO / "providers" / "openai")
     if compiled is not None:
         env["RAKKA_BENCH_COMPILED"] = compiled
-    # A copy's own OpenAI provider too (a worktree's providers/openai), else the
-    # checkout's would be paired with the copy's core.
-    own = None if prefix is None else Path(prefix) / "providers" / "openai"
-    mine = str(own) if own is not None and own.is_dir() else None
-    parts = [prefix, mine, str(REPO), str(REPO / "providers" / "openai")]
-    env["PYTHONPATH"] = os.pathsep.join(p for p in parts if p)
     return env
 
 

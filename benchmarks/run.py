@@ -87,8 +87,12 @@ SMOKE = Plan(
 def _env(prefix: str | None = None) -> dict[str, str]:
     # The repo goes after any PYTHONPATH the caller set, so a patched copy of the packages
     # (``--compare``, or PYTHONPATH=...) wins over the checkout.
+    # A copy's own OpenAI provider too (a worktree's providers/openai), else the
+    # checkout's installed one would be paired with the copy's core.
     env = dict(os.environ)
-    parts = [prefix, env.get("PYTHONPATH"), str(REPO)]
+    own = None if prefix is None else Path(prefix) / "providers" / "openai"
+    provider = str(own) if own is not None and own.is_dir() else None
+    parts = [prefix, provider, env.get("PYTHONPATH"), str(REPO)]
     env["PYTHONPATH"] = os.pathsep.join(p for p in parts if p)
     return env
 
