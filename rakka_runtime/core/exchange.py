@@ -90,8 +90,10 @@ class Exchange:
         state.response_headers = headers
         state.rate_limit_feedback = codec.rate_limit_feedback(headers)
         self._request_id = codec.request_id(headers)
-        encoding = headers.get("content-encoding", "identity").strip().lower()
-        if encoding not in ("identity", ""):
+        encoding = headers.get("content-encoding")
+        if encoding is not None and encoding != "identity":
+            encoding = encoding.strip().lower()
+        if encoding is not None and encoding not in ("identity", ""):
             if encoding in ("gzip", "x-gzip"):
                 self._inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
             elif encoding == "deflate":

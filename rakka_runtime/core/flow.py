@@ -18,6 +18,7 @@ from rakka_runtime.core.state import CallState
 from rakka_runtime.errors import Cancelled, InferenceError, PluginError
 from rakka_runtime.pricing import (
     CostEstimate,
+    ModelRates,
     PriceTable,
     cost_from_usage,
     estimate_cost,
@@ -40,6 +41,8 @@ __all__ = [
     "estimated_tokens",
     "plugin_failure",
 ]
+
+_MAX_PRICED = 256  # (reported, requested) model pairs whose rates a deployment remembers
 
 DEFAULT_MAX_OUTPUT_TOKENS = 1024
 """Output tokens assumed for a request that sets no ``max_tokens``: the one default
@@ -123,6 +126,7 @@ class DeploymentCore:
         self.limits = deployment.limits
         self._default_deadline = timeouts.deadline
         self._estimator = self.estimate_cost  # bound once, handed to every state
+        self._priced: dict[tuple[str | None, str], ModelRates | None] = {}
 
     # -- a request's life -------------------------------------------------------------------
 
@@ -130,13 +134,18 @@ class DeploymentCore:
         """The state of one run of ``request``; ``deadline`` (absolute) may shorten it."""
         now = time.monotonic()
         earliest = request.deadline
-        for limit in (
-            deadline,
-            None if request.timeout is None else now + request.timeout,
-            None if self._default_deadline is None else now + self._default_deadline,
+        if (
+            deadline is not None
+            or request.timeout is not None
+            or self._default_deadline is not None
         ):
-            if limit is not None and (earliest is None or limit < earliest):
-                earliest = limit
+            for limit in (
+                deadline,
+                None if request.timeout is None else now + request.timeout,
+                None if self._default_deadline is None else now + self._default_deadline,
+            ):
+                if limit is not None and (earliest is None or limit < earliest):
+                    earliest = limit
         return CallState(
             request=request,
             deployment=self.deployment.name,
@@ -303,10 +312,22 @@ class DeploymentCore:
             if not state.estimated_input_tokens:
                 state.estimated_input_tokens = self.codec.estimate_input_tokens(state.request)
             usage = Usage(state.estimated_input_tokens, estimate_output_tokens(result))
-        rates = self.prices.get(self._priced_model(result.model, state.model))
+        rates = self._rates(result.model, state.model)
         cost = None if rates is None or usage is None else cost_from_usage(rates, usage)
         state.spend.add(cost, usage, estimated=estimated)
         result.cost_usd, result.cost_estimated = cost, estimated
+
+    def _rates(self, reported: str | None, requested: str) -> ModelRates | None:
+        """The rates of the model an answer is priced at, found once per pair of names (a
+        deployment sees a handful; the memo stops growing at :data:`_MAX_PRICED`)."""
+        key = (reported, requested)
+        memo = self._priced
+        if key in memo:
+            return memo[key]
+        rates = self.prices.get(self._priced_model(reported, requested))
+        if len(memo) < _MAX_PRICED:
+            memo[key] = rates
+        return rates
 
     def _priced_model(self, reported: str | None, requested: str) -> str:
         """Azure hides the model behind the deployment name: base_model decides. Otherwise

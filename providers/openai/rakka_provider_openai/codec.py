@@ -175,9 +175,12 @@ def _feedback(lowered: Mapping[str, str]) -> tuple[Feedback, ...]:
 def _count(value: str | None) -> int | None:
     if value is None:
         return None
-    value = value.strip()
     # ASCII digits only: str.isdigit() is true of "²" too, which int() refuses.
-    return int(value) if value.isascii() and value.isdigit() else None
+    if not (value.isascii() and value.isdigit()):
+        value = value.strip()  # only then: a header's value is almost never padded
+        if not (value.isascii() and value.isdigit()):
+            return None
+    return int(value)
 
 
 @lru_cache(maxsize=256)  # providers repeat a handful of reset values ("1s", "6ms", ...)
