@@ -360,12 +360,14 @@ def parse_completion(obj: dict[str, Any], request_id: str) -> ChatResult:
     choices = obj.get("choices") if isinstance(obj, dict) else None
     if not isinstance(choices, list):
         raise ProtocolError("response is not a chat.completion: no 'choices' list")
+    get = obj.get
+    response_id, created = get("id"), get("created")
     result = ChatResult(
         request_id=request_id,
-        usage=parse_usage(obj.get("usage")),
-        model=obj.get("model") or None,
-        response_id=obj.get("id") if isinstance(obj.get("id"), str) else None,
-        created=obj.get("created") if isinstance(obj.get("created"), int) else None,
+        usage=parse_usage(get("usage")),
+        model=get("model") or None,
+        response_id=response_id if isinstance(response_id, str) else None,
+        created=created if isinstance(created, int) else None,
     )
     choice = _first_choice(choices)
     if choice is None:
@@ -426,11 +428,14 @@ def _parse_tool_call(call: object) -> ToolCall:
     )
 
 
-def _count(obj: Mapping[str, Any], key: str) -> int:
+def _count(obj: Mapping[str, Any] | None, key: str) -> int:
+    """``obj[key]`` as a token count: 0 when absent (or ``obj`` is not an object)."""
+    if not isinstance(obj, dict):
+        return 0
     value = obj.get(key)
     if value is None:
         return 0
-    if isinstance(value, int) and not isinstance(value, bool):
+    if type(value) is int:  # an integer, not a bool (a subclass of int)
         return value
     raise ProtocolError(f"usage.{key} is not an integer: {value!r}")
 
@@ -445,15 +450,13 @@ def parse_usage(obj: dict[str, Any] | None) -> Usage | None:
         return None
     if not isinstance(obj, dict):
         raise ProtocolError(f"usage is not an object: {type(obj).__name__}")
-    prompt_details = obj.get("prompt_tokens_details")
-    completion_details = obj.get("completion_tokens_details")
-    return Usage(
-        input_tokens=_count(obj, "prompt_tokens"),
-        output_tokens=_count(obj, "completion_tokens"),
-        cached_tokens=_count(prompt_details, "cached_tokens")
-        if isinstance(prompt_details, dict)
-        else 0,
-        reasoning_tokens=_count(completion_details, "reasoning_tokens")
-        if isinstance(completion_details, dict)
-        else 0,
-    )
+    get = obj.get
+    prompt, completion = get("prompt_tokens"), get("completion_tokens")
+    prompt_details = get("prompt_tokens_details")
+    completion_details = get("completion_tokens_details")
+    cached = 0 if prompt_details is None else _count(prompt_details, "cached_tokens")
+    reasoning = 0 if completion_details is None else _count(completion_details, "reasoning_tokens")
+    # The usual usage: both counts are integers (type(), since a bool is an int too).
+    if type(prompt) is not int or type(completion) is not int:
+        prompt, completion = _count(obj, "prompt_tokens"), _count(obj, "completion_tokens")
+    return Usage(prompt, completion, cached, reasoning)
