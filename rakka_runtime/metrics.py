@@ -56,6 +56,9 @@ _REMAINING = {
 }
 
 
+_OTHER = BoundedLabels.OTHER
+
+
 def outcome_label(kind: str) -> str:
     """An error kind as a label value; a kind no built-in class declares becomes ``other``."""
     return kind if kind in _OUTCOMES else BoundedLabels.OTHER
@@ -133,7 +136,14 @@ class _ModelSeries:
             in_flight.value -= 1
         _count(store, self._requests, "rakka_requests_total", key, outcome)
         for attempt in state.attempts:
-            _count(store, self._attempts, "rakka_attempts_total", key, outcome_label(attempt.kind))
+            kind = attempt.kind
+            _count(
+                store,
+                self._attempts,
+                "rakka_attempts_total",
+                key,
+                kind if kind in _OUTCOMES else _OTHER,
+            )
         spend = state.spend
         if spend.charged:
             tokens = self._tokens
@@ -200,6 +210,8 @@ class MetricsRecorder:
     def __init__(self, store: MetricsStore, labels: _DeploymentLabels) -> None:
         self.store = store
         self.labels = labels
+        # The requested model -> its series (the label a model gets never changes).
+        self._series: dict[str, _ModelSeries] = {}
 
     def enter(self, state: CallState) -> None:
         labels = self.labels
@@ -213,13 +225,17 @@ class MetricsRecorder:
 
     def leave(self, state: CallState, ticket: None, outcome: Outcome) -> None:
         error = outcome.error
-        if isinstance(error, InferenceError):
-            label = outcome_label(error.kind)
-        elif error is None and not outcome.abandoned:
+        if error is None and not outcome.abandoned:
             label = "ok"
+        elif isinstance(error, InferenceError):
+            label = outcome_label(error.kind)
         else:
             label = "cancelled"  # the caller closed the stream before it ended
-        series = self.labels.series(state.model)
+        series = self._series.get(state.model)
+        if series is None:
+            series = self.labels.series(state.model)
+            if len(self._series) < MAX_MODELS_PER_DEPLOYMENT:
+                self._series[state.model] = series
         ended = time.monotonic()
         with self.store.lock:  # one acquisition per request, however many series change
             series.record_locked(state, label, ended)  # also ends the in-flight count
