@@ -60,6 +60,7 @@ class AioTransport:
         self._limit = 0 if in_flight is None else max(POOL_SIZE, in_flight)
         self._session: aiohttp.ClientSession | None = None
         self._urls: dict[str, URL] = {}
+        self._identity: tuple[Mapping[str, str], Mapping[str, str]] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._deadlines: Deadlines | None = None
         # Requests connecting or sending -> (request_timeout, the deadline or inf):
@@ -120,7 +121,7 @@ class AioTransport:
                 method,
                 self._url(url),
                 data=body,
-                headers={"Accept-Encoding": "identity", **headers},
+                headers=self._with_identity(headers),
                 allow_redirects=False,
             )
         except BaseException as exc:
@@ -166,6 +167,15 @@ class AioTransport:
             limit="request_timeout",
             late_by=late,
         )
+
+    def _with_identity(self, headers: Mapping[str, str]) -> Mapping[str, str]:
+        """``headers`` asking for an uncompressed body. A codec sends its session's one
+        headers object until the credential changes: merged once per object, not per
+        request (aiohttp copies what it is given)."""
+        last = self._identity
+        if last is None or last[0] is not headers:
+            last = self._identity = (headers, {"Accept-Encoding": "identity", **headers})
+        return last[1]
 
     def _url(self, url: str) -> URL:
         """``url`` parsed once (a deployment sends every request to the same one)."""
