@@ -6,6 +6,9 @@
   line in response.content`` (SSE lines), ``json.loads`` of every ``data:`` line and the
   content picked out of it; non-streamed: ``json.loads(await response.read())``. No
   types, no policies, no error handling: the floor.
+* ``floor-orjson``: the floor with orjson reading every body and event and writing every
+  body, as rakka does: how much of rakka's distance to the floor is its JSON library
+  (a peer column; the targets stay against the floor as the issue defines it).
 * ``httpx``: the same minimum over ``httpx.AsyncClient`` (the SDK's HTTP client; this
   environment's openai SDK ships on its ``httpx2`` fork), pool sized to the concurrency:
   the measured side of the driver's "aiohttp or httpx" decision.
@@ -270,8 +273,47 @@ def openai_aiohttp_available() -> bool:
     )
 
 
+class AiohttpFloorOrjson(AiohttpFloor):
+    name = "floor-orjson"
+
+    def __init__(self, base_url: str, concurrency: int) -> None:
+        import orjson
+
+        super().__init__(base_url, concurrency)
+        self._loads = orjson.loads
+        self._dumps = orjson.dumps
+
+    async def chat(self) -> None:
+        body = self._dumps({"model": MODEL, "messages": MESSAGES})
+        async with self.session.post(self.url, data=body, headers=self.headers) as r:
+            self._loads(await r.read())
+
+    async def stream(self, record: Record) -> int:
+        loads = self._loads
+        seen = 0
+        body = self._dumps(
+            {
+                "model": MODEL,
+                "messages": MESSAGES,
+                "stream": True,
+                "stream_options": {"include_usage": True},
+            }
+        )
+        async with self.session.post(self.url, data=body, headers=self.headers) as r:
+            async for line in r.content:
+                if line.startswith(b"data: ") and not line.startswith(b"data: [DONE]"):
+                    choices = loads(line[6:])["choices"]
+                    seen += 1
+                    if choices:
+                        text = choices[0]["delta"].get("content")
+                        if text:
+                            record(text)
+        return seen
+
+
 CLIENTS: dict[str, Callable[[str, int], AsyncBenchClient]] = {
     "floor": AiohttpFloor,
+    "floor-orjson": AiohttpFloorOrjson,
     "httpx": HttpxFloor,
     "rakka": RakkaAsync,
     "openai": OpenAIAsync,

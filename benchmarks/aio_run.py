@@ -360,6 +360,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def contenders_from(args: argparse.Namespace) -> list[Contender]:
     contenders = [Contender("floor", "floor"), Contender("rakka", "rakka")]
     if not args.smoke and not args.no_peers:
+        contenders.append(Contender("floor-orjson", "floor-orjson"))
         if httpx_available():
             contenders.append(Contender("httpx", "httpx"))
         if openai_available():

@@ -14,7 +14,8 @@ requests after the same start, and the difference over ``--requests`` is one req
 happen under valgrind's slower clock (fewer requests overlap than at full speed).
 
 Clients, asyncio at concurrency 256 against ``benchmarks.aio_server`` (50 ms answers):
-``floor`` (raw aiohttp, as in ``benchmarks.aio_run``), ``transport`` (rakka's
+``floor`` (raw aiohttp, as in ``benchmarks.aio_run``), ``floor-orjson`` (the same
+with orjson's JSON, as rakka's), ``transport`` (rakka's
 ``AioTransport`` alone: send, read, ``json.loads``, no core), ``rakka``
 (``AsyncRuntime.chat``). Threads at concurrency 1 against ``benchmarks.server``:
 ``sync-floor`` (raw urllib3, as in ``benchmarks.run``) and ``sync-rakka``
@@ -44,7 +45,7 @@ CONCURRENCY = int(os.environ.get("RAKKA_BENCH_CONCURRENCY", "256"))
 """Requests in flight for the asyncio clients (``RAKKA_BENCH_CONCURRENCY`` to change it:
 the children read it from the environment they inherit)."""
 BASE_REQUESTS = 300
-CLIENTS = ("floor", "transport", "rakka", "sync-floor", "sync-rakka")
+CLIENTS = ("floor", "floor-orjson", "transport", "rakka", "sync-floor", "sync-rakka")
 
 
 class _TransportOnly:
@@ -92,12 +93,14 @@ def _sync_child(client_name: str, count: int, port: int) -> None:
 
 
 async def _child(client_name: str, count: int, port: int) -> None:
-    from benchmarks.aio_clients import AiohttpFloor, RakkaAsync
+    from benchmarks.aio_clients import AiohttpFloor, AiohttpFloorOrjson, RakkaAsync
 
     base = f"http://127.0.0.1:{port}/v1"
     client: Any
     if client_name == "floor":
         client = AiohttpFloor(base, CONCURRENCY)
+    elif client_name == "floor-orjson":
+        client = AiohttpFloorOrjson(base, CONCURRENCY)
     elif client_name == "transport":
         client = _TransportOnly(base)
     else:
@@ -173,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
             compiled = os.path.join(workdir, f"rakka-{port}.json")
             if not os.path.exists(compiled):
                 compile_rakka_config(f"http://127.0.0.1:{port}/v1", compiled)
-            floor = client.endswith("floor")
+            floor = "floor" in client
             for label, prefix in copies if not floor else [("", None)]:
                 env = _env(prefix, compiled)
                 name = client if not label.startswith("rakka@") else f"{client}@{label[6:]}"
