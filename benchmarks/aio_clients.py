@@ -32,7 +32,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from benchmarks.clients import compile_rakka_config
-from benchmarks.payloads import MESSAGES, MODEL, request_body
+from benchmarks.payloads import MESSAGES, MODEL, request_body, request_fields
 
 Record = Callable[[str], None]
 
@@ -66,7 +66,8 @@ class AiohttpFloor:
 
         import aiohttp
 
-        self._loads = json.loads
+        self._loads: Callable[[bytes], Any] = json.loads
+        self._body: Callable[..., bytes] = _body
         self.url = base_url + "/chat/completions"
         self.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=max(1, concurrency)),
@@ -75,14 +76,14 @@ class AiohttpFloor:
         self.headers = {"content-type": "application/json"}
 
     async def chat(self) -> None:
-        body = _body(stream=False)
+        body = self._body(stream=False)
         async with self.session.post(self.url, data=body, headers=self.headers) as r:
             self._loads(await r.read())
 
     async def stream(self, record: Record) -> int:
         loads = self._loads
         seen = 0
-        body = _body(stream=True)
+        body = self._body(stream=True)
         async with self.session.post(self.url, data=body, headers=self.headers) as r:
             async for line in r.content:
                 if line.startswith(b"data: ") and not line.startswith(b"data: [DONE]"):
@@ -281,34 +282,7 @@ class AiohttpFloorOrjson(AiohttpFloor):
 
         super().__init__(base_url, concurrency)
         self._loads = orjson.loads
-        self._dumps = orjson.dumps
-
-    async def chat(self) -> None:
-        body = self._dumps({"model": MODEL, "messages": MESSAGES})
-        async with self.session.post(self.url, data=body, headers=self.headers) as r:
-            self._loads(await r.read())
-
-    async def stream(self, record: Record) -> int:
-        loads = self._loads
-        seen = 0
-        body = self._dumps(
-            {
-                "model": MODEL,
-                "messages": MESSAGES,
-                "stream": True,
-                "stream_options": {"include_usage": True},
-            }
-        )
-        async with self.session.post(self.url, data=body, headers=self.headers) as r:
-            async for line in r.content:
-                if line.startswith(b"data: ") and not line.startswith(b"data: [DONE]"):
-                    choices = loads(line[6:])["choices"]
-                    seen += 1
-                    if choices:
-                        text = choices[0]["delta"].get("content")
-                        if text:
-                            record(text)
-        return seen
+        self._body = lambda *, stream: orjson.dumps(request_fields(stream=stream))
 
 
 CLIENTS: dict[str, Callable[[str, int], AsyncBenchClient]] = {

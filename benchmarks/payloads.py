@@ -190,10 +190,15 @@ def stream_response(n_tokens: int) -> bytes:
     return b"".join(parts)
 
 
-def request_body(*, stream: bool) -> bytes:
-    """The body a minimal client sends (the floor uses it as-is)."""
+def request_fields(*, stream: bool) -> dict[str, Any]:
+    """What a minimal client sends, before encoding."""
     body: dict[str, Any] = {"model": MODEL, "messages": MESSAGES}
     if stream:
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
-    return _dumps(body)
+    return body
+
+
+def request_body(*, stream: bool) -> bytes:
+    """The body a minimal client sends (the floor uses it as-is)."""
+    return _dumps(request_fields(stream=stream))
