@@ -149,6 +149,7 @@ __all__ = [
     "estimate_input_tokens",
     "excerpt",
     "header",
+    "header_count",
     "hookimpl",
     "json_object",
     "label",
@@ -169,6 +170,19 @@ once per credential change, never per request."""
 Feedback = tuple[str, int, int | None, float | None]
 """One rate-limit dimension the provider reported: ``(dimension, remaining, limit,
 reset_seconds)`` with dimension ``"requests"`` or ``"tokens"``."""
+
+
+def header_count(value: str | None) -> int | None:
+    """A count in a header (``x-ratelimit-remaining-requests: 29999``), or ``None`` when
+    the header is absent or not a whole number. ASCII digits only: ``str.isdigit()`` is
+    true of "²" too, which ``int()`` refuses; surrounding blanks are allowed."""
+    if value is None:
+        return None
+    if not (value.isascii() and value.isdigit()):
+        value = value.strip()  # only then: a header's value is almost never padded
+        if not (value.isascii() and value.isdigit()):
+            return None
+    return int(value)
 
 
 _decode_str = json.JSONDecoder().decode  # json.loads of a str, without its per-call checks

@@ -91,9 +91,9 @@ class Exchange:
         state.rate_limit_feedback = codec.rate_limit_feedback(headers)
         self._request_id = codec.request_id(headers)
         encoding = headers.get("content-encoding")
-        if encoding is not None and encoding != "identity":
+        if encoding is not None and encoding != "identity":  # the usual: none, or identity
             encoding = encoding.strip().lower()
-        if encoding is not None and encoding not in ("identity", ""):
+        if encoding not in (None, "identity", ""):
             if encoding in ("gzip", "x-gzip"):
                 self._inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
             elif encoding == "deflate":

@@ -70,13 +70,17 @@ def test_what_orjson_refuses_reads_as_before(decoder: str, data: str | bytes) ->
     assert _same(decode_json(data), json.loads(data))
 
 
-@pytest.mark.parametrize("data", [b"", b"{", b'{"a": 1} x', b'{"a": "\xff"}', b"[" * 5000])
+@pytest.mark.parametrize("data", [b"", b"{", b'{"a": 1} x', b'{"a": "\xff"}'])
 def test_a_malformed_document_raises_value_error(decoder: str, data: bytes) -> None:
     with pytest.raises(ValueError):
-        try:
-            decode_json(data)
-        except RecursionError as exc:  # the standard library's answer to deep nesting
-            raise ValueError("too deep") from exc
+        decode_json(data)
+
+
+def test_nesting_too_deep_fails_as_the_standard_library_does(decoder: str) -> None:
+    # orjson stops at 1,024 levels; the standard library then runs out of stack, as it
+    # did before orjson (the codecs report that as the provider's codec failing).
+    with pytest.raises(RecursionError):
+        decode_json(b"[" * 5000)
 
 
 def test_a_body_that_is_not_an_object_is_protocol(decoder: str) -> None:

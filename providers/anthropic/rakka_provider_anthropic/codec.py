@@ -29,6 +29,7 @@ from rakka_runtime.provider import (
     Feedback,
     HttpRequest,
     InferenceError,
+    header_count,
     json_object,
 )
 
@@ -99,23 +100,15 @@ class AnthropicCodec:
             on_close()
 
 
-def _count(value: str | None) -> int | None:
-    if value is None:
-        return None
-    value = value.strip()
-    # ASCII digits only: str.isdigit() is true of "²" too, which int() refuses.
-    return int(value) if value.isascii() and value.isdigit() else None
-
-
 def _dimension(
     headers: Mapping[str, str], name: str, now: float
 ) -> tuple[int, int | None, float | None] | None:
-    remaining = _count(headers.get(f"{_PREFIX}{name}-remaining"))
+    remaining = header_count(headers.get(f"{_PREFIX}{name}-remaining"))
     if remaining is None:
         return None
     return (
         remaining,
-        _count(headers.get(f"{_PREFIX}{name}-limit")),
+        header_count(headers.get(f"{_PREFIX}{name}-limit")),
         reset_seconds(headers.get(f"{_PREFIX}{name}-reset"), now),
     )
 

@@ -36,6 +36,7 @@ from rakka_runtime.provider import (
     TokenChunk,
     decode_json,
     estimate_input_tokens,
+    header_count,
     json_object,
     parse_duration,
 )
@@ -156,31 +157,20 @@ def ratelimit_feedback(headers: Mapping[str, str]) -> tuple[Feedback, ...]:
 def _feedback(lowered: Mapping[str, str]) -> tuple[Feedback, ...]:
     out: list[Feedback] = []
     for dimension, remaining_name, limit_name, reset_name in _HEADER_NAMES:
-        remaining = _count(lowered.get(remaining_name))
+        remaining = header_count(lowered.get(remaining_name))
         if remaining is None:
             continue
         out.append(
             (
                 dimension,
                 remaining,
-                _count(lowered.get(limit_name)),
+                header_count(lowered.get(limit_name)),
                 _seconds(lowered.get(reset_name)),
             )
         )
     # A tuple: the state keeps it for the whole request, and the garbage collector stops
     # tracking a tuple of plain values (a list it would walk on every pass).
     return tuple(out)
-
-
-def _count(value: str | None) -> int | None:
-    if value is None:
-        return None
-    # ASCII digits only: str.isdigit() is true of "²" too, which int() refuses.
-    if not (value.isascii() and value.isdigit()):
-        value = value.strip()  # only then: a header's value is almost never padded
-        if not (value.isascii() and value.isdigit()):
-            return None
-    return int(value)
 
 
 @lru_cache(maxsize=256)  # providers repeat a handful of reset values ("1s", "6ms", ...)
